@@ -1,0 +1,54 @@
+"""kvstore: an embedded, transactional, crash-safe key-value store (an LSM tree) in pure Python.
+
+>>> import tempfile, kvstore
+>>> with kvstore.KV.open(tempfile.mkdtemp()) as kv:
+...     kv.set(b"k", b"v")
+...     kv.get(b"k")
+b'v'
+"""
+
+from kvstore.config import Config
+from kvstore.errors import (
+    BadChecksumError,
+    ClosedError,
+    ConflictError,
+    CorruptionError,
+    CorruptSSTableError,
+    FailedError,
+    InvalidCursorError,
+    KeyOrValueTooLargeError,
+    KVError,
+    LockedError,
+    ReadOnlyError,
+    TxClosedError,
+    UnsupportedFormatError,
+)
+from kvstore.fs import FileSystem, OSFileSystem
+from kvstore.store import KV, KVTX, Cursor, Stats, TableStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KV",
+    "KVTX",
+    "BadChecksumError",
+    "ClosedError",
+    "Config",
+    "ConflictError",
+    "CorruptSSTableError",
+    "CorruptionError",
+    "Cursor",
+    "FailedError",
+    "FileSystem",
+    "InvalidCursorError",
+    "KVError",
+    "KeyOrValueTooLargeError",
+    "LockedError",
+    "OSFileSystem",
+    "ReadOnlyError",
+    "Stats",
+    "TableStats",
+    "TxClosedError",
+    "UnsupportedFormatError",
+    "__version__",
+]

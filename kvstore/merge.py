@@ -1,0 +1,154 @@
+"""Merging levels: the ``SortedKV`` protocol, the merged read iterator and the compaction filter.
+
+Levels are given newest first.  Two rules live here and nowhere else
+(DESIGN.md, "Levels and merging"):
+
+  - **Newest level wins.**  For a key present in several levels, the newest
+    level's version is the one a reader sees; a newer level always holds
+    higher sequence numbers for a key than an older one.
+  - **Tombstones are dropped only when writing the oldest level.**  A merge
+    keeps each key's newest version and every older version some live
+    snapshot can still see; when its output becomes the oldest table, a
+    delete that is the oldest version kept is dropped, since "deleted" and
+    "never written" then read the same.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+__all__ = ["SortedKV", "compact_entries", "merge_entries", "merge_items"]
+
+Item = tuple[bytes, "bytes | None"]
+Entry = tuple[bytes, int, "bytes | None"]
+
+# Max-heap helpers of the C heapq module (public from Python 3.14 on).
+_heapify_max: Any = getattr(heapq, "heapify_max", None) or getattr(heapq, "_heapify_max")
+_heapreplace_max: Any = getattr(heapq, "heapreplace_max", None) or getattr(heapq, "_heapreplace_max")
+_heappop_max: Any = getattr(heapq, "heappop_max", None) or getattr(heapq, "_heappop_max")
+
+
+class SortedKV(Protocol):
+    """A sorted level: the memtable, a table, or a transaction's pending writes."""
+
+    def get(self, key: bytes, snapshot: int) -> tuple[int, bytes | None] | None:
+        """The newest version of ``key`` at or before ``snapshot`` as (sequence, value), or None."""
+        ...
+
+    def items(self, start: bytes | None, snapshot: int, reverse: bool = False,
+              inclusive: bool = True) -> Iterator[Item]:
+        """(key, value or None for a delete), newest visible version of each key, from ``start`` on."""
+        ...
+
+    def entries(self) -> Iterator[Entry]:
+        """Every version as (key, sequence, value), keys ascending, sequences descending."""
+        ...
+
+
+def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+    """Merge per-level item iterators (newest first) into the live (key, value) pairs a reader sees.
+
+    Each key is taken from the newest level that has it; deletes are dropped.
+    Cost: O(log levels) per key of every level walked.
+    """
+    if len(iters) == 1:
+        for key, value in iters[0]:
+            if value is not None:
+                yield key, value
+        return
+    heap: list[tuple[bytes, int, bytes | None, Iterator[Item]]] = []
+    for prio, it in enumerate(iters):
+        for key, value in it:
+            heap.append((key, -prio if reverse else prio, value, it))
+            break
+    if not reverse:
+        heapq.heapify(heap)
+        replace, pop = heapq.heapreplace, heapq.heappop
+    else:
+        _heapify_max(heap)
+        replace, pop = _heapreplace_max, _heappop_max
+    while heap:
+        key, prio, value, it = heap[0]
+        winner = value
+        while True:
+            nxt = next(it, None)
+            if nxt is None:
+                pop(heap)
+            else:
+                replace(heap, (nxt[0], prio, nxt[1], it))
+            if not heap or heap[0][0] != key:
+                break
+            _, prio, _, it = heap[0]
+        if winner is not None:
+            yield key, winner
+
+
+def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
+    """Merge per-level entry iterators (newest first) into one stream in table order."""
+    if len(sources) == 1:
+        yield from sources[0]
+        return
+    heap: list[tuple[bytes, int, int, bytes | None, Iterator[Entry]]] = []
+    for prio, it in enumerate(sources):
+        for key, seq, value in it:
+            heap.append((key, prio, seq, value, it))
+            break
+    heapq.heapify(heap)
+    replace, pop = heapq.heapreplace, heapq.heappop
+    while heap:
+        key, prio, seq, value, it = heap[0]
+        yield key, seq, value
+        nxt = next(it, None)
+        if nxt is None:
+            pop(heap)
+        else:
+            replace(heap, (nxt[0], prio, nxt[1], nxt[2], it))
+
+
+def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int], bottom: bool) -> Iterator[Entry]:
+    """The entries a merge of ``sources`` (newest first) writes.
+
+    ``snapshots`` are the sequences of live snapshots, ascending.  Keeps each
+    key's newest version and each older version that some snapshot sees (the
+    newest version at or before it); with ``bottom`` (the output is the
+    oldest table) drops deletes that are the oldest kept version of a key.
+    """
+    merged = merge_entries(sources)
+    if not snapshots:
+        last = None
+        for key, seq, value in merged:
+            if key == last:
+                continue
+            last = key
+            if value is None and bottom:
+                continue
+            yield key, seq, value
+        return
+    group: list[Entry] = []
+    for entry in merged:
+        if group and entry[0] != group[0][0]:
+            yield from _retain(group, snapshots, bottom)
+            group = []
+        group.append(entry)
+    if group:
+        yield from _retain(group, snapshots, bottom)
+
+
+def _retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> list[Entry]:
+    """The versions of one key (newest first) that some reader can see."""
+    kept = [versions[0]]
+    newer = versions[0][1]
+    nsnap = len(snapshots)
+    for entry in versions[1:]:
+        seq = entry[1]
+        i = bisect.bisect_left(snapshots, seq)
+        if i < nsnap and snapshots[i] < newer:
+            kept.append(entry)  # snapshot snapshots[i] sees this version
+        newer = seq
+    if bottom:
+        while kept and kept[-1][2] is None:
+            kept.pop()
+    return kept

@@ -1,0 +1,458 @@
+"""The SSTable: an immutable sorted file of versioned entries, its writer, reader and block cache.
+
+A table is a file header, data blocks, an index chunk, a bloom chunk, a
+properties chunk and a fixed footer (DESIGN.md, "Table file").  Entries are
+ordered by key ascending, then sequence descending; versions of one key may
+span blocks.  Every chunk's CRC32C covers the file number and the chunk's
+offset too, so a block read from the wrong place never checks out.  Only the
+sparse index (one last-key per block) and the bloom filter live in memory;
+blocks are read on demand through a shared LRU ``BlockCache``.
+
+Invariants:
+  - index keys ascend and each is the last key of its block;
+  - ``smallest``/``largest`` are the first and last keys of the file;
+  - a reader's file descriptor stays open until ``close()``.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import collections
+import threading
+from collections.abc import Iterable, Iterator
+
+from kvstore import record
+from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
+from kvstore.fs import File, FileSystem
+
+__all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bloom_probes"]
+
+Block = tuple[list[bytes], list[int], list["bytes | None"]]
+_MASK = 0xFFFFFFFF
+_WRITE_BUFFER = 256 << 10
+
+
+def bloom_probes(bits_per_key: int) -> int:
+    """The number of hash probes for ``bits_per_key``: round(bits * ln 2), in [1, 30]."""
+    return max(1, min(30, int(bits_per_key * 0.69 + 0.5)))
+
+
+class Bloom:
+    """A bloom filter with double hashing on a CRC32C of the key (stable across processes).
+
+    The payload is the bit array followed by one byte, the probe count.
+    """
+
+    __slots__ = ("_bits", "_nbits", "_k")
+
+    def __init__(self, payload: bytes) -> None:
+        self._bits = payload[:-1]
+        self._nbits = len(self._bits) * 8
+        self._k = payload[-1] if payload else 0
+
+    @staticmethod
+    def build(hashes: Iterable[int], count: int, bits_per_key: int) -> bytes:
+        """The payload of a filter holding ``count`` keys with these hashes."""
+        k = bloom_probes(bits_per_key)
+        nbits = max(64, count * bits_per_key)
+        nbytes = (nbits + 7) // 8
+        nbits = nbytes * 8
+        bits = bytearray(nbytes)
+        for h in hashes:
+            delta = ((h >> 17) | (h << 15)) & _MASK
+            for _ in range(k):
+                pos = h % nbits
+                bits[pos >> 3] |= 1 << (pos & 7)
+                h = (h + delta) & _MASK
+        bits.append(k)
+        return bytes(bits)
+
+    def may_contain(self, h: int) -> bool:
+        """False only when the key with hash ``h`` is certainly absent."""
+        nbits = self._nbits
+        if nbits == 0 or self._k > 30:
+            return True  # an empty or unknown filter filters nothing
+        bits = self._bits
+        delta = ((h >> 17) | (h << 15)) & _MASK
+        for _ in range(self._k):
+            pos = h % nbits
+            if not bits[pos >> 3] & (1 << (pos & 7)):
+                return False
+            h = (h + delta) & _MASK
+        return True
+
+
+class BlockCache:
+    """An LRU cache of decoded blocks keyed by (file number, offset), bounded by their encoded bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.hits = 0
+        self.misses = 0
+        self._map: collections.OrderedDict[tuple[int, int], tuple[Block, int]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> Block | None:
+        with self._lock:
+            hit = self._map.get(key)
+            if hit is None:
+                self.misses += 1
+                return None
+            self._map.move_to_end(key)
+            self.hits += 1
+            return hit[0]
+
+    def put(self, key: tuple[int, int], block: Block, charge: int) -> None:
+        if charge > self.capacity:
+            return
+        with self._lock:
+            if key in self._map:
+                return
+            self._map[key] = (block, charge)
+            self.used += charge
+            while self.used > self.capacity:
+                _, (_, old) = self._map.popitem(last=False)
+                self.used -= old
+
+    def evict_file(self, file_number: int) -> None:
+        """Drop every block of one file (called when the file is deleted)."""
+        with self._lock:
+            for key in [k for k in self._map if k[0] == file_number]:
+                self.used -= self._map.pop(key)[1]
+
+
+class TableInfo:
+    """What a finished table holds: its size, counts, sequence range and key range."""
+
+    __slots__ = ("file_number", "size", "entries", "deletes", "min_seq", "max_seq", "smallest", "largest")
+
+    def __init__(self, file_number: int, size: int, entries: int, deletes: int, min_seq: int, max_seq: int,
+                 smallest: bytes, largest: bytes) -> None:
+        self.file_number = file_number
+        self.size = size
+        self.entries = entries
+        self.deletes = deletes
+        self.min_seq = min_seq
+        self.max_seq = max_seq
+        self.smallest = smallest
+        self.largest = largest
+
+
+class TableWriter:
+    """Writes one table file from entries given in (key ascending, sequence descending) order.
+
+    The caller creates ``file`` and, after ``finish()``, syncs the file's
+    directory; ``finish()`` fsyncs the file itself.
+    """
+
+    def __init__(self, file: File, file_number: int, block_size: int, bloom_bits_per_key: int) -> None:
+        self._file = file
+        self._number = file_number
+        self._block_size = block_size
+        self._bloom_bits = bloom_bits_per_key
+        self._buf: list[bytes] = [record.encode_file_header(record.TABLE_MAGIC, file_number)]
+        self._buffered = record.FILE_HEADER.size
+        self._offset = record.FILE_HEADER.size  # file offset of the next chunk
+        self._keys: list[bytes] = []
+        self._seqs: list[int] = []
+        self._values: list[bytes | None] = []
+        self._block_bytes = 0
+        self._index_keys: list[bytes] = []
+        self._index_seqs: list[int] = []
+        self._index_values: list[bytes | None] = []
+        self._hashes = array.array("I")
+        self._last_key: bytes | None = None
+        self.entries = 0
+        self.deletes = 0
+        self._min_seq = 0
+        self._max_seq = 0
+        self._smallest = b""
+
+    def add(self, key: bytes, seq: int, value: bytes | None) -> None:
+        """Append one entry; entries must come in table order."""
+        if key != self._last_key:
+            assert self._last_key is None or key > self._last_key, "keys out of order"
+            if self._bloom_bits:
+                self._hashes.append(record.key_hash(key))
+            if self._last_key is None:
+                self._smallest = key
+            self._last_key = key
+        self._keys.append(key)
+        self._seqs.append(seq)
+        self._values.append(value)
+        self._block_bytes += len(key) + (0 if value is None else len(value)) + record.BLOCK_ENTRY_ARRAYS
+        self.entries += 1
+        if value is None:
+            self.deletes += 1
+        if not self._min_seq or seq < self._min_seq:
+            self._min_seq = seq
+        if seq > self._max_seq:
+            self._max_seq = seq
+        if self._block_bytes >= self._block_size:
+            self._finish_block()
+
+    def add_all(self, entries: Iterable[tuple[bytes, int, bytes | None]]) -> None:
+        """Append every entry of an ordered iterable."""
+        add = self.add
+        for key, seq, value in entries:
+            add(key, seq, value)
+
+    def _finish_block(self) -> None:
+        payload = record.encode_block(self._keys, self._seqs, self._values)
+        offset, size = self._emit(payload)
+        self._index_keys.append(self._keys[-1])
+        self._index_seqs.append(self._seqs[-1])
+        self._index_values.append(record.INDEX_VALUE.pack(offset, size))
+        self._keys, self._seqs, self._values = [], [], []
+        self._block_bytes = 0
+
+    def _emit(self, payload: bytes) -> tuple[int, int]:
+        offset = self._offset
+        chunk = record.seal_chunk(self._number, offset, payload)
+        self._buf.append(chunk)
+        self._buffered += len(chunk)
+        self._offset += len(chunk)
+        if self._buffered >= _WRITE_BUFFER:
+            self._file.append(b"".join(self._buf))
+            self._buf = []
+            self._buffered = 0
+        return offset, len(chunk)
+
+    def finish(self) -> TableInfo:
+        """Write the index, bloom, properties and footer, fsync, and describe the table."""
+        if self._keys:
+            self._finish_block()
+        index = self._emit(record.encode_block(self._index_keys, self._index_seqs, self._index_values))
+        bloom_payload = b""
+        if self._bloom_bits:
+            bloom_payload = Bloom.build(self._hashes, len(self._hashes), self._bloom_bits)
+        bloom = self._emit(bloom_payload)
+        largest = self._last_key or b""
+        props = self._emit(record.encode_props(self.entries, self.deletes, self._min_seq, self._max_seq,
+                                               self._smallest, largest))
+        self._buf.append(record.encode_footer(index, bloom, props, self._number))
+        self._file.append(b"".join(self._buf))
+        self._buf = []
+        self._file.fsync()
+        size = self._offset + record.FOOTER.size
+        return TableInfo(self._number, size, self.entries, self.deletes, self._min_seq, self._max_seq,
+                         self._smallest, largest)
+
+
+class TableReader:
+    """Reads one table: point lookups through bloom and index, iteration in both directions.
+
+    Raises ``CorruptSSTableError`` (a ``CorruptionError`` with path and
+    offset) when the footer, index, bloom, properties or a block is damaged,
+    and ``UnsupportedFormatError`` for a newer format version.
+    """
+
+    def __init__(self, fs: FileSystem, path: str, file_number: int, cache: BlockCache) -> None:
+        self.path = path
+        self.file_number = file_number
+        self._cache = cache
+        self._file = fs.open(path)
+        try:
+            self._load()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _load(self) -> None:
+        path = self.path
+        size = self._file.size()
+        self.size = size
+        if size < record.FILE_HEADER.size + record.FOOTER.size:
+            raise CorruptSSTableError(path, 0, f"table of {size} bytes is shorter than header and footer")
+        try:
+            record.decode_file_header(self._file.pread(record.FILE_HEADER.size, 0), path, record.TABLE_MAGIC,
+                                      self.file_number)
+        except UnsupportedFormatError:
+            raise
+        except CorruptionError as exc:
+            raise CorruptSSTableError(path, exc.offset, exc.reason) from exc
+        foot_at = size - record.FOOTER.size
+        index, bloom, props = record.decode_footer(self._file.pread(record.FOOTER.size, foot_at), path, foot_at,
+                                                   self.file_number)
+        lo = record.FILE_HEADER.size
+        for name, (off, sz) in (("index", index), ("bloom", bloom), ("properties", props)):
+            if off < lo or sz < 4 or off + sz > foot_at:
+                raise CorruptSSTableError(path, foot_at, f"footer places the {name} outside the file")
+        ikeys, iseqs, ivalues = record.decode_block(self._chunk(*index), path, index[0])
+        self._index_keys = ikeys
+        self._offsets: list[int] = []
+        self._sizes: list[int] = []
+        prev_end = lo
+        for value in ivalues:
+            if value is None or len(value) != record.INDEX_VALUE.size:
+                raise CorruptSSTableError(path, index[0], "index entry is not an (offset, size) pair")
+            off, sz = record.INDEX_VALUE.unpack(value)
+            if off != prev_end or sz < 8:
+                raise CorruptSSTableError(path, index[0], f"index points at block ({off}, {sz}) out of sequence")
+            prev_end = off + sz
+            self._offsets.append(off)
+            self._sizes.append(sz)
+        if prev_end != index[0]:
+            raise CorruptSSTableError(path, index[0], "index does not cover the data blocks")
+        del iseqs
+        self._bloom = Bloom(self._chunk(*bloom)) if bloom[1] > 4 else None
+        (self.num_entries, self.deletes, self.min_seq, self.max_seq,
+         self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
+        if self._index_keys and self._index_keys[-1] != self.largest:
+            raise CorruptSSTableError(path, props[0], "properties disagree with the index on the largest key")
+
+    def _chunk(self, offset: int, size: int) -> bytes:
+        data = self._file.pread(size, offset)
+        if len(data) != size:
+            raise CorruptSSTableError(self.path, offset, f"chunk of {size} bytes runs past the end of the file")
+        try:
+            return record.open_chunk(data, self.path, self.file_number, offset)
+        except CorruptSSTableError:
+            raise
+        except CorruptionError as exc:
+            raise CorruptSSTableError(exc.path, exc.offset, exc.reason) from exc
+
+    @property
+    def blocks(self) -> int:
+        """The number of data blocks."""
+        return len(self._offsets)
+
+    def block(self, i: int) -> Block:
+        """Data block ``i`` decoded, through the cache."""
+        cache_key = (self.file_number, self._offsets[i])
+        hit = self._cache.get(cache_key)
+        if hit is not None:
+            return hit
+        offset = self._offsets[i]
+        block = record.decode_block(self._chunk(offset, self._sizes[i]), self.path, offset)
+        self._cache.put(cache_key, block, self._sizes[i])
+        return block
+
+    def may_contain(self, key_hash: int) -> bool:
+        """False only when no version of the key with this hash is in the table."""
+        return self._bloom is None or self._bloom.may_contain(key_hash)
+
+    def get(self, key: bytes, snapshot: int, key_hash: int | None = None) -> tuple[int, bytes | None] | None:
+        """The newest version of ``key`` at or before ``snapshot``, or None.  Reads at most one block
+        (more only when the key's versions span blocks)."""
+        if self._bloom is not None:
+            if not self._bloom.may_contain(record.key_hash(key) if key_hash is None else key_hash):
+                return None
+        index_keys = self._index_keys
+        i = bisect.bisect_left(index_keys, key)
+        nblocks = len(index_keys)
+        while i < nblocks:
+            keys, seqs, values = self.block(i)
+            j = bisect.bisect_left(keys, key)
+            n = len(keys)
+            while j < n and keys[j] == key:
+                if seqs[j] <= snapshot:
+                    return seqs[j], values[j]
+                j += 1
+            if j < n or index_keys[i] != key:
+                return None
+            i += 1
+        return None
+
+    def items(self, start: bytes | None, snapshot: int, reverse: bool = False,
+              inclusive: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key, value) of the newest version at or before ``snapshot`` of each key, deletes included;
+        bounds as in ``Memtable.items``."""
+        if not reverse:
+            return self._forward(start, snapshot, inclusive)
+        return self._backward(start, snapshot, inclusive)
+
+    def _forward(self, start: bytes | None, snapshot: int, inclusive: bool) -> Iterator[tuple[bytes, bytes | None]]:
+        if start is None:
+            i, j = 0, 0
+        else:
+            i = bisect.bisect_left(self._index_keys, start)
+            j = -1
+        done = None
+        for b in range(i, len(self._index_keys)):
+            keys, seqs, values = self.block(b)
+            if j < 0:
+                j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)  # type: ignore[arg-type]
+            for k in range(j, len(keys)):
+                key = keys[k]
+                if key == done or seqs[k] > snapshot:
+                    continue
+                done = key
+                yield key, values[k]
+            j = 0
+
+    def _backward(self, start: bytes | None, snapshot: int, inclusive: bool) -> Iterator[tuple[bytes, bytes | None]]:
+        nblocks = len(self._index_keys)
+        if start is None:
+            b = nblocks - 1
+            j = None
+        else:
+            # the first block whose last key is past start: versions of start may run into it
+            b = min(bisect.bisect_right(self._index_keys, start), nblocks - 1)
+            j = -1
+        cur: bytes | None = None
+        found = False
+        cand: bytes | None = None
+        while b >= 0:
+            keys, seqs, values = self.block(b)
+            if j is None:
+                k = len(keys) - 1
+            else:
+                k = (bisect.bisect_right(keys, start) if inclusive else bisect.bisect_left(keys, start)) - 1  # type: ignore[arg-type]
+            while k >= 0:
+                key = keys[k]
+                if key != cur:
+                    if found:
+                        yield cur, cand  # type: ignore[misc]
+                    cur = key
+                    found = False
+                if seqs[k] <= snapshot:
+                    cand = values[k]
+                    found = True
+                k -= 1
+            b -= 1
+            j = None
+        if found:
+            yield cur, cand  # type: ignore[misc]
+
+    def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
+        """Every entry as (key, sequence, value) in table order; blocks are read past the cache
+        (a merge reads each block once and would only evict what readers use)."""
+        for b in range(len(self._index_keys)):
+            hit = self._cache.get((self.file_number, self._offsets[b]))
+            if hit is None:
+                offset = self._offsets[b]
+                hit = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+            yield from zip(*hit)
+
+    def verify(self) -> list[str]:
+        """Read every block past the cache and check checksums and order; problems found, as text."""
+        problems: list[str] = []
+        last: tuple[bytes, int] | None = None
+        count = 0
+        for b in range(len(self._offsets)):
+            try:
+                offset = self._offsets[b]
+                keys, seqs, _ = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+            except CorruptionError as exc:
+                problems.append(str(exc))
+                continue
+            if not keys:
+                problems.append(f"{self.path} at offset {offset}: empty block")
+                continue
+            if keys[-1] != self._index_keys[b]:
+                problems.append(f"{self.path} at offset {offset}: index key differs from the block's last key")
+            for key, seq in zip(keys, seqs):
+                if last is not None and (key < last[0] or (key == last[0] and seq >= last[1])):
+                    problems.append(f"{self.path} at offset {offset}: entries out of order at {key!r}")
+                    break
+                last = (key, seq)
+            count += len(keys)
+        if not problems and count != self.num_entries:
+            problems.append(f"{self.path}: properties count {self.num_entries} entries, blocks hold {count}")
+        return problems
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,1206 @@
+"""KV and KVTX: opening, recovery, reads, transactions, flushes and merges of one database directory.
+
+A database directory holds ``meta0``/``meta1`` (which tables and logs are
+live), numbered tables ``NNNNNN.sst``, numbered logs ``NNNNNN.log`` and a
+``LOCK`` file (DESIGN.md, "Directory layout").  A commit is appended to the
+current log, then applied to the memtable under one sequence number; a full
+memtable is flushed to a new table, which enters the meta only once it is
+fsynced with its directory; tables merge by the growth-factor rule.  Every
+read works on a *view* (memtable, immutable memtables, tables, newest first)
+and a snapshot sequence; a view keeps its tables' files alive until the last
+reader lets go of it.
+
+Invariants (``KV._check``):
+  - ``_view.tables`` are the meta's tables, newest first, with descending sequence ranges;
+  - the memtable holds only sequences above the meta's ``last_sequence``;
+  - a file is unlinked only when neither valid meta slot names it and no view holds it;
+  - file numbers only grow: every number handed out is ``>= meta.next_file`` at the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TypeVar
+
+import attrs
+
+from kvstore import record
+from kvstore.config import Config
+from kvstore.errors import (
+    ClosedError,
+    ConflictError,
+    CorruptionError,
+    FailedError,
+    InvalidCursorError,
+    KeyOrValueTooLargeError,
+    ReadOnlyError,
+    TxClosedError,
+)
+from kvstore.fs import FileLock, FileSystem, OSFileSystem
+from kvstore.merge import compact_entries, merge_items
+from kvstore.metadata import META_NAMES, Meta, MetaStore
+from kvstore.sorted_array import Memtable
+from kvstore.sorted_file import BlockCache, TableReader, TableWriter
+from kvstore.wal import WalWriter, replay_log
+
+__all__ = ["KV", "KVTX", "Cursor", "Stats", "TableStats"]
+
+log = logging.getLogger("kvstore")
+
+T = TypeVar("T")
+Item = tuple[bytes, "bytes | None"]
+
+_FILE_NAME = re.compile(r"^(\d{6,})\.(sst|log)$")
+LOCK_NAME = "LOCK"
+
+
+def table_name(number: int) -> str:
+    """The file name of table ``number``."""
+    return f"{number:06d}.sst"
+
+
+def log_name(number: int) -> str:
+    """The file name of log ``number``."""
+    return f"{number:06d}.log"
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``; None when there is none."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _bounds(start: object, end: object, prefix: object) -> tuple[bytes | None, bytes | None]:
+    """[lo, hi) of a scan: ``[start, end)`` intersected with the keys starting with ``prefix``."""
+    lo = None if start is None else _as_bytes(start, "start")
+    hi = None if end is None else _as_bytes(end, "end")
+    if prefix is not None:
+        p = _as_bytes(prefix, "prefix")
+        if lo is None or lo < p:
+            lo = p
+        succ = _successor(p)
+        if succ is not None and (hi is None or hi > succ):
+            hi = succ
+    return lo, hi
+
+
+@attrs.frozen
+class TableStats:
+    """One live table: ``name`` is its file name in the database directory."""
+
+    name: str
+    file_number: int
+    entries: int
+    deletes: int
+    bytes: int
+    smallest: bytes
+    largest: bytes
+    min_sequence: int
+    max_sequence: int
+
+
+@attrs.frozen
+class Stats:
+    """A picture of a KV at one moment (``KV.stats()``)."""
+
+    sequence: int
+    tables: tuple[TableStats, ...]
+    memtable_bytes: int
+    memtable_entries: int
+    immutable_memtables: int
+    wal_bytes: int
+    live_snapshots: int
+    oldest_snapshot: int | None
+    oldest_snapshot_age: float | None
+    flushes: int
+    merges: int
+    bytes_written: int
+    user_bytes: int
+    disk_bytes: int
+    cache_hits: int
+    cache_misses: int
+    recovery: tuple[str, ...]
+    failed: str | None
+
+    @property
+    def write_amplification(self) -> float:
+        """Bytes the engine wrote (WAL, tables, meta) per byte of keys and values committed."""
+        return self.bytes_written / self.user_bytes if self.user_bytes else 0.0
+
+
+class _Table:
+    """A live table's reader and how many views hold it."""
+
+    __slots__ = ("reader", "refs", "removed_in")
+
+    def __init__(self, reader: TableReader) -> None:
+        self.reader = reader
+        self.refs = 0
+        self.removed_in: int | None = None  # meta version that dropped it
+
+
+class _View:
+    """What one reader sees besides its snapshot: memtables and tables, newest first."""
+
+    __slots__ = ("mems", "tables", "readers", "refs")
+
+    def __init__(self, mems: tuple[Memtable, ...], tables: tuple[_Table, ...]) -> None:
+        self.mems = mems
+        self.tables = tables
+        self.readers = tuple(t.reader for t in tables)
+        self.refs = 1  # the KV's own, while this is the current view
+        for t in tables:
+            t.refs += 1
+
+
+class _Pending:
+    """A transaction's buffered writes, readable as the newest level (a value of None is a delete)."""
+
+    __slots__ = ("writes", "_sorted")
+
+    def __init__(self) -> None:
+        self.writes: dict[bytes, bytes | None] = {}
+        self._sorted: list[bytes] | None = []
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        if key not in self.writes:
+            self._sorted = None
+        self.writes[key] = value
+
+    def _keys(self) -> list[bytes]:
+        if self._sorted is None:
+            self._sorted = sorted(self.writes)
+        return self._sorted
+
+    def get(self, key: bytes, snapshot: int) -> tuple[int, bytes | None] | None:
+        if key in self.writes:
+            return 0, self.writes[key]
+        return None
+
+    def items(self, start: bytes | None, snapshot: int, reverse: bool = False,
+              inclusive: bool = True) -> Iterator[Item]:
+        """Live: writes made while iterating are seen when the iterator reaches them."""
+        last = start
+        while True:
+            keys = self._keys()
+            if not reverse:
+                if last is None:
+                    i = 0
+                else:
+                    i = bisect_left(keys, last) if inclusive else bisect_right(keys, last)
+                if i >= len(keys):
+                    return
+            else:
+                if last is None:
+                    i = len(keys) - 1
+                else:
+                    i = (bisect_right(keys, last) if inclusive else bisect_left(keys, last)) - 1
+                if i < 0:
+                    return
+            key = keys[i]
+            yield key, self.writes[key]
+            last = key
+            inclusive = False
+
+    def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
+        for key in self._keys():
+            yield key, 0, self.writes[key]
+
+
+class _Reader:
+    """A snapshot and a view held for a scan, a cursor or a transaction; ``release()`` lets them go."""
+
+    __slots__ = ("kv", "view", "snapshot", "pending", "released", "owner", "__weakref__")
+
+    def __init__(self, kv: KV, pending: _Pending | None, owner: KVTX | None = None) -> None:
+        self.kv = kv
+        self.pending = pending
+        self.owner = owner
+        self.released = False
+        with kv._lock:
+            self.view = kv._view
+            self.view.refs += 1
+            self.snapshot = kv._seq
+            kv._snapshots[self.snapshot] = kv._snapshots.get(self.snapshot, 0) + 1
+            kv._snapshot_times.setdefault(self.snapshot, time.monotonic())
+            kv._oldest_snapshot = min(kv._snapshots)
+
+    def check(self) -> None:
+        """Raise ``ClosedError`` or ``TxClosedError`` when this reader may no longer be used."""
+        if self.kv._closed:
+            raise ClosedError("the KV is closed")
+        if self.owner is not None and self.owner._closed:
+            raise TxClosedError("the transaction is closed")
+        if self.released:
+            raise ClosedError("the cursor or scan is closed")
+
+    def get(self, key: bytes) -> bytes | None:
+        if self.pending is not None and key in self.pending.writes:
+            return self.pending.writes[key]
+        return self.kv._get_in(self.view, key, self.snapshot)
+
+    def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
+        snap = self.snapshot
+        levels: list[Iterator[Item]] = []
+        if self.pending is not None and self.pending.writes:
+            levels.append(self.pending.items(start, snap, reverse, inclusive))
+        for mem in self.view.mems:
+            levels.append(mem.items(start, snap, reverse, inclusive))
+        for reader in self.view.readers:
+            levels.append(reader.items(start, snap, reverse, inclusive))
+        return merge_items(levels, reverse)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        kv = self.kv
+        with kv._lock:
+            count = kv._snapshots[self.snapshot] - 1
+            if count:
+                kv._snapshots[self.snapshot] = count
+            else:
+                del kv._snapshots[self.snapshot]
+                kv._snapshot_times.pop(self.snapshot, None)
+            kv._oldest_snapshot = min(kv._snapshots) if kv._snapshots else None
+            kv._unref_view(self.view)
+
+
+def _ranged(items: Iterator[tuple[bytes, bytes]], lo: bytes | None, hi: bytes | None,
+            reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+    if not reverse:
+        if hi is None:
+            yield from items
+            return
+        for kv in items:
+            if kv[0] >= hi:
+                return
+            yield kv
+    else:
+        if lo is None:
+            yield from items
+            return
+        for kv in items:
+            if kv[0] < lo:
+                return
+            yield kv
+
+
+class _Scan(Iterator[tuple[bytes, bytes]]):
+    """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go."""
+
+    __slots__ = ("_reader", "_owns", "_gen")
+
+    def __init__(self, reader: _Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
+        self._reader = reader
+        self._owns = owns
+        if lo is not None and hi is not None and lo >= hi:
+            self._gen: Iterator[tuple[bytes, bytes]] = iter(())
+        else:
+            self._gen = _ranged(reader.items(hi if reverse else lo, reverse, not reverse), lo, hi, reverse)
+
+    def __iter__(self) -> _Scan:
+        return self
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        self._reader.check()
+        try:
+            return next(self._gen)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the scan's snapshot and files; idempotent."""
+        if self._owns:
+            self._reader.release()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - a finalizer must not raise; the KV may be gone
+            pass
+
+
+class Cursor:
+    """A position in the key order of one snapshot, movable both ways.
+
+    ``kv.seek(key)`` places it on the first key ``>= key``,
+    ``kv.seek_for_prev(key)`` on the last key ``<= key``.  A cursor belongs
+    to one thread at a time.  ``next()`` and ``prev()`` cost about the same;
+    turning around costs one re-seek.  Use after ``close()`` (or after its
+    KV or transaction closed) raises ``ClosedError`` or ``TxClosedError``.
+    """
+
+    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid")
+
+    def __init__(self, reader: _Reader, owns: bool, key: bytes, for_prev: bool) -> None:
+        self._reader = reader
+        self._owns = owns
+        self._key: bytes | None = None
+        self._value: bytes | None = None
+        self.valid = False
+        self._start(key, reverse=for_prev, inclusive=True)
+
+    def _start(self, key: bytes, reverse: bool, inclusive: bool) -> None:
+        self._it = self._reader.items(key, reverse, inclusive)
+        self._forward = not reverse
+        self._step()
+
+    def _step(self) -> None:
+        nxt = next(self._it, None)
+        if nxt is None:
+            self.valid = False
+            self._key = self._value = None
+        else:
+            self._key, self._value = nxt
+            self.valid = True
+
+    @property
+    def key(self) -> bytes:
+        """The key under the cursor; ``InvalidCursorError`` when it is not on one."""
+        self._reader.check()
+        if self._key is None:
+            raise InvalidCursorError("the cursor is not on a key")
+        return self._key
+
+    @property
+    def value(self) -> bytes:
+        """The value under the cursor; ``InvalidCursorError`` when it is not on one."""
+        self._reader.check()
+        if self._value is None:
+            raise InvalidCursorError("the cursor is not on a key")
+        return self._value
+
+    def next(self) -> None:
+        """Move to the next key; past the last one the cursor becomes invalid."""
+        self._reader.check()
+        if self._key is None:
+            raise InvalidCursorError("cannot move a cursor that is not on a key")
+        if self._forward:
+            self._step()
+        else:
+            self._start(self._key, reverse=False, inclusive=False)
+
+    def prev(self) -> None:
+        """Move to the previous key; before the first one the cursor becomes invalid."""
+        self._reader.check()
+        if self._key is None:
+            raise InvalidCursorError("cannot move a cursor that is not on a key")
+        if not self._forward:
+            self._step()
+        else:
+            self._start(self._key, reverse=True, inclusive=False)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) from the current position forward, moving the cursor."""
+        while True:
+            self._reader.check()
+            if self._key is None or self._value is None:
+                return
+            yield self._key, self._value
+            self.next()
+
+    def close(self) -> None:
+        """Release the cursor's snapshot and files; idempotent."""
+        if self._owns:
+            self._reader.release()
+        self._reader_closed()
+
+    def _reader_closed(self) -> None:
+        self.valid = False
+        self._key = self._value = None
+        self._it = iter(())
+
+    def __enter__(self) -> Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._owns:
+                self._reader.release()
+        except Exception:  # noqa: BLE001 - a finalizer must not raise; the KV may be gone
+            pass
+
+
+class KV:
+    """An open database directory.  Create one with ``KV.open(path)``.
+
+    A KV may be shared by any number of threads; reads outside a
+    transaction each see one snapshot taken when they start.  Use it as a
+    context manager, or call ``close()``.
+    """
+
+    _lock: threading.RLock
+
+    def __init__(self) -> None:
+        raise TypeError("use KV.open(path, config) to open a database")
+
+    # ------------------------------------------------------------------ open and recovery
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], config: Config | None = None, *,
+             fs: FileSystem | None = None) -> KV:
+        """Open (or create) the database in directory ``path``, recovering from any crash.
+
+        Raises ``FileNotFoundError`` when the database is missing and
+        ``create_if_missing`` is False (or ``read_only`` is True),
+        ``LockedError`` when another KV holds it, ``CorruptionError`` when
+        its files are damaged before their durable point (never opening it as
+        empty), ``UnsupportedFormatError`` for a newer format.
+        """
+        if config is None:
+            config = Config()
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a kvstore.Config, not {type(config).__name__}")
+        kv = object.__new__(cls)
+        kv._setup(os.fspath(path), config, OSFileSystem() if fs is None else fs)
+        try:
+            kv._recover()
+        except BaseException:
+            kv._abandon()
+            raise
+        return kv
+
+    def _setup(self, dirpath: str, config: Config, fs: FileSystem) -> None:
+        self._dir = dirpath
+        self._config = config
+        self._fs = fs
+        self._lock = threading.RLock()
+        self._closed = False
+        self._failed: str | None = None
+        self._read_only = config.read_only
+        self._file_lock: FileLock | None = None
+        self._metastore = MetaStore(fs, dirpath)
+        self._meta = Meta(0, 1, 0, 0, ())
+        self._cache = BlockCache(config.cache_size)
+        self._mem = Memtable()
+        self._imms: list[Memtable] = []
+        self._tables: list[_Table] = []
+        self._view = _View((self._mem,), ())
+        self._wal: WalWriter | None = None
+        self._logs: list[int] = []  # live log numbers, ascending
+        self._seq = 0
+        self._next_file = 1
+        self._snapshots: dict[int, int] = {}
+        self._snapshot_times: dict[int, float] = {}
+        self._oldest_snapshot: int | None = None
+        self._doomed: list[tuple[str, int, int]] = []  # (file name, number, meta version that dropped it)
+        self._doomed_tables: dict[int, _Table] = {}
+        self._flushes = 0
+        self._merges = 0
+        self._bytes_written = 0
+        self._user_bytes = 0
+        self._recovery_notes: list[str] = []
+        self._wal_bytes_replayed = 0
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._dir, name)
+
+    def _recover(self) -> None:
+        fs, config = self._fs, self._config
+        created_dir = False
+        if not fs.isdir(self._dir):
+            if fs.exists(self._dir):
+                raise NotADirectoryError(f"{self._dir} is not a directory")
+            if config.read_only or not config.create_if_missing:
+                raise FileNotFoundError(f"no database at {self._dir}")
+            fs.mkdir(self._dir)
+            created_dir = True
+        lock_path = self._path(LOCK_NAME)
+        if not config.read_only:
+            self._file_lock = fs.lock(lock_path)
+        elif fs.exists(lock_path):
+            self._file_lock = fs.lock(lock_path, shared=True)
+        names = fs.listdir(self._dir)
+        tables: set[int] = set()
+        logs: set[int] = set()
+        for name in names:
+            m = _FILE_NAME.match(name)
+            if m:
+                (tables if m.group(2) == "sst" else logs).add(int(m.group(1)))
+        meta = self._metastore.load()
+        if meta is None:
+            if tables or logs:
+                raise CorruptionError(self._dir, -1, "table or log files but no meta slot: refusing to open as empty")
+            if config.read_only or not config.create_if_missing:
+                raise FileNotFoundError(f"no database at {self._dir}")
+            self._create(created_dir, names)
+            return
+        self._meta = meta
+        self._seq = meta.last_sequence
+        self._next_file = max([meta.next_file, *(n + 1 for n in tables | logs)])
+        for number in meta.tables:
+            if number not in tables:
+                raise CorruptionError(self._path(table_name(number)), -1, "table named by the meta is missing")
+        for number in meta.tables:
+            self._tables.append(_Table(TableReader(fs, self._path(table_name(number)), number, self._cache)))
+        self._replay(sorted(n for n in logs if n >= meta.log_number))
+        self._view = _View((self._mem,), tuple(self._tables))
+        if not config.read_only:
+            self._finish_recovery(names, tables, logs)
+
+    def _create(self, created_dir: bool, names: list[str]) -> None:
+        """Write the first meta slot and log of a new database."""
+        for name in names:
+            if name in (f"{META_NAMES[0]}.tmp", f"{META_NAMES[1]}.tmp"):
+                self._fs.unlink(self._path(name))
+        if created_dir:
+            parent = os.path.dirname(os.path.abspath(self._dir))
+            self._fs.sync_dir(parent)
+        meta = Meta(1, 2, 1, 0, ())
+        self._metastore.write(meta)
+        self._meta = meta
+        self._next_file = 2
+        self._wal = WalWriter.create(self._fs, self._dir, self._path(log_name(1)), 1)
+        self._logs = [1]
+
+    def _replay(self, logs: list[int]) -> None:
+        """Apply every commit of the live logs to the memtable, in order."""
+        strict = self._config.recovery == "strict"
+        self._replayed: dict[int, tuple[int, bool]] = {}
+        for i, number in enumerate(logs):
+            path = self._path(log_name(number))
+            last = i == len(logs) - 1
+            result = replay_log(self._fs, path, number, last=last, strict=strict)
+            self._wal_bytes_replayed += result.valid_end
+            for seq, writes in result.commits:
+                if seq <= self._seq:
+                    if seq <= self._meta.last_sequence:
+                        continue  # already in a table
+                    raise CorruptionError(path, -1, f"sequence {seq} does not follow {self._seq}")
+                for key, value in writes:
+                    self._mem.put(key, seq, value)
+                self._seq = seq
+            self._replayed[number] = (result.valid_end, result.header_ok)
+            self._logs.append(number)
+            if result.damage is not None:
+                offset, reason = result.damage
+                if last:
+                    note = f"{path}: torn tail at offset {offset} ({reason}); {result.size - offset} bytes dropped"
+                    log.info("%s", note)
+                else:
+                    dropped = logs[i + 1 :]
+                    note = (f"{path}: salvage kept the valid prefix up to offset {offset} ({reason}); "
+                            f"dropped {result.size - offset} bytes and later logs {dropped}")
+                    log.warning("%s", note)
+                self._recovery_notes.append(note)
+                if not last:
+                    self._salvage_dropped = logs[i + 1 :]
+                    break
+
+    def _finish_recovery(self, names: list[str], tables: set[int], logs: set[int]) -> None:
+        """Writable open: cut the torn tail, delete orphans, keep appending to the last log."""
+        fs = self._fs
+        for number in getattr(self, "_salvage_dropped", []):
+            fs.unlink(self._path(log_name(number)))
+        meta = self._meta
+        if self._next_file > meta.next_file:
+            # numbers seen on disk (orphans included) are never handed out again
+            self._write_meta(attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file))
+            meta = self._meta
+        named = self._metastore.named_tables()
+        min_log = self._metastore.min_log_number()
+        for name in names:
+            m = _FILE_NAME.match(name)
+            if name.endswith(".tmp"):
+                fs.unlink(self._path(name))
+            elif m and m.group(2) == "sst" and int(m.group(1)) not in named:
+                fs.unlink(self._path(name))
+            elif m and m.group(2) == "log" and int(m.group(1)) < min_log:
+                fs.unlink(self._path(name))
+        # files the other valid slot still names go one meta write later
+        for number in tables & named:
+            if number not in meta.tables:
+                self._doomed.append((table_name(number), number, meta.version))
+        for number in logs:
+            if min_log <= number < meta.log_number:
+                self._doomed.append((log_name(number), number, meta.version))
+        if self._logs:
+            number = self._logs[-1]
+            valid_end, header_ok = self._replayed[number]
+            self._wal = WalWriter.reopen(fs, self._path(log_name(number)), number, valid_end, header_ok)
+        else:
+            number = self._new_number()
+            self._wal = WalWriter.create(fs, self._dir, self._path(log_name(number)), number)
+            self._logs = [number]
+
+    def _abandon(self) -> None:
+        """Give back what a failed open took."""
+        self._closed = True
+        if self._wal is not None:
+            self._wal.close()
+        for t in self._tables:
+            t.reader.close()
+        if self._file_lock is not None:
+            self._file_lock.release()
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the KV is closed")
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise ClosedError("the KV is closed")
+        if self._read_only:
+            raise ReadOnlyError("the KV was opened read-only")
+        if self._failed is not None:
+            raise FailedError(f"the KV stopped after an I/O error ({self._failed}); reopen it")
+
+    def _key(self, key: object) -> bytes:
+        key = _as_bytes(key, "key")
+        if len(key) > self._config.max_key_size:
+            raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {self._config.max_key_size}")
+        return key
+
+    def _value(self, value: object) -> bytes:
+        value = _as_bytes(value, "value")
+        if len(value) > self._config.max_value_size:
+            raise KeyOrValueTooLargeError(
+                f"value of {len(value)} bytes, max_value_size is {self._config.max_value_size}")
+        return value
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None when it is absent or deleted.
+
+        Cost: a dict lookup per memtable, then per table a bloom probe and,
+        when it passes, an index bisect and one block (usually cached).
+        """
+        key = _as_bytes(key, "key")
+        self._check_open()
+        return self._get_in(self._view, key, self._seq)
+
+    def _get_in(self, view: _View, key: bytes, snapshot: int) -> bytes | None:
+        for mem in view.mems:
+            found = mem.get(key, snapshot)
+            if found is not None:
+                return found[1]
+        readers = view.readers
+        if readers:
+            h = record.key_hash(key)
+            for reader in readers:
+                found = reader.get(key, snapshot, h)
+                if found is not None:
+                    return found[1]
+        return None
+
+    def seek(self, key: bytes = b"") -> Cursor:
+        """A ``Cursor`` on the first key ``>= key`` (invalid when there is none), with its own snapshot."""
+        key = _as_bytes(key, "key")
+        self._check_open()
+        return Cursor(_Reader(self, None), True, key, for_prev=False)
+
+    def seek_for_prev(self, key: bytes) -> Cursor:
+        """A ``Cursor`` on the last key ``<= key`` (invalid when there is none), with its own snapshot."""
+        key = _as_bytes(key, "key")
+        self._check_open()
+        return Cursor(_Reader(self, None), True, key, for_prev=True)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate ``(key, value)`` over ``[start, end)`` intersected with ``prefix``, in key order
+        (descending with ``reverse``), from a snapshot taken now.  Close the iterator (or exhaust it)
+        to release the snapshot early."""
+        lo, hi = _bounds(start, end, prefix)
+        self._check_open()
+        return _Scan(_Reader(self, None), True, lo, hi, reverse)
+
+    # ------------------------------------------------------------------ writes
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value`` in a one-operation transaction (durable per ``Config.sync``)."""
+        key = self._key(key)
+        value = self._value(value)
+        self._commit([(key, value)], self._config.sync)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key``; True when it existed.  Deleting an absent key writes nothing."""
+        key = self._key(key)
+        with self._lock:
+            self._check_writable()
+            if self._get_in(self._view, key, self._seq) is None:
+                return False
+            self._commit([(key, None)], self._config.sync)
+            return True
+
+    def new_tx(self) -> KVTX:
+        """A new transaction reading the snapshot of now."""
+        self._check_open()
+        return KVTX(self)
+
+    def transact(self, fn: Callable[[KVTX], T], *, attempts: int = 10) -> T:
+        """Run ``fn(tx)`` in a new transaction and commit it, again in a fresh one on ``ConflictError``,
+        at most ``attempts`` times in all; returns ``fn``'s result."""
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        for attempt in range(attempts):
+            tx = self.new_tx()
+            try:
+                result = fn(tx)
+                if not tx._closed:
+                    tx.commit()
+                return result
+            except ConflictError:
+                if attempt == attempts - 1:
+                    raise
+            finally:
+                tx.abort()
+        raise AssertionError("unreachable")
+
+    def _commit(self, writes: list[tuple[bytes, bytes | None]], sync: bool) -> int:
+        """Log and apply one commit unit under one new sequence number; returns the sequence."""
+        with self._lock:
+            self._check_writable()
+            wal = self._wal
+            assert wal is not None
+            seq = self._seq + 1
+            before = wal.size
+            try:
+                wal.append(seq, writes, sync)
+            except OSError as exc:
+                raise self._fail(exc, "writing the WAL") from exc
+            self._bytes_written += wal.size - before
+            oldest = self._oldest_snapshot
+            mem = self._mem
+            put = mem.put
+            user = 0
+            for key, value in writes:
+                put(key, seq, value, oldest)
+                user += len(key) + (0 if value is None else len(value))
+            self._user_bytes += user
+            self._seq = seq
+            if mem.bytes >= self._config.memtable_size:
+                self._flush_memtable(rotate=True)
+                self._compact_by_policy()
+            return seq
+
+    def _fail(self, exc: OSError, what: str) -> FailedError:
+        """Stop accepting writes after an I/O error on the durability path."""
+        self._failed = f"{what}: {exc}"
+        log.error("kvstore stopped after an I/O error while %s: %s", what, exc)
+        return FailedError(exc.errno, f"I/O error while {what}: {exc.strerror or exc}")
+
+    # ------------------------------------------------------------------ flush and merge
+
+    def flush(self) -> None:
+        """Write the memtable to a new table now; returns once the table is in the meta."""
+        with self._lock:
+            self._check_writable()
+            if len(self._mem):
+                self._flush_memtable(rotate=True)
+                self._compact_by_policy()
+
+    def compact(self, *, full: bool = False) -> None:
+        """Merge tables until the growth-factor policy holds; ``full=True`` flushes the memtable and merges
+        every table into one (dropping deletes and versions no snapshot sees)."""
+        with self._lock:
+            self._check_writable()
+            if full:
+                if len(self._mem):
+                    self._flush_memtable(rotate=True)
+                tables = self._tables
+                if len(tables) > 1 or (tables and (tables[0].reader.deletes or self._has_old_versions(tables[0]))):
+                    self._merge(0, len(tables))
+            else:
+                self._compact_by_policy()
+
+    def _has_old_versions(self, table: _Table) -> bool:
+        return table.reader.num_entries > len(table.reader._index_keys) and any(
+            a == b for a, b in _pairs(k for k, _, _ in table.reader.entries()))
+
+    def _new_number(self) -> int:
+        number = self._next_file
+        self._next_file += 1
+        return number
+
+    def _flush_memtable(self, rotate: bool) -> None:
+        """Freeze the memtable, start a new log (when ``rotate``), write the table, write the meta."""
+        wal = self._wal
+        assert wal is not None
+        try:
+            wal.sync()  # the old log is durable whole before a newer one exists
+            new_log = self._new_number()
+            if rotate:
+                new_wal = WalWriter.create(self._fs, self._dir, self._path(log_name(new_log)), new_log)
+                self._bytes_written += new_wal.size
+            imm = self._mem
+            self._mem = Memtable()
+            self._imms.insert(0, imm)
+            if rotate:
+                wal.close()
+                self._wal = new_wal
+                self._logs.append(new_log)
+            self._install_view()
+            bottom = not self._tables
+            table = self._write_table([imm.entries()], bottom)
+            tables = [table] if table is not None else []
+            meta = self._meta
+            new_meta = attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file, log_number=new_log,
+                                    last_sequence=max(meta.last_sequence, imm.max_seq),
+                                    tables=tuple(t.reader.file_number for t in tables + self._tables))
+            self._write_meta(new_meta)
+        except OSError as exc:
+            raise self._fail(exc, "flushing the memtable") from exc
+        for number in [n for n in self._logs if n < new_log]:
+            self._logs.remove(number)
+            self._doomed.append((log_name(number), number, new_meta.version))
+        self._imms.remove(imm)
+        self._tables[:0] = tables
+        self._install_view()
+        self._flushes += 1
+        self._collect()
+
+    def _write_table(self, sources: list[Iterator[tuple[bytes, int, bytes | None]]], bottom: bool) -> _Table | None:
+        """Write the merge of ``sources`` as a new table, fsynced with its directory; None when empty."""
+        number = self._new_number()
+        path = self._path(table_name(number))
+        fs = self._fs
+        file = fs.open(path, create=True)
+        try:
+            writer = TableWriter(file, number, self._config.block_size, self._config.bloom_bits_per_key)
+            snapshots = sorted(self._snapshots)
+            writer.add_all(compact_entries(sources, snapshots, bottom))
+            if writer.entries == 0:
+                file.close()
+                fs.unlink(path)
+                return None
+            info = writer.finish()
+        finally:
+            file.close()
+        fs.sync_dir(self._dir)
+        self._bytes_written += info.size
+        return _Table(TableReader(fs, path, number, self._cache))
+
+    def _pick_run(self) -> tuple[int, int] | None:
+        """The first run of tables [i, j) that the growth-factor rule merges, or None."""
+        sizes = [t.reader.size for t in self._tables]
+        factor = self._config.growth_factor - 1
+        for i in range(len(sizes) - 1):
+            acc = sizes[i]
+            j = i + 1
+            while j < len(sizes) and sizes[j] <= factor * acc:
+                acc += sizes[j]
+                j += 1
+            if j - i >= 2:
+                return i, j
+        return None
+
+    def _compact_by_policy(self) -> None:
+        while True:
+            run = self._pick_run()
+            if run is None:
+                return
+            self._merge(*run)
+
+    def _merge(self, i: int, j: int) -> None:
+        """Merge tables [i, j) (newest first) into one and swap it in through the meta."""
+        group = self._tables[i:j]
+        bottom = j == len(self._tables)
+        try:
+            table = self._write_table([t.reader.entries() for t in group], bottom)
+            tables = self._tables[:i] + ([table] if table is not None else []) + self._tables[j:]
+            meta = self._meta
+            new_meta = attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file,
+                                    tables=tuple(t.reader.file_number for t in tables))
+            self._write_meta(new_meta)
+        except OSError as exc:
+            raise self._fail(exc, "merging tables") from exc
+        for t in group:
+            t.removed_in = new_meta.version
+            self._doomed_tables[t.reader.file_number] = t
+        self._tables = tables
+        self._install_view()
+        self._merges += 1
+        self._collect()
+
+    def _write_meta(self, meta: Meta) -> None:
+        self._metastore.write(meta)
+        self._meta = meta
+        self._bytes_written += record.FILE_HEADER.size + record.META_BODY.size + 8 * len(meta.tables) + 4
+
+    def _install_view(self) -> None:
+        old = self._view
+        self._view = _View((self._mem, *self._imms), tuple(self._tables))
+        self._unref_view(old)
+
+    def _unref_view(self, view: _View) -> None:
+        view.refs -= 1
+        if view.refs == 0:
+            for t in view.tables:
+                t.refs -= 1
+            if self._doomed_tables:
+                self._collect()
+
+    def _collect(self) -> None:
+        """Unlink dropped files that neither valid meta slot names and no view holds."""
+        if self._read_only or self._closed:
+            return
+        version = self._meta.version
+        keep = []
+        for name, number, removed_in in self._doomed:
+            if version > removed_in:
+                self._unlink(name)
+            else:
+                keep.append((name, number, removed_in))
+        self._doomed = keep
+        for number, t in list(self._doomed_tables.items()):
+            assert t.removed_in is not None
+            if version > t.removed_in and t.refs == 0:
+                del self._doomed_tables[number]
+                t.reader.close()
+                self._cache.evict_file(number)
+                self._unlink(table_name(number))
+
+    def _unlink(self, name: str) -> None:
+        try:
+            self._fs.unlink(self._path(name))
+        except FileNotFoundError:
+            pass  # already gone: the goal holds
+        except OSError as exc:
+            raise self._fail(exc, f"deleting {name}") from exc
+
+    # ------------------------------------------------------------------ stats, check, close
+
+    def stats(self) -> Stats:
+        """Counters and the live tables (newest first); see ``Stats``."""
+        self._check_open()
+        with self._lock:
+            tables = tuple(
+                TableStats(table_name(r.file_number), r.file_number, r.num_entries, r.deletes, r.size, r.smallest,
+                           r.largest, r.min_seq, r.max_seq)
+                for r in (t.reader for t in self._tables))
+            mems = (self._mem, *self._imms)
+            oldest = self._oldest_snapshot
+            age = None if oldest is None else time.monotonic() - self._snapshot_times[oldest]
+            disk = 0
+            for name in self._fs.listdir(self._dir):
+                try:
+                    if _FILE_NAME.match(name) or name in META_NAMES:
+                        file = self._fs.open(self._path(name))
+                        disk += file.size()
+                        file.close()
+                except FileNotFoundError:
+                    continue
+            return Stats(
+                sequence=self._seq, tables=tables,
+                memtable_bytes=sum(m.bytes for m in mems), memtable_entries=sum(m.num_entries for m in mems),
+                immutable_memtables=len(self._imms),
+                wal_bytes=self._wal.size if self._wal is not None else self._wal_bytes_replayed,
+                live_snapshots=sum(self._snapshots.values()), oldest_snapshot=oldest, oldest_snapshot_age=age,
+                flushes=self._flushes, merges=self._merges, bytes_written=self._bytes_written,
+                user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
+                cache_misses=self._cache.misses, recovery=tuple(self._recovery_notes), failed=self._failed)
+
+    def check(self) -> list[str]:
+        """Verify every checksum and order of every live table, the meta's references and the sequence
+        order of tables; returns the problems found (empty when healthy).  Reads every byte of every
+        table: cost proportional to the database's size."""
+        self._check_open()
+        problems: list[str] = []
+        with self._lock:
+            tables = list(self._tables)
+            meta = self._meta
+        for t in tables:
+            problems.extend(t.reader.verify())
+        for newer, older in zip(tables, tables[1:]):
+            if newer.reader.num_entries and older.reader.num_entries and newer.reader.min_seq <= older.reader.max_seq:
+                problems.append(f"{table_name(newer.reader.file_number)}: sequences {newer.reader.min_seq}.. "
+                                f"overlap older table {table_name(older.reader.file_number)} "
+                                f"(..{older.reader.max_seq})")
+        for t in tables:
+            if t.reader.max_seq > meta.last_sequence:
+                problems.append(f"{table_name(t.reader.file_number)}: sequence {t.reader.max_seq} is past the "
+                                f"meta's last sequence {meta.last_sequence}")
+        return problems
+
+    def close(self) -> None:
+        """Flush the memtable, wait for work in progress, release the lock; idempotent.  Every later call,
+        and the next use of a cursor, scan or transaction opened on this KV, raises ``ClosedError``."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if not self._read_only and self._failed is None:
+                    if len(self._mem):
+                        self._flush_memtable(rotate=False)
+                    self._compact_by_policy()
+                    if self._doomed or self._doomed_tables:
+                        # one more meta write frees what the previous one dropped
+                        meta = self._meta
+                        self._write_meta(attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file))
+                        for t in self._doomed_tables.values():
+                            t.refs = 0  # readers still open fail with ClosedError from now on
+                        self._collect()
+            except OSError as exc:
+                raise self._fail(exc, "closing") from exc
+            finally:
+                self._closed = True
+                if self._wal is not None:
+                    self._wal.close()
+                for t in self._tables:
+                    t.reader.close()
+                for t in self._doomed_tables.values():
+                    t.reader.close()
+                if self._file_lock is not None:
+                    self._file_lock.release()
+                    self._file_lock = None
+
+    def __enter__(self) -> KV:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<KV {self._dir!r} {state} seq={self._seq}>"
+
+    def _check(self) -> None:
+        """Assert the invariants (O(n) in memtable size); for tests."""
+        with self._lock:
+            self._mem._check()
+            assert self._view.tables == tuple(self._tables)
+            assert tuple(t.reader.file_number for t in self._tables) == self._meta.tables
+            for newer, older in zip(self._tables, self._tables[1:]):
+                assert newer.reader.min_seq > older.reader.max_seq, (newer.reader.path, older.reader.path)
+            assert self._mem.min_seq == 0 or self._mem.min_seq > self._meta.last_sequence
+            for t in self._tables:
+                assert t.reader.max_seq <= self._meta.last_sequence
+                assert t.reader.file_number < self._next_file
+            assert self._meta.next_file <= self._next_file
+            assert all(t.refs >= 1 for t in self._tables)
+            assert self._oldest_snapshot == (min(self._snapshots) if self._snapshots else None)
+
+
+def _pairs(it: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    prev = None
+    for x in it:
+        if prev is not None:
+            yield prev, x
+        prev = x
+
+
+class KVTX:
+    """A buffered transaction over one snapshot.  Create one with ``kv.new_tx()``.
+
+    Reads see the database as of ``new_tx()`` plus this transaction's own
+    writes; nothing is visible to others before ``commit()``, which applies
+    every write under one sequence number or none.  A KVTX belongs to one
+    thread at a time.  After ``commit()`` or ``abort()`` every call but
+    ``abort()`` raises ``TxClosedError``.
+    """
+
+    def __init__(self, kv: KV) -> None:
+        self._kv = kv
+        self._closed = False
+        self._pending = _Pending()
+        self._reader = _Reader(kv, self._pending, owner=self)
+        self._finalizer = weakref.finalize(self, self._reader.release)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TxClosedError("the transaction is closed")
+        if self._kv._closed:
+            raise ClosedError("the KV is closed")
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in this transaction's view, or None."""
+        key = _as_bytes(key, "key")
+        self._check()
+        return self._reader.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Buffer ``key = value``."""
+        kv = self._kv
+        key = kv._key(key)
+        value = kv._value(value)
+        self._check()
+        self._pending.put(key, value)
+
+    def delete(self, key: bytes) -> bool:
+        """Buffer a delete of ``key``; True when the key exists in this transaction's view."""
+        key = self._kv._key(key)
+        self._check()
+        existed = self._reader.get(key) is not None
+        self._pending.put(key, None)
+        return existed
+
+    def seek(self, key: bytes = b"") -> Cursor:
+        """A ``Cursor`` on the first key ``>= key`` in this transaction's view."""
+        key = _as_bytes(key, "key")
+        self._check()
+        return Cursor(self._reader, False, key, for_prev=False)
+
+    def seek_for_prev(self, key: bytes) -> Cursor:
+        """A ``Cursor`` on the last key ``<= key`` in this transaction's view."""
+        key = _as_bytes(key, "key")
+        self._check()
+        return Cursor(self._reader, False, key, for_prev=True)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """As ``KV.scan``, in this transaction's view (its own writes included)."""
+        lo, hi = _bounds(start, end, prefix)
+        self._check()
+        return _Scan(self._reader, False, lo, hi, reverse)
+
+    def commit(self, *, sync: bool | None = None) -> None:
+        """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.
+
+        Raises ``FailedError`` on an I/O error (outcome unknown until
+        reopen); the transaction is closed afterwards in every case.
+        """
+        self._check()
+        try:
+            writes = self._pending.writes
+            if writes:
+                kv = self._kv
+                kv._commit(sorted(writes.items()), kv._config.sync if sync is None else bool(sync))
+        finally:
+            self._close()
+
+    def abort(self) -> None:
+        """Drop every buffered write; does nothing on a closed transaction."""
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> KVTX:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            if not self._closed:
+                self.commit()
+        else:
+            self.abort()
