@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Config", "MAX_KEY_SIZE_CAP", "MAX_VALUE_SIZE_CAP"]
+__all__ = ["MAX_KEY_SIZE_CAP", "MAX_VALUE_SIZE_CAP", "Config"]
 
 #: Keys are stored with a u16 length in table blocks.
 MAX_KEY_SIZE_CAP = 0xFFFF

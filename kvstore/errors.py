@@ -27,7 +27,7 @@ __all__ = [
 
 
 class KVError(Exception):
-    """Base class of every error kvstore raises on purpose."""
+    """Raised when kvstore fails on purpose: the base class of every error it raises."""
 
 
 class CorruptionError(KVError):
@@ -69,7 +69,7 @@ class TxClosedError(KVError):
 
 
 class ConflictError(KVError):
-    """Raised by commit() when a concurrent commit wrote what this transaction read; nothing was applied."""
+    """Raised when commit() finds that a concurrent commit wrote what this transaction read; nothing was applied."""
 
 
 class ClosedError(KVError, ValueError):
@@ -77,7 +77,7 @@ class ClosedError(KVError, ValueError):
 
 
 class LockedError(KVError, OSError):
-    """Raised by KV.open() when another KV, in this process or another, holds the directory's lock."""
+    """Raised when KV.open() finds another KV, in this process or another, holding the directory's lock."""
 
 
 class FailedError(KVError, OSError):

@@ -13,7 +13,7 @@ import errno
 import fcntl
 import os
 import threading
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from kvstore.errors import LockedError
 
@@ -173,7 +173,7 @@ class OSFileSystem:
     """The real file system.  Locks combine ``fcntl.flock`` with a registry of this process's holders."""
 
     # path -> holders: -1 for an exclusive holder, n > 0 for n shared holders.  One for the whole process.
-    _registry: dict[str, int] = {}
+    _registry: ClassVar[dict[str, int]] = {}
     _registry_lock = threading.Lock()
 
     def open(self, path: str, *, write: bool = False, create: bool = False) -> OSFile:

@@ -26,9 +26,10 @@ Item = tuple[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
 
 # Max-heap helpers of the C heapq module (public from Python 3.14 on).
-_heapify_max: Any = getattr(heapq, "heapify_max", None) or getattr(heapq, "_heapify_max")
-_heapreplace_max: Any = getattr(heapq, "heapreplace_max", None) or getattr(heapq, "_heapreplace_max")
-_heappop_max: Any = getattr(heapq, "heappop_max", None) or getattr(heapq, "_heappop_max")
+_heapq: Any = heapq
+_heapify_max: Any = getattr(_heapq, "heapify_max", None) or _heapq._heapify_max
+_heapreplace_max: Any = getattr(_heapq, "heapreplace_max", None) or _heapq._heapreplace_max
+_heappop_max: Any = getattr(_heapq, "heappop_max", None) or _heapq._heappop_max
 
 
 class SortedKV(Protocol):

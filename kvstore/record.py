@@ -321,7 +321,8 @@ def decode_footer(buf: bytes, path: str, offset: int, file_number: int) -> tuple
     if crc(buf[:-4]) != stored:
         raise CorruptSSTableError(path, offset, "footer checksum mismatch")
     if version > FORMAT_VERSION or version == 0:
-        raise UnsupportedFormatError(f"{path}: table format version {version}, this kvstore reads up to {FORMAT_VERSION}")
+        raise UnsupportedFormatError(
+            f"{path}: table format version {version}, this kvstore reads up to {FORMAT_VERSION}")
     if number != file_number:
         raise CorruptSSTableError(path, offset, f"footer names file number {number}, expected {file_number}")
     return (io, isz), (bo, bsz), (po, psz)

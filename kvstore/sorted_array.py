@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 from sortedcontainers import SortedDict
@@ -55,11 +56,12 @@ class Memtable:
     def put(self, key: bytes, seq: int, value: bytes | None, oldest_snapshot: int | None = None) -> None:
         """Add version ``seq`` of ``key`` (``value`` None is a delete).
 
-        ``seq`` must exceed every sequence stored.  Older versions of ``key``
+        ``seq`` must be at least every sequence stored (the writes of one
+        transaction share one sequence; a key appears once in it).  Older versions of ``key``
         are dropped unless a snapshot at or after ``oldest_snapshot`` may
         still read them.
         """
-        assert seq > self.max_seq, (seq, self.max_seq)
+        assert seq >= self.max_seq, (seq, self.max_seq)
         charge = len(key) + ENTRY_OVERHEAD + (0 if value is None else len(value))
         versions = self._data.get(key)
         if versions is None:
@@ -133,7 +135,7 @@ class Memtable:
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every stored version as (key, sequence, value), keys ascending, sequences descending."""
         data = self._data
-        for key in data.keys():
+        for key in data:
             for seq, value in data[key]:
                 yield key, seq, value
 
@@ -146,7 +148,7 @@ class Memtable:
         for key, versions in self._data.items():
             assert versions, key
             seqs = [s for s, _ in versions]
-            assert all(a > b for a, b in zip(seqs, seqs[1:])), (key, seqs)
+            assert all(a > b for a, b in itertools.pairwise(seqs)), (key, seqs)
             top = max(top, seqs[0])
             total += sum(len(key) + ENTRY_OVERHEAD + (0 if v is None else len(v)) for _, v in versions)
         assert total == self.bytes, (total, self.bytes)

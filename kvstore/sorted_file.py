@@ -337,9 +337,9 @@ class TableReader:
     def get(self, key: bytes, snapshot: int, key_hash: int | None = None) -> tuple[int, bytes | None] | None:
         """The newest version of ``key`` at or before ``snapshot``, or None.  Reads at most one block
         (more only when the key's versions span blocks)."""
-        if self._bloom is not None:
-            if not self._bloom.may_contain(record.key_hash(key) if key_hash is None else key_hash):
-                return None
+        bloom = self._bloom
+        if bloom is not None and not bloom.may_contain(record.key_hash(key) if key_hash is None else key_hash):
+            return None
         index_keys = self._index_keys
         i = bisect.bisect_left(index_keys, key)
         nblocks = len(index_keys)
@@ -374,7 +374,8 @@ class TableReader:
         for b in range(i, len(self._index_keys)):
             keys, seqs, values = self.block(b)
             if j < 0:
-                j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)  # type: ignore[arg-type]
+                assert start is not None
+                j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
             for k in range(j, len(keys)):
                 key = keys[k]
                 if key == done or seqs[k] > snapshot:
@@ -400,7 +401,8 @@ class TableReader:
             if j is None:
                 k = len(keys) - 1
             else:
-                k = (bisect.bisect_right(keys, start) if inclusive else bisect.bisect_left(keys, start)) - 1  # type: ignore[arg-type]
+                assert start is not None
+                k = (bisect.bisect_right(keys, start) if inclusive else bisect.bisect_left(keys, start)) - 1
             while k >= 0:
                 key = keys[k]
                 if key != cur:

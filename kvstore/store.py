@@ -19,6 +19,9 @@ Invariants (``KV._check``):
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import itertools
 import logging
 import os
 import re
@@ -111,8 +114,8 @@ class TableStats:
     entries: int
     deletes: int
     bytes: int
-    smallest: bytes
-    largest: bytes
+    smallest: builtins.bytes
+    largest: builtins.bytes
     min_sequence: int
     max_sequence: int
 
@@ -334,10 +337,8 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
             self._reader.release()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a finalizer must not raise; the KV may be gone
             self.close()
-        except Exception:  # noqa: BLE001 - a finalizer must not raise; the KV may be gone
-            pass
 
 
 class Cursor:
@@ -624,11 +625,9 @@ class KV:
         min_log = self._metastore.min_log_number()
         for name in names:
             m = _FILE_NAME.match(name)
-            if name.endswith(".tmp"):
-                fs.unlink(self._path(name))
-            elif m and m.group(2) == "sst" and int(m.group(1)) not in named:
-                fs.unlink(self._path(name))
-            elif m and m.group(2) == "log" and int(m.group(1)) < min_log:
+            orphan_table = m is not None and m.group(2) == "sst" and int(m.group(1)) not in named
+            orphan_log = m is not None and m.group(2) == "log" and int(m.group(1)) < min_log
+            if name.endswith(".tmp") or orphan_table or orphan_log:
                 fs.unlink(self._path(name))
         # files the other valid slot still names go one meta write later
         for number in tables & named:
@@ -830,8 +829,7 @@ class KV:
                 self._compact_by_policy()
 
     def _has_old_versions(self, table: _Table) -> bool:
-        return table.reader.num_entries > len(table.reader._index_keys) and any(
-            a == b for a, b in _pairs(k for k, _, _ in table.reader.entries()))
+        return any(a == b for a, b in itertools.pairwise(k for k, _, _ in table.reader.entries()))
 
     def _new_number(self) -> int:
         number = self._next_file
@@ -1027,7 +1025,7 @@ class KV:
             meta = self._meta
         for t in tables:
             problems.extend(t.reader.verify())
-        for newer, older in zip(tables, tables[1:]):
+        for newer, older in itertools.pairwise(tables):
             if newer.reader.num_entries and older.reader.num_entries and newer.reader.min_seq <= older.reader.max_seq:
                 problems.append(f"{table_name(newer.reader.file_number)}: sequences {newer.reader.min_seq}.. "
                                 f"overlap older table {table_name(older.reader.file_number)} "
@@ -1087,7 +1085,7 @@ class KV:
             self._mem._check()
             assert self._view.tables == tuple(self._tables)
             assert tuple(t.reader.file_number for t in self._tables) == self._meta.tables
-            for newer, older in zip(self._tables, self._tables[1:]):
+            for newer, older in itertools.pairwise(self._tables):
                 assert newer.reader.min_seq > older.reader.max_seq, (newer.reader.path, older.reader.path)
             assert self._mem.min_seq == 0 or self._mem.min_seq > self._meta.last_sequence
             for t in self._tables:
@@ -1096,14 +1094,6 @@ class KV:
             assert self._meta.next_file <= self._next_file
             assert all(t.refs >= 1 for t in self._tables)
             assert self._oldest_snapshot == (min(self._snapshots) if self._snapshots else None)
-
-
-def _pairs(it: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    prev = None
-    for x in it:
-        if prev is not None:
-            yield prev, x
-        prev = x
 
 
 class KVTX:
