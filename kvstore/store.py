@@ -228,15 +228,24 @@ class _Pending:
             yield key, 0, self.writes[key]
 
 
+class _TxState:
+    """Whether a transaction has ended; shared by the KVTX and its reader."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+
 class _Reader:
     """A snapshot and a view held for a scan, a cursor or a transaction; ``release()`` lets them go."""
 
-    __slots__ = ("kv", "view", "snapshot", "pending", "released", "owner", "__weakref__")
+    __slots__ = ("kv", "view", "snapshot", "pending", "released", "tx", "__weakref__")
 
-    def __init__(self, kv: KV, pending: _Pending | None, owner: KVTX | None = None) -> None:
+    def __init__(self, kv: KV, pending: _Pending | None, tx: _TxState | None = None) -> None:
         self.kv = kv
         self.pending = pending
-        self.owner = owner
+        self.tx = tx  # the owning transaction's state (not the KVTX: its finalizer holds this reader)
         self.released = False
         with kv._lock:
             self.view = kv._view
@@ -250,7 +259,7 @@ class _Reader:
         """Raise ``ClosedError`` or ``TxClosedError`` when this reader may no longer be used."""
         if self.kv._closed:
             raise ClosedError("the KV is closed")
-        if self.owner is not None and self.owner._closed:
+        if self.tx is not None and self.tx.closed:
             raise TxClosedError("the transaction is closed")
         if self.released:
             raise ClosedError("the cursor or scan is closed")
@@ -1108,10 +1117,15 @@ class KVTX:
 
     def __init__(self, kv: KV) -> None:
         self._kv = kv
-        self._closed = False
+        self._state = _TxState()
         self._pending = _Pending()
-        self._reader = _Reader(kv, self._pending, owner=self)
+        self._reader = _Reader(kv, self._pending, self._state)
+        # a transaction dropped without commit or abort still lets its snapshot go
         self._finalizer = weakref.finalize(self, self._reader.release)
+
+    @property
+    def _closed(self) -> bool:
+        return self._state.closed
 
     def _check(self) -> None:
         if self._closed:
@@ -1180,8 +1194,8 @@ class KVTX:
         self._close()
 
     def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if not self._state.closed:
+            self._state.closed = True
             self._finalizer()
 
     def __enter__(self) -> KVTX:
