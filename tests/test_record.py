@@ -1,0 +1,465 @@
+"""The byte layouts of kvstore/record.py: round trips, and every decoder's answer to damaged input.
+
+A decoder given truncated, extended, bit-flipped or random bytes either decodes or raises
+``CorruptionError`` (``UnsupportedFormatError`` for an intact newer version); never ``struct.error``,
+``IndexError`` or ``ValueError``.  Decoders whose input carries its own checksum or exact length
+always raise on such damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore import record
+from kvstore.errors import BadChecksumError, CorruptionError, CorruptSSTableError, UnsupportedFormatError
+
+PATH = "/db/000007.sst"
+
+keys_st = st.binary(max_size=24)
+values_st = st.one_of(st.none(), st.binary(max_size=40))
+writes_st = st.lists(st.tuples(keys_st, values_st), max_size=12)
+
+
+def _flip(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+def _decodes_or_corrupt(fn: Callable[[], Any]) -> None:
+    """Call ``fn``; only a result, ``CorruptionError`` or ``UnsupportedFormatError`` may come out."""
+    with contextlib.suppress(CorruptionError, UnsupportedFormatError):
+        fn()
+
+
+@st.composite
+def mutations(draw: st.DrawFn, data: bytes) -> tuple[str, bytes]:
+    """One damage done to ``data``: a truncation, an extension or one flipped bit."""
+    kind = draw(st.sampled_from(["truncate", "extend", "flip"]))
+    if kind == "truncate":
+        return kind, data[: draw(st.integers(0, len(data) - 1))]
+    if kind == "extend":
+        return kind, data + draw(st.binary(min_size=1, max_size=16))
+    return kind, _flip(data, draw(st.integers(0, len(data) * 8 - 1)))
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def test_record_structs_are_little_endian_with_their_documented_sizes() -> None:
+    sizes = {
+        record.FILE_HEADER: 20, record.WAL_FRAME: 9, record.WAL_CRC_PREFIX: 13, record.COMMIT_HEADER: 20,
+        record.WAL_ENTRY: 7, record.CHUNK_CRC: 4, record.CHUNK_CRC_PREFIX: 16, record.BLOCK_COUNT: 4,
+        record.INDEX_VALUE: 12, record.PROPS: 36, record.FOOTER: 56, record.META_BODY: 36, record.U64: 8,
+    }
+    for layout, size in sizes.items():
+        assert layout.format.startswith("<"), layout.format
+        assert layout.size == size, layout.format
+
+
+def test_on_disk_enums_keep_their_numbers() -> None:
+    assert (record.Kind.DELETE, record.Kind.VALUE) == (0, 1)
+    assert (record.RecordType.RESERVED, record.RecordType.COMMIT) == (0, 1)
+
+
+def test_key_hash_is_crc32c_and_stable_across_processes() -> None:
+    # the standard CRC-32C check value: a bloom filter written by one process is read by another
+    assert record.key_hash(b"123456789") == 0xE3069283
+    assert record.key_hash(b"") == 0
+    assert record.crc(b"6789", record.crc(b"12345")) == 0xE3069283
+
+
+def test_file_header_layout_is_magic_version_reserved_number_crc() -> None:
+    header = record.encode_file_header(record.WAL_MAGIC, 0x0102)
+    assert header[:4] == b"KVWL"
+    assert header[4:6] == struct.pack("<H", record.FORMAT_VERSION)
+    assert header[6:8] == b"\0\0"
+    assert header[8:16] == struct.pack("<Q", 0x0102)
+    assert header[16:] == struct.pack("<I", record.crc(header[:16]))
+
+
+# ---------------------------------------------------------------- file header
+
+MAGICS = [record.WAL_MAGIC, record.TABLE_MAGIC, record.META_MAGIC]
+
+
+@pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
+def test_file_header_round_trips(magic: bytes) -> None:
+    header = record.encode_file_header(magic, 42)
+    assert len(header) == record.FILE_HEADER.size
+    record.decode_file_header(header, PATH, magic, 42)
+    # a reader hands it the file's first bytes: what follows the header is not its business
+    record.decode_file_header(header + b"frames follow", PATH, magic, 42)
+
+
+def test_file_header_with_another_magic_is_corrupt() -> None:
+    header = record.encode_file_header(record.WAL_MAGIC, 1)
+    with pytest.raises(CorruptionError) as info:
+        record.decode_file_header(header, PATH, record.TABLE_MAGIC, 1)
+    assert (info.value.path, info.value.offset) == (PATH, 0)
+
+
+def test_file_header_naming_another_file_number_is_corrupt() -> None:
+    header = record.encode_file_header(record.TABLE_MAGIC, 5)
+    with pytest.raises(CorruptionError, match="file number"):
+        record.decode_file_header(header, PATH, record.TABLE_MAGIC, 6)
+
+
+def test_file_header_newer_version_with_valid_checksum_is_unsupported() -> None:
+    header = record.encode_file_header(record.TABLE_MAGIC, 3, version=record.FORMAT_VERSION + 1)
+    with pytest.raises(UnsupportedFormatError):
+        record.decode_file_header(header, PATH, record.TABLE_MAGIC, 3)
+
+
+@pytest.mark.parametrize("cut", range(record.FILE_HEADER.size), ids=lambda n: f"{n}B")
+def test_file_header_truncated_is_corrupt(cut: int) -> None:
+    header = record.encode_file_header(record.META_MAGIC, 0)
+    with pytest.raises(CorruptionError) as info:
+        record.decode_file_header(header[:cut], PATH, record.META_MAGIC, 0)
+    assert info.value.offset == 0
+
+
+@pytest.mark.parametrize("bit", range(record.FILE_HEADER.size * 8), ids=lambda b: f"bit{b}")
+def test_file_header_any_flipped_bit_is_corrupt(bit: int) -> None:
+    header = record.encode_file_header(record.WAL_MAGIC, 9)
+    with pytest.raises(CorruptionError):
+        record.decode_file_header(_flip(header, bit), PATH, record.WAL_MAGIC, 9)
+
+
+@given(st.binary(max_size=64))
+def test_file_header_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_file_header(data, PATH, record.WAL_MAGIC, 1))
+
+
+# ---------------------------------------------------------------- WAL commit payload and frame
+
+
+COMMITS: list[list[tuple[bytes, bytes | None]]] = [
+    [],
+    [(b"k", b"v")],
+    [(b"", b"")],
+    [(b"a", None), (b"b", b""), (b"c", b"x" * 1000)],
+    [(bytes([i]) * (i + 1), None if i % 3 == 0 else bytes(i)) for i in range(40)],
+]
+
+
+@pytest.mark.parametrize("writes", COMMITS, ids=["empty", "one", "empty-key-value", "mixed", "forty"])
+def test_commit_round_trips(writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(77, 20, writes)
+    assert record.decode_commit(payload, PATH, 100) == (77, 20, writes)
+
+
+def test_commit_keeps_an_empty_value_apart_from_a_delete() -> None:
+    payload = record.encode_commit(1, 20, [(b"a", b""), (b"b", None)])
+    _, _, writes = record.decode_commit(payload, PATH, 20)
+    assert writes == [(b"a", b""), (b"b", None)]
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), writes_st)
+def test_commit_round_trips_any_writes(seq: int, durable: int, writes: list[tuple[bytes, bytes | None]]) -> None:
+    assert record.decode_commit(record.encode_commit(seq, durable, writes), PATH, 0) == (seq, durable, writes)
+
+
+@pytest.mark.parametrize("writes", COMMITS[1:], ids=["one", "empty-key-value", "mixed", "forty"])
+def test_commit_truncated_anywhere_is_corrupt(writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(5, 20, writes)
+    for cut in range(len(payload)):
+        with pytest.raises(CorruptionError) as info:
+            record.decode_commit(payload[:cut], PATH, 321)
+        assert (info.value.path, info.value.offset) == (PATH, 321)
+
+
+def test_commit_with_trailing_bytes_is_corrupt() -> None:
+    payload = record.encode_commit(5, 20, [(b"k", b"v")])
+    with pytest.raises(CorruptionError, match="after its last write"):
+        record.decode_commit(payload + b"\0", PATH, 20)
+
+
+@pytest.mark.parametrize(("kind", "vlen"), [(2, 0), (255, 1), (0, 1)], ids=["kind2", "kind255", "delete-with-value"])
+def test_commit_write_of_unknown_kind_is_corrupt(kind: int, vlen: int) -> None:
+    payload = (record.COMMIT_HEADER.pack(1, 20, 1) + record.WAL_ENTRY.pack(kind, 1, vlen) + b"k" + b"v" * vlen)
+    with pytest.raises(CorruptionError, match="kind"):
+        record.decode_commit(payload, PATH, 20)
+
+
+def test_commit_claiming_more_writes_than_fit_is_corrupt_before_allocating() -> None:
+    payload = record.COMMIT_HEADER.pack(1, 20, 0xFFFF_FFFF)
+    with pytest.raises(CorruptionError, match="claims"):
+        record.decode_commit(payload, PATH, 20)
+
+
+@given(st.data(), writes_st.filter(bool))
+def test_commit_mutated_decodes_or_raises_corruption(data: st.DataObject,
+                                                      writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(3, 20, writes)
+    kind, damaged = data.draw(mutations(payload))
+    if kind == "flip":
+        # the frame's CRC catches a flipped key byte; the payload decoder only has to stay in bounds
+        _decodes_or_corrupt(lambda: record.decode_commit(damaged, PATH, 20))
+    else:
+        with pytest.raises(CorruptionError):
+            record.decode_commit(damaged, PATH, 20)
+
+
+@given(st.binary(max_size=200))
+def test_commit_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_commit(data, PATH, 20))
+
+
+def test_frame_layout_is_crc_length_type_payload() -> None:
+    payload = record.encode_commit(1, 20, [(b"k", b"v")])
+    frame = record.encode_frame(3, record.RecordType.COMMIT, payload)
+    stored, length, rtype = record.WAL_FRAME.unpack_from(frame, 0)
+    assert (length, rtype) == (len(payload), 1)
+    assert frame[record.WAL_FRAME.size :] == payload
+    assert stored == record.frame_crc(3, length, rtype, payload)
+
+
+@pytest.mark.parametrize("field", ["log_number", "length", "type", "payload"], ids=str)
+def test_frame_crc_covers_log_number_length_type_and_payload(field: str) -> None:
+    payload = record.encode_commit(1, 20, [(b"k", b"v")])
+    base = record.frame_crc(3, len(payload), 1, payload)
+    changed = {
+        "log_number": record.frame_crc(4, len(payload), 1, payload),
+        "length": record.frame_crc(3, len(payload) + 1, 1, payload),
+        "type": record.frame_crc(3, len(payload), 2, payload),
+        "payload": record.frame_crc(3, len(payload), 1, _flip(payload, 0)),
+    }[field]
+    assert changed != base
+
+
+# ---------------------------------------------------------------- checked chunks
+
+
+def test_chunk_round_trips() -> None:
+    chunk = record.seal_chunk(7, 4096, b"payload")
+    assert len(chunk) == len(b"payload") + 4
+    assert record.open_chunk(chunk, PATH, 7, 4096) == b"payload"
+    assert record.open_chunk(record.seal_chunk(7, 20, b""), PATH, 7, 20) == b""
+
+
+@pytest.mark.parametrize(("number", "offset"), [(8, 4096), (7, 4097)], ids=["other-file", "other-offset"])
+def test_chunk_read_as_another_file_or_offset_fails_its_checksum(number: int, offset: int) -> None:
+    chunk = record.seal_chunk(7, 4096, b"payload")
+    with pytest.raises(BadChecksumError) as info:
+        record.open_chunk(chunk, PATH, number, offset)
+    assert (info.value.path, info.value.offset) == (PATH, offset)
+
+
+@given(st.data(), st.binary(max_size=100))
+def test_chunk_mutated_is_always_corrupt(data: st.DataObject, payload: bytes) -> None:
+    chunk = record.seal_chunk(7, 4096, payload)
+    _, damaged = data.draw(mutations(chunk))
+    with pytest.raises(CorruptionError) as info:
+        record.open_chunk(damaged, PATH, 7, 4096)
+    assert info.value.offset == 4096
+
+
+@given(st.binary(max_size=100))
+def test_chunk_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.open_chunk(data, PATH, 7, 4096))
+
+
+# ---------------------------------------------------------------- blocks
+
+BLOCKS: list[tuple[list[bytes], list[int], list[bytes | None]]] = [
+    ([], [], []),
+    ([b"a"], [1], [b"1"]),
+    ([b""], [2**64 - 1], [b""]),
+    ([b"a", b"a", b"a", b"b"], [9, 5, 2, 3], [b"new", None, b"old", b""]),
+    ([b"k%05d" % i for i in range(300)], list(range(300, 0, -1)), [b"v" * (i % 17) for i in range(300)]),
+]
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
+def test_block_round_trips(block: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
+    keys, seqs, values = block
+    assert record.decode_block(record.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
+
+
+@given(st.lists(st.tuples(keys_st, st.integers(0, 2**64 - 1), values_st), max_size=30))
+def test_block_round_trips_any_entries(entries: list[tuple[bytes, int, bytes | None]]) -> None:
+    keys = [k for k, _, _ in entries]
+    seqs = [s for _, s, _ in entries]
+    values = [v for _, _, v in entries]
+    assert record.decode_block(record.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
+
+
+def test_block_claiming_more_entries_than_fit_is_corrupt() -> None:
+    with pytest.raises(CorruptSSTableError, match="claims"):
+        record.decode_block(record.BLOCK_COUNT.pack(0xFFFF_FFFF), PATH, 20)
+
+
+@pytest.mark.parametrize("cut", range(4), ids=lambda n: f"{n}B")
+def test_block_shorter_than_its_count_is_corrupt(cut: int) -> None:
+    with pytest.raises(CorruptSSTableError):
+        record.decode_block(b"\0" * cut, PATH, 20)
+
+
+def test_block_entry_of_unknown_kind_is_corrupt() -> None:
+    good = record.encode_block([b"a"], [1], [b"v"])
+    bad = good[:-5] + b"\x02" + good[-4:]  # the kinds array is the last n bytes before the count
+    with pytest.raises(CorruptSSTableError, match="kind"):
+        record.decode_block(bad, PATH, 20)
+
+
+@given(st.data(), st.lists(st.tuples(keys_st, values_st), min_size=1, max_size=20))
+def test_block_mutated_decodes_or_raises_corruption(data: st.DataObject,
+                                                     entries: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
+    _, damaged = data.draw(mutations(payload))
+    _decodes_or_corrupt(lambda: record.decode_block(damaged, PATH, 20))
+
+
+@given(st.data(), st.lists(st.tuples(keys_st, values_st), min_size=1, max_size=20))
+def test_block_in_its_chunk_mutated_is_always_corrupt(data: st.DataObject,
+                                                       entries: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
+    chunk = record.seal_chunk(7, 20, payload)
+    _, damaged = data.draw(mutations(chunk))
+    with pytest.raises(CorruptionError):
+        record.decode_block(record.open_chunk(damaged, PATH, 7, 20), PATH, 20)
+
+
+@given(st.binary(max_size=300))
+def test_block_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_block(data, PATH, 20))
+
+
+# ---------------------------------------------------------------- properties
+
+
+PROPS = [(0, 0, 0, 0, b"", b""), (10, 3, 1, 99, b"aaa", b"zzz"), (2**64 - 1, 0, 5, 2**64 - 1, b"\0" * 300, b"\xff")]
+
+
+@pytest.mark.parametrize("props", PROPS, ids=["empty", "small", "extremes"])
+def test_props_round_trip(props: tuple[int, int, int, int, bytes, bytes]) -> None:
+    assert record.decode_props(record.encode_props(*props), PATH, 99) == props
+
+
+@given(st.data(), keys_st, keys_st)
+def test_props_mutated_decode_or_raise_and_length_damage_always_raises(data: st.DataObject, small: bytes,
+                                                                         large: bytes) -> None:
+    payload = record.encode_props(4, 1, 2, 9, small, large)
+    kind, damaged = data.draw(mutations(payload))
+    if kind == "flip":
+        _decodes_or_corrupt(lambda: record.decode_props(damaged, PATH, 99))
+    else:
+        with pytest.raises(CorruptSSTableError) as info:
+            record.decode_props(damaged, PATH, 99)
+        assert info.value.offset == 99
+
+
+@given(st.binary(max_size=100))
+def test_props_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_props(data, PATH, 99))
+
+
+# ---------------------------------------------------------------- footer
+
+
+def test_footer_round_trips() -> None:
+    footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7)
+    assert len(footer) == record.FOOTER.size
+    assert record.decode_footer(footer, PATH, 1140, 7) == ((1000, 50), (1050, 30), (1080, 60))
+
+
+def test_footer_naming_another_file_number_is_corrupt() -> None:
+    footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7)
+    with pytest.raises(CorruptSSTableError, match="file number"):
+        record.decode_footer(footer, PATH, 1140, 8)
+
+
+def test_footer_newer_version_with_valid_checksum_is_unsupported() -> None:
+    body = record.FOOTER.pack(1000, 50, 1050, 30, 1080, 60, 7, record.TABLE_MAGIC, record.FORMAT_VERSION + 1, 0,
+                              0)[:-4]
+    footer = body + record.CHUNK_CRC.pack(record.crc(body))
+    with pytest.raises(UnsupportedFormatError):
+        record.decode_footer(footer, PATH, 1140, 7)
+
+
+@pytest.mark.parametrize("bit", range(0, record.FOOTER.size * 8, 3), ids=lambda b: f"bit{b}")
+def test_footer_any_flipped_bit_is_corrupt(bit: int) -> None:
+    footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7)
+    with pytest.raises(CorruptSSTableError) as info:
+        record.decode_footer(_flip(footer, bit), PATH, 1140, 7)
+    assert (info.value.path, info.value.offset) == (PATH, 1140)
+
+
+@given(st.data())
+def test_footer_mutated_is_always_corrupt(data: st.DataObject) -> None:
+    footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7)
+    _, damaged = data.draw(mutations(footer))
+    with pytest.raises(CorruptSSTableError):
+        record.decode_footer(damaged, PATH, 1140, 7)
+
+
+@given(st.binary(min_size=50, max_size=60))
+def test_footer_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_footer(data, PATH, 1140, 7))
+
+
+# ---------------------------------------------------------------- meta slot
+
+METAS = [(1, 2, 1, 0, []), (9, 40, 33, 12345, [31, 17, 3]), (2**64 - 1, 2**64 - 1, 0, 2**64 - 1, list(range(100)))]
+
+
+@pytest.mark.parametrize("slot", [0, 1], ids=["meta0", "meta1"])
+@pytest.mark.parametrize("meta", METAS, ids=["new", "three-tables", "extremes"])
+def test_meta_round_trips(slot: int, meta: tuple[int, int, int, int, list[int]]) -> None:
+    data = record.encode_meta(slot, *meta)
+    assert record.decode_meta(data, "/db/meta", slot) == meta
+
+
+def test_meta_read_as_the_other_slot_is_corrupt() -> None:
+    data = record.encode_meta(0, *METAS[1])
+    with pytest.raises(CorruptionError, match="file number"):
+        record.decode_meta(data, "/db/meta1", 1)
+
+
+def test_meta_newer_version_with_valid_checksum_is_unsupported() -> None:
+    header = record.encode_file_header(record.META_MAGIC, 0, version=record.FORMAT_VERSION + 1)
+    body = header + record.META_BODY.pack(1, 2, 1, 0, 0)
+    with pytest.raises(UnsupportedFormatError):
+        record.decode_meta(body + record.CHUNK_CRC.pack(record.crc(body)), "/db/meta0", 0)
+
+
+def test_meta_every_flipped_bit_is_corrupt() -> None:
+    data = record.encode_meta(1, *METAS[1])
+    for bit in range(len(data) * 8):
+        with pytest.raises(CorruptionError) as info:
+            record.decode_meta(_flip(data, bit), "/db/meta1", 1)
+        assert info.value.path == "/db/meta1" and info.value.offset >= 0
+
+
+def test_meta_every_truncation_is_corrupt() -> None:
+    data = record.encode_meta(1, *METAS[1])
+    for cut in range(len(data)):
+        with pytest.raises(CorruptionError):
+            record.decode_meta(data[:cut], "/db/meta1", 1)
+
+
+@given(st.data(), st.lists(st.integers(0, 2**64 - 1), max_size=20))
+def test_meta_mutated_is_always_corrupt(data: st.DataObject, tables: list[int]) -> None:
+    encoded = record.encode_meta(0, 3, 50, 40, 1000, tables)
+    _, damaged = data.draw(mutations(encoded))
+    with pytest.raises(CorruptionError):
+        record.decode_meta(damaged, "/db/meta0", 0)
+
+
+@given(st.binary(max_size=120))
+def test_meta_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
+    _decodes_or_corrupt(lambda: record.decode_meta(data, "/db/meta0", 0))
+
+
+@given(st.binary(max_size=80))
+def test_meta_random_body_behind_a_valid_header_decodes_or_raises_corruption(body: bytes) -> None:
+    data = record.encode_file_header(record.META_MAGIC, 0) + body
+    _decodes_or_corrupt(lambda: record.decode_meta(data, "/db/meta0", 0))
