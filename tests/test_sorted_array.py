@@ -1,0 +1,224 @@
+"""The memtable (kvstore/sorted_array.py): versions, snapshots, iteration both ways, pruning, _check()."""
+
+from __future__ import annotations
+
+import bisect
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore.sorted_array import ENTRY_OVERHEAD, Memtable
+
+
+def _filled(pairs: list[tuple[bytes, bytes | None]], oldest: int | None = 0) -> Memtable:
+    mem = Memtable()
+    for seq, (key, value) in enumerate(pairs, start=1):
+        mem.put(key, seq, value, oldest)
+        mem._check()
+    return mem
+
+
+def test_memtable_empty_has_nothing() -> None:
+    mem = Memtable()
+    mem._check()
+    assert len(mem) == 0 and mem.num_entries == 0 and mem.bytes == 0 and mem.max_seq == 0
+    assert mem.get(b"a", 100) is None
+    assert list(mem.items(None, 100)) == []
+    assert list(mem.items(None, 100, reverse=True)) == []
+    assert list(mem.entries()) == []
+
+
+def test_memtable_get_sees_the_newest_version_at_or_before_the_snapshot() -> None:
+    mem = _filled([(b"k", b"v1"), (b"k", b"v2"), (b"k", None), (b"k", b"v4")])
+    assert mem.get(b"k", 0) is None
+    assert mem.get(b"k", 1) == (1, b"v1")
+    assert mem.get(b"k", 2) == (2, b"v2")
+    assert mem.get(b"k", 3) == (3, None)  # a delete is a version: it hides older ones
+    assert mem.get(b"k", 4) == (4, b"v4")
+    assert mem.get(b"k", 10**9) == (4, b"v4")
+    assert mem.get(b"other", 10) is None
+
+
+def test_memtable_keeps_an_empty_value_apart_from_a_delete() -> None:
+    mem = _filled([(b"a", b""), (b"b", None)])
+    assert mem.get(b"a", 2) == (1, b"")
+    assert mem.get(b"b", 2) == (2, None)
+
+
+def test_memtable_writes_of_one_transaction_share_a_sequence() -> None:
+    mem = Memtable()
+    for key in (b"c", b"a", b"b"):
+        mem.put(key, 7, key * 2)
+    mem._check()
+    assert mem.max_seq == 7 and mem.min_seq == 7
+    assert list(mem.items(None, 7)) == [(b"a", b"aa"), (b"b", b"bb"), (b"c", b"cc")]
+    assert list(mem.items(None, 6)) == []
+
+
+def test_memtable_without_snapshots_keeps_only_the_newest_version() -> None:
+    mem = _filled([(b"k", b"v1"), (b"k", b"v2"), (b"k", b"v3")], oldest=None)
+    assert mem.num_entries == 1 and len(mem) == 1
+    assert list(mem.entries()) == [(b"k", 3, b"v3")]
+    assert mem.bytes == len(b"k") + len(b"v3") + ENTRY_OVERHEAD
+
+
+def test_memtable_pruning_keeps_the_version_the_oldest_snapshot_reads() -> None:
+    mem = Memtable()
+    mem.put(b"k", 3, b"v3")
+    mem.put(b"k", 7, b"v7", oldest_snapshot=5)  # snapshot 5 reads v3
+    mem.put(b"k", 10, b"v10", oldest_snapshot=5)  # snapshot 8 (> 5) may read v7, snapshot 5 reads v3
+    mem._check()
+    assert [s for _, s, _ in mem.entries()] == [10, 7, 3]
+    mem.put(b"k", 12, b"v12", oldest_snapshot=8)  # snapshot 8 reads v7; v3 is read by nobody
+    mem._check()
+    assert [s for _, s, _ in mem.entries()] == [12, 10, 7]
+    assert mem.get(b"k", 8) == (7, b"v7")
+    mem.put(b"k", 13, b"v13", oldest_snapshot=12)  # snapshot 12 reads v12
+    mem._check()
+    assert [s for _, s, _ in mem.entries()] == [13, 12]
+    assert mem.get(b"k", 12) == (12, b"v12")
+
+
+def test_memtable_pruning_keeps_a_delete_an_old_snapshot_reads() -> None:
+    mem = Memtable()
+    mem.put(b"k", 1, b"v1")
+    mem.put(b"k", 2, None, oldest_snapshot=1)
+    mem.put(b"k", 3, b"v3", oldest_snapshot=2)
+    mem._check()
+    assert mem.get(b"k", 2) == (2, None)
+    assert mem.get(b"k", 3) == (3, b"v3")
+
+
+def test_memtable_bytes_count_keys_values_and_overhead_of_each_version() -> None:
+    mem = _filled([(b"ab", b"xyz"), (b"ab", None), (b"c", b"")], oldest=0)
+    assert mem.bytes == (2 + 3 + ENTRY_OVERHEAD) + (2 + ENTRY_OVERHEAD) + (1 + ENTRY_OVERHEAD)
+    assert mem.num_entries == 3 and len(mem) == 2
+
+
+def test_memtable_entries_are_keys_ascending_sequences_descending() -> None:
+    mem = _filled([(b"b", b"1"), (b"a", b"2"), (b"b", b"3"), (b"c", None), (b"a", b"5")])
+    assert list(mem.entries()) == [(b"a", 5, b"5"), (b"a", 2, b"2"), (b"b", 3, b"3"), (b"b", 1, b"1"),
+                                   (b"c", 4, None)]
+
+
+KEYS = [b"a", b"b", b"bb", b"c", b"e"]
+STARTS: list[tuple[bytes | None, bool, bool]] = [
+    (start, reverse, inclusive)
+    for start in (None, b"", b"a", b"b", b"ba", b"c", b"d", b"e", b"f")
+    for reverse in (False, True)
+    for inclusive in (True, False)
+]
+
+
+def _expected(keys: list[bytes], start: bytes | None, reverse: bool, inclusive: bool) -> list[bytes]:
+    if not reverse:
+        return [k for k in keys if start is None or k > start or (inclusive and k == start)]
+    return [k for k in reversed(keys) if start is None or k < start or (inclusive and k == start)]
+
+
+@pytest.mark.parametrize(("start", "reverse", "inclusive"), STARTS,
+                         ids=[f"{s!r}-{'rev' if r else 'fwd'}-{'incl' if i else 'excl'}" for s, r, i in STARTS])
+def test_memtable_items_start_where_asked_in_both_directions(start: bytes | None, reverse: bool,
+                                                             inclusive: bool) -> None:
+    mem = _filled([(k, k.upper()) for k in KEYS])
+    got = list(mem.items(start, 100, reverse=reverse, inclusive=inclusive))
+    assert got == [(k, k.upper()) for k in _expected(KEYS, start, reverse, inclusive)]
+
+
+def test_memtable_items_yield_deletes_and_skip_keys_born_after_the_snapshot() -> None:
+    mem = _filled([(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"c", b"4")])
+    assert list(mem.items(None, 3)) == [(b"a", None), (b"b", b"2")]
+    assert list(mem.items(None, 1)) == [(b"a", b"1")]
+    assert list(mem.items(None, 3, reverse=True)) == [(b"b", b"2"), (b"a", None)]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_memtable_items_span_many_chunks(reverse: bool) -> None:
+    keys = [b"%05d" % i for i in range(1000)]
+    mem = Memtable()
+    for i, key in enumerate(keys):
+        mem.put(key, i + 1, key)
+    got = [k for k, _ in mem.items(None, 10**6, reverse=reverse)]
+    assert got == (keys[::-1] if reverse else keys)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_memtable_items_survive_inserts_while_iterating(reverse: bool) -> None:
+    mem = Memtable()
+    seq = 0
+    for i in range(0, 2000, 2):
+        seq += 1
+        mem.put(b"%05d" % i, seq, b"old")
+    snapshot = seq
+    got = []
+    for key, _ in mem.items(None, snapshot, reverse=reverse):
+        got.append(key)
+        if len(got) % 50 == 0:
+            for j in range(5):
+                seq += 1
+                mem.put(b"%05d" % (int(key) + (1 if j % 2 else -1) * (j * 97 + 1)), seq, b"new", snapshot)
+    mem._check()
+    # the snapshot's keys, each once, in order; keys written after the snapshot are not seen
+    assert got == sorted(got, reverse=reverse)
+    assert sorted(got) == [b"%05d" % i for i in range(0, 2000, 2)]
+
+
+@st.composite
+def _ops(draw: st.DrawFn) -> list[tuple[str, bytes, bytes | None]]:
+    keys = st.sampled_from([b"", b"a", b"ab", b"b", b"c", b"d\xff"])
+    op = st.one_of(
+        st.tuples(st.just("put"), keys, st.one_of(st.none(), st.binary(max_size=4))),
+        st.tuples(st.just("snap"), st.just(b""), st.none()),
+        st.tuples(st.just("release"), st.just(b""), st.none()),
+    )
+    return draw(st.lists(op, max_size=60))
+
+
+@given(_ops(), st.data())
+def test_memtable_matches_a_full_history_model_at_every_live_snapshot(ops: list[tuple[str, bytes, bytes | None]],
+                                                                      data: st.DataObject) -> None:
+    mem = Memtable()
+    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
+    pruned_at: dict[bytes, int | None] = {}  # the oldest snapshot passed at each key's last put
+    snaps: list[int] = []
+    seq = 0
+    for op, key, value in ops:
+        if op == "put":
+            seq += 1
+            oldest = min(snaps) if snaps else None
+            mem.put(key, seq, value, oldest)
+            history.setdefault(key, []).insert(0, (seq, value))
+            pruned_at[key] = oldest
+        elif op == "snap":
+            bisect.insort(snaps, seq)
+        elif snaps:
+            snaps.pop(data.draw(st.integers(0, len(snaps) - 1)))
+        mem._check()
+    for snap in [*snaps, seq]:
+        model = {}
+        for key, versions in history.items():
+            visible = next((v for v in versions if v[0] <= snap), None)
+            if visible is not None:
+                model[key] = visible
+        for key in history:
+            assert mem.get(key, snap) == model.get(key)
+        ordered = sorted(model)
+        assert list(mem.items(None, snap)) == [(k, model[k][1]) for k in ordered]
+        assert list(mem.items(None, snap, reverse=True)) == [(k, model[k][1]) for k in reversed(ordered)]
+    # a put keeps the versions newer than the oldest snapshot and the one that snapshot reads, no more
+    for key, versions in history.items():
+        oldest = pruned_at[key]
+        if oldest is None:
+            kept = versions[:1]
+        else:
+            newer = [v for v in versions if v[0] > oldest]
+            kept = newer + [v for v in versions if v[0] <= oldest][:1]
+        assert [(s, v) for k, s, v in mem.entries() if k == key] == kept, key
+
+
+def test_memtable_check_catches_a_broken_invariant() -> None:
+    mem = _filled([(b"a", b"1"), (b"b", b"2")])
+    mem.bytes += 1
+    with pytest.raises(AssertionError):
+        mem._check()
