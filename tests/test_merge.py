@@ -1,0 +1,169 @@
+"""Merging levels (kvstore/merge.py): newest level wins, tombstones hidden, and what a compaction keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore.merge import compact_entries, merge_entries, merge_items
+
+Level = dict[bytes, "bytes | None"]
+Entry = tuple[bytes, int, "bytes | None"]
+
+
+def _items(level: Level, reverse: bool) -> Iterator[tuple[bytes, bytes | None]]:
+    for key in sorted(level, reverse=reverse):
+        yield key, level[key]
+
+
+def _merged(levels: list[Level], reverse: bool = False) -> list[tuple[bytes, bytes]]:
+    return list(merge_items([_items(level, reverse) for level in levels], reverse))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_merge_items_newest_level_wins(reverse: bool) -> None:
+    levels: list[Level] = [{b"b": b"new"}, {b"a": b"mid", b"b": b"mid"}, {b"a": b"old", b"b": b"old", b"c": b"old"}]
+    expected = [(b"a", b"mid"), (b"b", b"new"), (b"c", b"old")]
+    assert _merged(levels, reverse) == (expected[::-1] if reverse else expected)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_merge_items_tombstone_hides_older_levels(reverse: bool) -> None:
+    levels: list[Level] = [{b"a": None, b"d": None}, {b"a": b"1", b"b": b"2"}, {b"b": b"old", b"c": b"3", b"d": b"4"}]
+    expected = [(b"b", b"2"), (b"c", b"3")]
+    assert _merged(levels, reverse) == (expected[::-1] if reverse else expected)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_merge_items_value_in_a_newer_level_revives_an_older_tombstone(reverse: bool) -> None:
+    levels: list[Level] = [{b"a": b"again"}, {b"a": None}, {b"a": b"first"}]
+    assert _merged(levels, reverse) == [(b"a", b"again")]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_merge_items_single_level_drops_its_tombstones(reverse: bool) -> None:
+    assert _merged([{b"a": None, b"b": b"", b"c": None}], reverse) == [(b"b", b"")]
+
+
+def test_merge_items_no_levels_or_empty_levels_yield_nothing() -> None:
+    assert _merged([]) == []
+    assert _merged([{}, {}, {}]) == []
+    assert _merged([{}, {}], reverse=True) == []
+
+
+@given(st.lists(st.dictionaries(st.binary(max_size=2), st.one_of(st.none(), st.binary(max_size=2)), max_size=8),
+                max_size=5),
+       st.booleans())
+def test_merge_items_match_a_dict_model(levels: list[Level], reverse: bool) -> None:
+    model: dict[bytes, bytes | None] = {}
+    for level in reversed(levels):
+        model.update(level)
+    expected = sorted(((k, v) for k, v in model.items() if v is not None), reverse=reverse)
+    assert _merged(levels, reverse) == expected
+
+
+def test_merge_entries_interleaves_levels_in_table_order() -> None:
+    newer: list[Entry] = [(b"a", 9, b"a9"), (b"c", 8, None)]
+    older: list[Entry] = [(b"a", 5, b"a5"), (b"a", 3, None), (b"b", 4, b"b4"), (b"c", 2, b"c2")]
+    assert list(merge_entries([iter(newer), iter(older)])) == [
+        (b"a", 9, b"a9"), (b"a", 5, b"a5"), (b"a", 3, None), (b"b", 4, b"b4"), (b"c", 8, None), (b"c", 2, b"c2")]
+
+
+def _compact(sources: list[list[Entry]], snapshots: list[int], bottom: bool) -> list[Entry]:
+    return list(compact_entries([iter(s) for s in sources], snapshots, bottom))
+
+
+def test_compact_without_snapshots_keeps_only_the_newest_version() -> None:
+    newer: list[Entry] = [(b"a", 9, b"a9"), (b"b", 8, None)]
+    older: list[Entry] = [(b"a", 5, b"a5"), (b"b", 4, b"b4"), (b"c", 3, b"c3")]
+    assert _compact([newer, older], [], bottom=False) == [(b"a", 9, b"a9"), (b"b", 8, None), (b"c", 3, b"c3")]
+
+
+def test_compact_drops_deletes_only_at_the_bottom() -> None:
+    newer: list[Entry] = [(b"a", 9, None), (b"b", 8, b"b8")]
+    older: list[Entry] = [(b"a", 5, b"a5"), (b"c", 3, None)]
+    assert _compact([newer, older], [], bottom=False) == [(b"a", 9, None), (b"b", 8, b"b8"), (b"c", 3, None)]
+    assert _compact([newer, older], [], bottom=True) == [(b"b", 8, b"b8")]
+
+
+def test_compact_keeps_the_version_each_live_snapshot_reads() -> None:
+    versions: list[Entry] = [(b"k", 10, b"v10"), (b"k", 7, b"v7"), (b"k", 5, b"v5"), (b"k", 2, b"v2")]
+    # snapshot 8 reads v7, snapshot 5 reads v5; v2 is read by nobody
+    assert _compact([versions], [5, 8], bottom=False) == versions[:3]
+    # snapshot 6 reads v5 too; snapshot 1 reads nothing
+    assert _compact([versions], [1, 6], bottom=False) == [versions[0], versions[2]]
+    # a snapshot at or past the newest version reads the newest: nothing older is needed
+    assert _compact([versions], [10, 11], bottom=False) == versions[:1]
+
+
+def test_compact_at_the_bottom_keeps_a_delete_a_snapshot_reads_above_a_value() -> None:
+    versions: list[Entry] = [(b"k", 9, b"v9"), (b"k", 6, None), (b"k", 3, b"v3")]
+    # snapshot 7 reads the delete at 6 and snapshot 4 reads v3: the delete hides v3 from snapshot 7
+    assert _compact([versions], [4, 7], bottom=True) == versions
+    # snapshot 7 alone: the delete is the oldest kept version, and at the bottom it reads as absent
+    assert _compact([versions], [7], bottom=True) == versions[:1]
+    assert _compact([versions], [7], bottom=False) == versions[:2]
+
+
+def test_compact_at_the_bottom_drops_a_key_whose_newest_version_is_a_delete() -> None:
+    versions: list[Entry] = [(b"k", 9, None), (b"k", 6, None), (b"k", 3, b"v3"), (b"z", 1, b"z")]
+    assert _compact([versions], [4, 7], bottom=True) == [(b"k", 9, None), (b"k", 6, None), (b"k", 3, b"v3"),
+                                                        (b"z", 1, b"z")]
+    assert _compact([versions], [], bottom=True) == [(b"z", 1, b"z")]
+
+
+def _visible(entries: list[Entry], key: bytes, snapshot: int) -> bytes | None:
+    for k, seq, value in entries:
+        if k == key and seq <= snapshot:
+            return value
+    return None
+
+
+def _visible_seq(entries: list[Entry], key: bytes, snapshot: int) -> int | None:
+    for k, seq, _ in entries:
+        if k == key and seq <= snapshot:
+            return seq
+    return None
+
+
+@st.composite
+def _levels(draw: st.DrawFn) -> list[list[Entry]]:
+    """Levels newest first; each holds sequences above every older level's, versions newest first."""
+    count = draw(st.integers(1, 4))
+    seq = 0
+    levels: list[list[Entry]] = []
+    for _ in range(count):
+        writes = draw(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d"]),
+                                         st.one_of(st.none(), st.binary(max_size=2))), max_size=8))
+        level = []
+        for key, value in writes:
+            seq += 1
+            level.append((key, seq, value))
+        level.sort(key=lambda e: (e[0], -e[1]))
+        levels.append(level)
+    return levels[::-1]
+
+
+@given(_levels(), st.lists(st.integers(0, 40), max_size=4, unique=True), st.booleans())
+def test_compact_preserves_every_read_of_every_live_snapshot(levels: list[list[Entry]], snaps: list[int],
+                                                             bottom: bool) -> None:
+    snapshots = sorted(snaps)
+    everything = sorted((e for level in levels for e in level), key=lambda e: (e[0], -e[1]))
+    out = _compact(levels, snapshots, bottom)
+    assert out == sorted(out, key=lambda e: (e[0], -e[1]))
+    assert len({(k, s) for k, s, _ in out}) == len(out)
+    top = max((s for _, s, _ in everything), default=0)
+    for key in {k for k, _, _ in everything}:
+        for snapshot in [*snapshots, top]:
+            assert _visible(out, key, snapshot) == _visible(everything, key, snapshot), (key, snapshot)
+        kept = [e for e in out if e[0] == key]
+        if bottom and kept:
+            assert kept[-1][2] is not None  # no delete is left with nothing under it
+        # no version is kept that neither the newest read nor any snapshot reads
+        readers = [*snapshots, top]
+        read = {_visible_seq(everything, key, r) for r in readers}
+        for entry in kept:
+            assert entry[1] in read, entry
