@@ -370,7 +370,7 @@ class TableReader:
         else:
             i = bisect.bisect_left(self._index_keys, start)
             j = -1
-        done = None
+        done = None if inclusive else start  # an excluded start's versions may run on into later blocks
         for b in range(i, len(self._index_keys)):
             keys, seqs, values = self.block(b)
             if j < 0:
@@ -390,8 +390,10 @@ class TableReader:
             b = nblocks - 1
             j = None
         else:
-            # the first block whose last key is past start: versions of start may run into it
-            b = min(bisect.bisect_right(self._index_keys, start), nblocks - 1)
+            # inclusive: the first block whose last key is past start (versions of start may run into it);
+            # exclusive: the first block whose last key reaches start (every block before it is below start)
+            find = bisect.bisect_right if inclusive else bisect.bisect_left
+            b = min(find(self._index_keys, start), nblocks - 1)
             j = -1
         cur: bytes | None = None
         found = False

@@ -1,0 +1,426 @@
+"""The SSTable (kvstore/sorted_file.py): writer/reader round trips, snapshots, iteration, bloom, cache, verify."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore import record
+from kvstore.errors import CorruptionError, CorruptSSTableError
+from kvstore.fs import OSFileSystem
+from kvstore.sorted_file import BlockCache, Bloom, TableInfo, TableReader, TableWriter, bloom_probes
+
+Entry = tuple[bytes, int, "bytes | None"]
+FS = OSFileSystem()
+
+
+def _write(dirpath: str | pathlib.Path, number: int, entries: Iterable[Entry], block_size: int = 4096,
+           bloom_bits: int = 10) -> tuple[str, TableInfo]:
+    path = os.path.join(dirpath, f"{number:06d}.sst")
+    file = FS.open(path, create=True)
+    try:
+        writer = TableWriter(file, number, block_size, bloom_bits)
+        writer.add_all(entries)
+        info = writer.finish()
+    finally:
+        file.close()
+    return path, info
+
+
+def _open(path: str, number: int, cache: BlockCache | None = None) -> TableReader:
+    return TableReader(FS, path, number, cache if cache is not None else BlockCache(1 << 20))
+
+
+def _versioned_entries(nkeys: int, value_size: int = 20) -> list[Entry]:
+    """Keys k00000.. with 1-3 versions each (some deletes), sequences unique, table order."""
+    out: list[Entry] = []
+    seq = 10 * nkeys
+    for i in range(nkeys):
+        key = b"k%05d" % i
+        for v in range(1 + i % 3):
+            value = None if (i + v) % 7 == 0 else (b"%d.%d:" % (i, v)) * (value_size // 8 + 1)
+            out.append((key, seq, value))
+            seq -= 1
+    return out
+
+
+_MODELS: dict[int, tuple[list[Entry], dict[bytes, list[tuple[int, bytes | None]]]]] = {}
+
+
+def _versions(entries: list[Entry]) -> dict[bytes, list[tuple[int, bytes | None]]]:
+    """Each key's versions, newest first (memoized per entries list)."""
+    cached = _MODELS.get(id(entries))
+    if cached is None or cached[0] is not entries:
+        by_key: dict[bytes, list[tuple[int, bytes | None]]] = {}
+        for k, seq, value in entries:
+            by_key.setdefault(k, []).append((seq, value))
+        cached = _MODELS[id(entries)] = (entries, by_key)
+    return cached[1]
+
+
+def _model_get(entries: list[Entry], key: bytes, snapshot: int) -> tuple[int, bytes | None] | None:
+    for seq, value in _versions(entries).get(key, []):
+        if seq <= snapshot:
+            return seq, value
+    return None
+
+
+def _model_items(entries: list[Entry], start: bytes | None, snapshot: int, reverse: bool,
+                 inclusive: bool) -> list[tuple[bytes, bytes | None]]:
+    keys = sorted(_versions(entries), reverse=reverse)
+    out = []
+    for key in keys:
+        if start is not None:
+            if not reverse and (key < start or (key == start and not inclusive)):
+                continue
+            if reverse and (key > start or (key == start and not inclusive)):
+                continue
+        found = _model_get(entries, key, snapshot)
+        if found is not None:
+            out.append((key, found[1]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def big_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Entry], TableInfo]:
+    entries = _versioned_entries(3000)
+    path, info = _write(tmp_path_factory.mktemp("big"), 5, entries, block_size=512)
+    return path, entries, info
+
+
+def test_table_round_trips_every_entry_across_many_blocks(big_table: tuple[str, list[Entry], TableInfo]) -> None:
+    path, entries, info = big_table
+    reader = _open(path, 5)
+    try:
+        assert reader.blocks > 50
+        assert list(reader.entries()) == entries
+        assert (info.entries, reader.num_entries) == (len(entries), len(entries))
+        assert info.deletes == reader.deletes == sum(1 for e in entries if e[2] is None)
+        assert (info.smallest, info.largest) == (reader.smallest, reader.largest) == (entries[0][0], entries[-1][0])
+        assert (reader.min_seq, reader.max_seq) == (min(e[1] for e in entries), max(e[1] for e in entries))
+        assert info.size == reader.size == os.path.getsize(path)
+        assert reader.verify() == []
+    finally:
+        reader.close()
+
+
+def test_table_get_at_snapshots_matches_the_versions(big_table: tuple[str, list[Entry], TableInfo]) -> None:
+    path, entries, _ = big_table
+    reader = _open(path, 5)
+    try:
+        seqs = sorted({s for _, s, _ in entries})
+        snapshots = [0, seqs[0] - 1, seqs[0], seqs[len(seqs) // 3], seqs[len(seqs) // 2] + 1, seqs[-1], 2**63]
+        for i in range(0, 3000, 37):
+            key = b"k%05d" % i
+            for snapshot in snapshots:
+                assert reader.get(key, snapshot) == _model_get(entries, key, snapshot), (key, snapshot)
+        assert reader.get(b"k", 2**63) is None
+        assert reader.get(b"k99999", 2**63) is None
+        assert reader.get(b"k00001x", 2**63) is None
+    finally:
+        reader.close()
+
+
+STARTS: list[tuple[bytes | None, bool, bool]] = [
+    (start, reverse, inclusive)
+    for start in (None, b"", b"k00000", b"k01234", b"k01234x", b"k02999", b"k3")
+    for reverse in (False, True)
+    for inclusive in (True, False)
+]
+
+
+@pytest.mark.parametrize(("start", "reverse", "inclusive"), STARTS,
+                         ids=[f"{s!r}-{'rev' if r else 'fwd'}-{'incl' if i else 'excl'}" for s, r, i in STARTS])
+def test_table_items_from_a_start_both_ways(big_table: tuple[str, list[Entry], TableInfo], start: bytes | None,
+                                            reverse: bool, inclusive: bool) -> None:
+    path, entries, _ = big_table
+    reader = _open(path, 5)
+    try:
+        snapshot = sorted({s for _, s, _ in entries})[len(entries) // 2]
+        for snap in (snapshot, 2**63):
+            got = list(reader.items(start, snap, reverse=reverse, inclusive=inclusive))
+            assert got == _model_items(entries, start, snap, reverse, inclusive)
+    finally:
+        reader.close()
+
+
+@pytest.fixture(scope="module")
+def spanning_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Entry]]:
+    """Key b"m" has 60 versions spread over many 64-byte blocks, between neighbours b"a".. and b"z"."""
+    entries: list[Entry] = [(b"a", 1000, b"A"), (b"b", 999, None)]
+    entries += [(b"m", 900 - i, None if i % 10 == 5 else b"m%03d" % (900 - i)) for i in range(60)]
+    entries += [(b"y", 10, b"Y"), (b"z", 5, b"Z")]
+    path, _ = _write(tmp_path_factory.mktemp("span"), 9, entries, block_size=64)
+    return path, entries
+
+
+def test_table_versions_of_one_key_span_blocks(spanning_table: tuple[str, list[Entry]]) -> None:
+    path, _ = spanning_table
+    reader = _open(path, 9)
+    try:
+        assert reader._index_keys.count(b"m") >= 5
+    finally:
+        reader.close()
+
+
+SPAN_SNAPSHOTS = [0, 4, 5, 9, 841, 850, 855, 856, 878, 895, 899, 900, 901, 999, 10**6]
+
+
+@pytest.mark.parametrize("snapshot", SPAN_SNAPSHOTS, ids=[f"snap{s}" for s in SPAN_SNAPSHOTS])
+def test_table_get_finds_the_version_in_a_later_block(spanning_table: tuple[str, list[Entry]], snapshot: int) -> None:
+    path, entries = spanning_table
+    reader = _open(path, 9)
+    try:
+        for key in (b"a", b"b", b"m", b"y", b"z", b"c", b"n"):
+            assert reader.get(key, snapshot) == _model_get(entries, key, snapshot), key
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("snapshot", SPAN_SNAPSHOTS, ids=[f"snap{s}" for s in SPAN_SNAPSHOTS])
+def test_table_items_over_a_key_spanning_blocks_both_ways(spanning_table: tuple[str, list[Entry]],
+                                                          snapshot: int) -> None:
+    path, entries = spanning_table
+    reader = _open(path, 9)
+    try:
+        for start in (None, b"a", b"b", b"c", b"m", b"n", b"y", b"z"):
+            for reverse in (False, True):
+                for inclusive in (True, False):
+                    got = list(reader.items(start, snapshot, reverse=reverse, inclusive=inclusive))
+                    assert got == _model_items(entries, start, snapshot, reverse, inclusive), (start, reverse,
+                                                                                             inclusive)
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_table_items_exclusive_start_skips_every_version_of_a_key_spanning_blocks(tmp_path: pathlib.Path,
+                                                                                  reverse: bool) -> None:
+    # regression: the versions of an excluded start that ran on into the next (forward) or previous
+    # (backward) block were yielded as if they were another key
+    entries: list[Entry] = [(b"a", 10, b"A"), *((b"m", 9 - i, b"x" * 40) for i in range(4)), (b"z", 1, b"Z")]
+    path, _ = _write(tmp_path, 2, entries, block_size=64)
+    reader = _open(path, 2)
+    try:
+        assert reader._index_keys.count(b"m") >= 2
+        got = list(reader.items(b"m", 100, reverse=reverse, inclusive=False))
+        assert got == ([(b"a", b"A")] if reverse else [(b"z", b"Z")])
+    finally:
+        reader.close()
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> list[Entry]:
+    keys = sorted(set(draw(st.lists(st.binary(max_size=3), min_size=1, max_size=25))))
+    seq = 1000
+    entries: list[Entry] = []
+    for key in keys:
+        for _ in range(draw(st.integers(1, 12))):
+            entries.append((key, seq, draw(st.one_of(st.none(), st.binary(max_size=30)))))
+            seq -= draw(st.integers(1, 3))
+    return entries
+
+
+@given(_tables(), st.integers(64, 200), st.data())
+def test_table_reads_match_a_model(entries: list[Entry], block_size: int, data: st.DataObject) -> None:
+    seqs = [s for _, s, _ in entries]
+    snapshot = data.draw(st.one_of(st.sampled_from(seqs), st.integers(0, 1001)))
+    keys = sorted({k for k, _, _ in entries})
+    starts = [None, *keys, *(k + b"\x00" for k in keys), b"", b"\xff\xff\xff\xff"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = _write(tmp, 3, entries, block_size=block_size, bloom_bits=4)
+        reader = _open(path, 3)
+        try:
+            assert list(reader.entries()) == entries
+            for key in [*keys, b"\x00", b"zz"]:
+                for snap in (snapshot, 2**63):
+                    assert reader.get(key, snap) == _model_get(entries, key, snap)
+            for start in starts:
+                for reverse in (False, True):
+                    for inclusive in (True, False):
+                        got = list(reader.items(start, snapshot, reverse=reverse, inclusive=inclusive))
+                        assert got == _model_items(entries, start, snapshot, reverse, inclusive), (start, reverse,
+                                                                                                 inclusive)
+        finally:
+            reader.close()
+
+
+def test_table_with_no_entries_reads_as_empty(tmp_path: pathlib.Path) -> None:
+    path, info = _write(tmp_path, 4, [])
+    reader = _open(path, 4)
+    try:
+        assert info.entries == 0 and reader.blocks == 0
+        assert reader.get(b"", 10) is None
+        assert list(reader.items(None, 10)) == [] and list(reader.items(None, 10, reverse=True)) == []
+        assert reader.verify() == []
+    finally:
+        reader.close()
+
+
+def test_table_with_bloom_disabled_still_answers_gets(tmp_path: pathlib.Path) -> None:
+    entries = _versioned_entries(200)
+    path, _ = _write(tmp_path, 6, entries, block_size=256, bloom_bits=0)
+    reader = _open(path, 6)
+    try:
+        assert reader._bloom is None
+        assert reader.may_contain(record.key_hash(b"absent"))
+        for i in range(200):
+            assert reader.get(b"k%05d" % i, 2**63) == _model_get(entries, b"k%05d" % i, 2**63)
+    finally:
+        reader.close()
+
+
+def test_table_opened_under_another_file_number_is_corrupt(tmp_path: pathlib.Path) -> None:
+    path, _ = _write(tmp_path, 6, _versioned_entries(50))
+    with pytest.raises(CorruptSSTableError) as info:
+        _open(path, 7)
+    assert info.value.path == path
+
+
+# ---------------------------------------------------------------- bloom filter
+
+
+def test_bloom_probe_count_is_bits_times_ln2() -> None:
+    assert bloom_probes(10) == 7
+    assert bloom_probes(1) == 1
+    assert bloom_probes(0) == 1
+    assert bloom_probes(64) == 30
+
+
+def test_bloom_false_positive_rate_is_near_theory_at_10_bits_per_key() -> None:
+    n = 20_000
+    present = [b"present-%d" % i for i in range(n)]
+    absent = [b"absent-%d" % i for i in range(n)]
+    bloom = Bloom(Bloom.build((record.key_hash(k) for k in present), n, 10))
+    assert all(bloom.may_contain(record.key_hash(k)) for k in present)  # no false negatives
+    rate = sum(bloom.may_contain(record.key_hash(k)) for k in absent) / n
+    k = bloom_probes(10)
+    theory = (1 - math.exp(-k / 10)) ** k  # about 0.8%
+    assert 0.003 <= rate <= 0.02, (rate, theory)
+
+
+@pytest.mark.parametrize("bits", [2, 5, 20], ids=lambda b: f"{b}bits")
+def test_bloom_false_positive_rate_falls_as_bits_grow(bits: int) -> None:
+    n = 5000
+    bloom = Bloom(Bloom.build((record.key_hash(b"in%d" % i) for i in range(n)), n, bits))
+    assert all(bloom.may_contain(record.key_hash(b"in%d" % i)) for i in range(n))
+    rate = sum(bloom.may_contain(record.key_hash(b"out%d" % i)) for i in range(n)) / n
+    k = bloom_probes(bits)
+    theory = (1 - math.exp(-k / bits)) ** k
+    assert rate <= 2.5 * theory + 0.002, (rate, theory)
+
+
+def test_table_bloom_has_no_false_negatives_and_filters_absent_keys(tmp_path: pathlib.Path) -> None:
+    n = 20_000
+    path, _ = _write(tmp_path, 8, ((b"key%06d" % i, i + 1, b"") for i in range(n)), block_size=1 << 16)
+    reader = _open(path, 8)
+    try:
+        assert all(reader.may_contain(record.key_hash(b"key%06d" % i)) for i in range(n))
+        rate = sum(reader.may_contain(record.key_hash(b"nokey%06d" % i)) for i in range(n)) / n
+        assert 0.003 <= rate <= 0.02, rate
+    finally:
+        reader.close()
+
+
+def test_bloom_empty_or_unknown_filter_filters_nothing() -> None:
+    assert Bloom(b"").may_contain(123)
+    assert Bloom(b"\x00" * 8 + bytes([31])).may_contain(123)  # probe count past the known range
+
+
+# ---------------------------------------------------------------- block cache
+
+
+def _block(n: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
+    return [b"k%d" % n], [n], [b"v"]
+
+
+def test_block_cache_counts_hits_and_misses() -> None:
+    cache = BlockCache(1000)
+    assert cache.get((1, 20)) is None
+    cache.put((1, 20), _block(1), 100)
+    assert cache.get((1, 20)) == _block(1)
+    assert cache.get((2, 20)) is None
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_block_cache_stays_within_capacity_evicting_least_recently_used() -> None:
+    cache = BlockCache(300)
+    for i in range(3):
+        cache.put((1, i), _block(i), 100)
+    assert cache.get((1, 0)) is not None  # 0 is now the most recently used
+    cache.put((1, 3), _block(3), 100)
+    assert cache.used <= cache.capacity
+    assert cache.get((1, 1)) is None  # the least recently used went
+    assert cache.get((1, 0)) is not None and cache.get((1, 3)) is not None
+    for i in range(4, 100):
+        cache.put((2, i), _block(i), 70)
+        assert cache.used <= cache.capacity
+
+
+def test_block_cache_ignores_a_block_larger_than_its_capacity() -> None:
+    cache = BlockCache(100)
+    cache.put((1, 0), _block(0), 101)
+    assert cache.used == 0 and cache.get((1, 0)) is None
+
+
+def test_block_cache_of_zero_bytes_caches_nothing() -> None:
+    cache = BlockCache(0)
+    cache.put((1, 0), _block(0), 1)
+    assert cache.get((1, 0)) is None and cache.used == 0
+
+
+def test_block_cache_evicts_one_file() -> None:
+    cache = BlockCache(1000)
+    cache.put((1, 0), _block(0), 100)
+    cache.put((2, 0), _block(1), 100)
+    cache.evict_file(1)
+    assert cache.used == 100
+    assert cache.get((1, 0)) is None and cache.get((2, 0)) is not None
+
+
+def test_table_reads_go_through_the_cache_and_stay_bounded(big_table: tuple[str, list[Entry], TableInfo]) -> None:
+    path, _, _ = big_table
+    cache = BlockCache(4096)
+    reader = _open(path, 5, cache)
+    try:
+        assert reader.get(b"k00010", 2**63) is not None
+        misses = cache.misses
+        assert reader.get(b"k00010", 2**63) is not None
+        assert cache.misses == misses and cache.hits >= 1
+        list(reader.items(None, 2**63))
+        assert 0 < cache.used <= cache.capacity
+    finally:
+        reader.close()
+
+
+# ---------------------------------------------------------------- verify
+
+
+def test_table_verify_finds_a_flipped_byte_in_a_data_block(tmp_path: pathlib.Path) -> None:
+    entries = _versioned_entries(500)
+    path, _ = _write(tmp_path, 11, entries, block_size=256)
+    reader = _open(path, 11)
+    second = reader._offsets[1]
+    reader.close()
+    with open(path, "r+b") as f:
+        f.seek(second + 5)
+        byte = f.read(1)
+        f.seek(second + 5)
+        f.write(bytes([byte[0] ^ 0x01]))
+    reader = _open(path, 11)  # the footer, index, bloom and properties are intact
+    try:
+        problems = reader.verify()
+        assert len(problems) == 1
+        assert path in problems[0] and str(second) in problems[0]
+        with pytest.raises(CorruptionError) as info:
+            list(reader.entries())
+        assert (info.value.path, info.value.offset) == (path, second)
+    finally:
+        reader.close()
