@@ -636,7 +636,8 @@ class KV:
             m = _FILE_NAME.match(name)
             orphan_table = m is not None and m.group(2) == "sst" and int(m.group(1)) not in named
             orphan_log = m is not None and m.group(2) == "log" and int(m.group(1)) < min_log
-            if name.endswith(".tmp") or orphan_table or orphan_log:
+            own_temp = name in (f"{META_NAMES[0]}.tmp", f"{META_NAMES[1]}.tmp")  # other *.tmp are not ours
+            if own_temp or orphan_table or orphan_log:
                 fs.unlink(self._path(name))
         # files the other valid slot still names go one meta write later
         for number in tables & named:
