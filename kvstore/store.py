@@ -319,11 +319,12 @@ def _ranged(items: Iterator[tuple[bytes, bytes]], lo: bytes | None, hi: bytes | 
 class _Scan(Iterator[tuple[bytes, bytes]]):
     """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go."""
 
-    __slots__ = ("_reader", "_owns", "_gen")
+    __slots__ = ("_reader", "_owns", "_gen", "_tx")
 
     def __init__(self, reader: _Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
         self._reader = reader
         self._owns = owns
+        self._tx: KVTX | None = None
         if lo is not None and hi is not None and lo >= hi:
             self._gen: Iterator[tuple[bytes, bytes]] = iter(())
         else:
@@ -360,11 +361,12 @@ class Cursor:
     KV or transaction closed) raises ``ClosedError`` or ``TxClosedError``.
     """
 
-    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid")
+    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_tx")
 
     def __init__(self, reader: _Reader, owns: bool, key: bytes, for_prev: bool) -> None:
         self._reader = reader
         self._owns = owns
+        self._tx: KVTX | None = None  # the KVTX it reads, kept alive while it is used
         self._key: bytes | None = None
         self._value: bytes | None = None
         self.valid = False
@@ -1160,20 +1162,26 @@ class KVTX:
         """A ``Cursor`` on the first key ``>= key`` in this transaction's view."""
         key = _as_bytes(key, "key")
         self._check()
-        return Cursor(self._reader, False, key, for_prev=False)
+        cursor = Cursor(self._reader, False, key, for_prev=False)
+        cursor._tx = self  # a dropped KVTX would release the snapshot under its cursor
+        return cursor
 
     def seek_for_prev(self, key: bytes) -> Cursor:
         """A ``Cursor`` on the last key ``<= key`` in this transaction's view."""
         key = _as_bytes(key, "key")
         self._check()
-        return Cursor(self._reader, False, key, for_prev=True)
+        cursor = Cursor(self._reader, False, key, for_prev=True)
+        cursor._tx = self
+        return cursor
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """As ``KV.scan``, in this transaction's view (its own writes included)."""
         lo, hi = _bounds(start, end, prefix)
         self._check()
-        return _Scan(self._reader, False, lo, hi, reverse)
+        scan = _Scan(self._reader, False, lo, hi, reverse)
+        scan._tx = self
+        return scan
 
     def commit(self, *, sync: bool | None = None) -> None:
         """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import pathlib
@@ -935,6 +936,22 @@ def test_tx_cursor_and_scan_raise_tx_closed_after_the_tx_ends(rw: KV) -> None:
         cursor.next()
     with pytest.raises(TxClosedError):
         next(scan)
+
+
+def test_tx_scan_and_cursor_keep_an_unreferenced_transaction_alive(rw: KV) -> None:
+    # regression: the KVTX's finalizer released the snapshot under a scan or cursor that outlived the
+    # caller's reference to it, so list(kv.new_tx().scan()) raised ClosedError
+    assert [k for k, _ in rw.new_tx().scan()] == [b"a", b"c", b"e", b"g", b"i"]
+    assert [k for k, _ in rw.new_tx().scan(reverse=True)] == [b"i", b"g", b"e", b"c", b"a"]
+    cursor = rw.new_tx().seek(b"b")
+    cursor.next()
+    assert cursor.key == b"e"
+    back = rw.new_tx().seek_for_prev(b"h")
+    back.prev()
+    assert back.key == b"e"
+    del cursor, back
+    gc.collect()
+    assert rw.stats().live_snapshots == 0  # a dropped transaction still lets its snapshot go
 
 
 def test_tx_commit_with_sync_override(tmp_path: pathlib.Path) -> None:
