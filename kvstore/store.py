@@ -609,7 +609,7 @@ class KV:
             self._logs.append(number)
             if result.damage is not None:
                 offset, reason = result.damage
-                if last:
+                if last and not result.salvaged:
                     note = f"{path}: torn tail at offset {offset} ({reason}); {result.size - offset} bytes dropped"
                     log.info("%s", note)
                 else:

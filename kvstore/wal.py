@@ -92,7 +92,7 @@ class WalWriter:
 class LogReplay:
     """What replaying one log found: its commits, where its valid prefix ends, and any damage."""
 
-    __slots__ = ("commits", "valid_end", "size", "header_ok", "damage")
+    __slots__ = ("commits", "valid_end", "size", "header_ok", "damage", "salvaged")
 
     def __init__(self) -> None:
         self.commits: list[tuple[int, Writes]] = []
@@ -101,6 +101,8 @@ class LogReplay:
         self.header_ok = True
         #: None, or (offset, reason) of the first damaged frame
         self.damage: tuple[int, str] | None = None
+        #: True when the damage is corruption that strict replay would have raised (not a torn tail)
+        self.salvaged = False
 
 
 def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict: bool = True) -> LogReplay:
@@ -131,6 +133,7 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
             raise
         out.header_ok = False
         out.damage = (0, exc.reason)
+        out.salvaged = True
         return out
     pos = head
     prev_seq = 0
@@ -159,6 +162,7 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
         why = "a later record says it was durable" if later > pos else "a later log exists"
         raise CorruptionError(path, pos, f"{reason} before the durable point ({why})")
     out.damage = (pos, reason)
+    out.salvaged = later > pos or not last
     return out
 
 

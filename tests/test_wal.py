@@ -283,6 +283,15 @@ def test_wal_salvage_keeps_the_prefix_before_damage_at_a_durable_point(tmp_path:
     assert result.commits == _expected(COMMITS[:2])
     assert result.damage is not None and result.damage[0] == starts[2]
     assert result.valid_end == starts[2]
+    assert result.salvaged  # corruption strict replay refuses, not a torn tail
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "salvage"])
+def test_wal_torn_tail_is_not_reported_as_salvaged(tmp_path: pathlib.Path, strict: bool) -> None:
+    path, starts = _log(tmp_path, COMMITS, sync=True)
+    _damage(path, starts[-1] + 14)
+    result = replay_log(FS, path, 3, last=True, strict=strict)
+    assert result.damage is not None and not result.salvaged
 
 
 def test_wal_salvage_keeps_the_prefix_of_a_log_that_is_not_the_last(tmp_path: pathlib.Path) -> None:
@@ -291,13 +300,14 @@ def test_wal_salvage_keeps_the_prefix_of_a_log_that_is_not_the_last(tmp_path: pa
     result = replay_log(FS, path, 3, last=False, strict=False)
     assert result.commits == _expected(COMMITS[:3])
     assert result.damage is not None and result.damage[0] == starts[3]
+    assert result.salvaged
 
 
 def test_wal_salvage_of_a_damaged_header_keeps_nothing(tmp_path: pathlib.Path) -> None:
     path, _ = _log(tmp_path, COMMITS, sync=True)
     _damage(path, 2)
     result = replay_log(FS, path, 3, last=True, strict=False)
-    assert result.commits == [] and not result.header_ok and result.damage is not None
+    assert result.commits == [] and not result.header_ok and result.damage is not None and result.salvaged
 
 
 # ---------------------------------------------------------------- reopen after replay
