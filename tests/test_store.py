@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import os
@@ -24,12 +25,14 @@ from kvstore import (
     ConflictError,
     CorruptionError,
     Cursor,
+    FailedError,
     InvalidCursorError,
     KeyOrValueTooLargeError,
     LockedError,
     ReadOnlyError,
     TxClosedError,
 )
+from kvstore.fs import OSFile, OSFileSystem
 
 # sync=False: these tests are about the API, not durability (tests/test_recovery.py checks fsync)
 CONFIG = Config(background=False, sync=False)
@@ -1218,6 +1221,18 @@ def test_orphans_are_deleted_on_open_and_unknown_files_left_alone(tmp_path: path
     assert {n for n in os.listdir(path) if n in unknown} == set(unknown)
 
 
+def test_directory_holding_only_unknown_files_opens_as_new_leaving_them(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db"
+    path.mkdir()
+    (path / "README").write_bytes(b"mine")
+    with _open(path) as db:
+        assert list(db.scan()) == []
+        db.set(b"k", b"v")
+    assert (path / "README").read_bytes() == b"mine"
+    with _open(path) as db:
+        assert db.get(b"k") == b"v"
+
+
 def test_tables_and_logs_without_a_meta_refuse_to_open_as_empty(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "db"
     with _open(path, SMALL) as db:
@@ -1264,3 +1279,78 @@ def test_unflushed_commits_are_replayed_on_open(tmp_path: pathlib.Path) -> None:
         assert again.stats().sequence == 30
         again.set(b"after", b"reopen")
         assert again.stats().sequence == 31
+
+
+# ---------------------------------------------------------------- I/O errors on the durability path
+
+
+class _FailingFile:
+    """An OSFile whose fsync or append fails while its file system says so."""
+
+    def __init__(self, inner: OSFile, fs: _FailingFS) -> None:
+        self._inner = inner
+        self._fs = fs
+        self.path = inner.path
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self._inner.pread(size, offset)
+
+    def append(self, data: bytes) -> None:
+        if self._fs.fail == "write":
+            raise OSError(errno.ENOSPC, "injected ENOSPC")
+        self._inner.append(data)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        self._inner.write_at(offset, data)
+
+    def truncate(self, size: int) -> None:
+        self._inner.truncate(size)
+
+    def fsync(self) -> None:
+        if self._fs.fail == "fsync":
+            raise OSError(errno.EIO, "injected EIO")
+        self._inner.fsync()
+
+    def size(self) -> int:
+        return self._inner.size()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _FailingFS(OSFileSystem):
+    fail: str | None = None
+
+    def open(self, path: str, *, write: bool = False, create: bool = False) -> Any:
+        return _FailingFile(super().open(path, write=write, create=create), self)
+
+
+@pytest.mark.parametrize(("fail", "errno_", "op"), [("fsync", errno.EIO, "commit"), ("write", errno.ENOSPC, "commit"),
+                                                    ("write", errno.ENOSPC, "flush")],
+                         ids=["fsync-eio-commit", "enospc-commit", "enospc-flush"])
+def test_io_error_on_the_durability_path_fails_with_failed_error_until_reopen(
+        tmp_path: pathlib.Path, fail: str, errno_: int, op: str) -> None:
+    fs = _FailingFS()
+    db = KV.open(tmp_path / "db", Config(background=False, sync=True), fs=fs)
+    try:
+        db.set(b"acknowledged", b"1")
+        fs.fail = fail
+        with pytest.raises(FailedError) as info:
+            if op == "commit":
+                db.set(b"unacknowledged", b"2")
+            else:
+                db.flush()
+        assert isinstance(info.value.__cause__, OSError) and info.value.errno == errno_
+        fs.fail = None  # the device recovered: the KV still refuses, an fsync is never retried
+        for write in (lambda: db.set(b"k", b"v"), lambda: db.delete(b"acknowledged"), db.flush,
+                      lambda: _set_and_commit(db.new_tx())):
+            with pytest.raises(FailedError):
+                write()
+        assert db.get(b"acknowledged") == b"1"
+        assert db.stats().failed is not None
+    finally:
+        db.close()
+    with _open(tmp_path / "db") as again:
+        assert again.get(b"acknowledged") == b"1"
+        again.set(b"after", b"reopen")
+        assert again.get(b"after") == b"reopen"
