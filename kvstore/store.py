@@ -46,6 +46,7 @@ from kvstore.errors import (
     KeyOrValueTooLargeError,
     ReadOnlyError,
     TxClosedError,
+    UnsupportedFormatError,
 )
 from kvstore.fs import FileLock, FileSystem, OSFileSystem
 from kvstore.merge import compact_entries, merge_items
@@ -1035,7 +1036,12 @@ class KV:
         with self._lock:
             tables = list(self._tables)
             meta = self._meta
+            problems.extend(self._check_metas_and_logs())
         for t in tables:
+            try:  # the header, footer, index, bloom and properties, read again from disk
+                TableReader(self._fs, t.reader.path, t.reader.file_number, BlockCache(0)).close()
+            except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
+                problems.append(str(exc))
             problems.extend(t.reader.verify())
         for newer, older in itertools.pairwise(tables):
             if newer.reader.num_entries and older.reader.num_entries and newer.reader.min_seq <= older.reader.max_seq:
@@ -1046,6 +1052,30 @@ class KV:
             if t.reader.max_seq > meta.last_sequence:
                 problems.append(f"{table_name(t.reader.file_number)}: sequence {t.reader.max_seq} is past the "
                                 f"meta's last sequence {meta.last_sequence}")
+        return problems
+
+    def _check_metas_and_logs(self) -> list[str]:
+        """Problems in the meta slots and the live logs, read again from disk (under the commit lock)."""
+        problems: list[str] = []
+        for slot in (0, 1):
+            try:
+                state = self._metastore.read_slot(slot)
+            except UnsupportedFormatError as exc:
+                problems.append(str(exc))
+                continue
+            if state.error is not None:
+                problems.append(str(state.error))
+        for i, number in enumerate(self._logs):
+            path = self._path(log_name(number))
+            last = i == len(self._logs) - 1
+            try:
+                result = replay_log(self._fs, path, number, last=last)
+            except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
+                problems.append(str(exc))
+                continue
+            # a read-only KV leaves the torn tail it found in place; a writable one cut it at open
+            if result.damage is not None and not (last and self._read_only):
+                problems.append(f"{path} at offset {result.damage[0]}: {result.damage[1]}")
         return problems
 
     def close(self) -> None:
