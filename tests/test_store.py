@@ -645,6 +645,31 @@ def test_scan_is_not_broken_by_a_flush_or_merge_meanwhile(tmp_path: pathlib.Path
         assert db.check() == []
 
 
+def test_cursor_keeps_its_files_alive_through_merges_and_lets_them_go_when_closed(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db"
+    with _open(path, SMALL) as db:
+        data = _fill(db, 300)
+        db.flush()
+        before = {t.name for t in db.stats().tables}
+        cursor = db.seek(b"k00100")
+        db.compact(full=True)
+        _fill(db, 300, value=b"w")
+        db.flush()
+        db.compact(full=True)
+        assert before <= set(os.listdir(path))  # still read by the cursor
+        assert not before & {t.name for t in db.stats().tables}
+        walked = []
+        while cursor.valid:
+            walked.append((cursor.key, cursor.value))
+            cursor.next()
+        assert walked == sorted(data.items())[100:]
+        cursor.close()
+        db.set(b"one", b"more")
+        db.flush()
+        assert not before & set(os.listdir(path))  # unlinked once no reader and no meta slot names them
+        assert dict(db.scan()) == {**{k: b"w" + v[1:] for k, v in data.items()}, b"one": b"more"}
+
+
 def test_exhausted_or_closed_scan_releases_its_snapshot(kv: KV) -> None:
     _fill(kv, 3)
     scan = kv.scan()
