@@ -31,6 +31,8 @@ __all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bl
 Block = tuple[list[bytes], list[int], list["bytes | None"]]
 _MASK = 0xFFFFFFFF
 _WRITE_BUFFER = 256 << 10
+# largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
+_MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
 
 
 def bloom_probes(bits_per_key: int) -> int:
@@ -179,10 +181,13 @@ class TableWriter:
             if self._last_key is None:
                 self._smallest = key
             self._last_key = key
+        size = len(key) + (0 if value is None else len(value)) + record.BLOCK_ENTRY_ARRAYS
+        if self._keys and self._block_bytes + size > _MAX_BLOCK_BYTES:
+            self._finish_block()  # only near-4-GiB values: a block's size must fit the index's u32
         self._keys.append(key)
         self._seqs.append(seq)
         self._values.append(value)
-        self._block_bytes += len(key) + (0 if value is None else len(value)) + record.BLOCK_ENTRY_ARRAYS
+        self._block_bytes += size
         self.entries += 1
         if value is None:
             self.deletes += 1

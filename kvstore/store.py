@@ -599,6 +599,9 @@ class KV:
             result = replay_log(self._fs, path, number, last=last, strict=strict)
             self._wal_bytes_replayed += result.valid_end
             for seq, writes in result.commits:
+                if seq != self._seq + 1 and seq > self._meta.last_sequence:
+                    # every commit takes the next sequence: a gap is a lost commit, not a crash
+                    raise CorruptionError(path, -1, f"sequence {seq} follows {self._seq}: a commit is missing")
                 if seq <= self._seq:
                     if seq <= self._meta.last_sequence:
                         continue  # already in a table

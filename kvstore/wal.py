@@ -55,16 +55,22 @@ class WalWriter:
 
     @classmethod
     def reopen(cls, fs: FileSystem, path: str, log_number: int, valid_end: int, header_ok: bool) -> WalWriter:
-        """Continue an existing log after replay: cut a torn tail (or rewrite a torn header) and fsync."""
+        """Continue an existing log after replay: cut a torn tail (or rewrite a torn header) and fsync.
+
+        The fsync is unconditional: a killed process may have left frames the
+        OS holds but the disk does not, and the next frame's durable offset
+        must not claim them before they are synced.
+        """
         file = fs.open(path, write=True)
         try:
             if not header_ok:
                 file.truncate(0)
                 file.append(record.encode_file_header(record.WAL_MAGIC, log_number))
-                file.fsync()
             elif file.size() != valid_end:
                 file.truncate(valid_end)
-                file.fsync()
+            file.fsync()
+            if not header_ok:
+                fs.sync_dir(os.path.dirname(path) or ".")  # its creation may not have reached the directory
         except BaseException:
             file.close()
             raise

@@ -359,3 +359,16 @@ def test_a_killed_writer_leaves_a_prefix_of_whole_transactions_with_every_acknow
     assert len(committed) - 1 >= acknowledged  # with every acknowledged commit
     for n in committed:  # each transaction whole
         assert all(got.get(b"t%06d-%d" % (n, j)) == b"v%d" % n for j in range(3))
+
+
+def test_a_gap_in_the_sequences_of_the_live_logs_is_corruption(tmp_path: pathlib.Path) -> None:
+    # every commit takes the next sequence, so a log whose commits skip one has lost a commit
+    kv = KV.open(tmp_path, Config(sync=True))
+    kv.set(b"a", b"1")
+    wal = kv._wal
+    assert wal is not None
+    wal.append(kv._seq + 2, [(b"b", b"2")], sync=True)
+    kv._abandon()  # drop the KV as a killed process would, without close()
+    with pytest.raises(CorruptionError, match="a commit is missing") as info:
+        KV.open(tmp_path)
+    assert info.value.path.endswith(f"{wal.log_number:06d}.log")

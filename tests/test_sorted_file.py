@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import record
+from kvstore import record, sorted_file
 from kvstore.errors import CorruptionError, CorruptSSTableError
 from kvstore.fs import OSFileSystem
 from kvstore.sorted_file import BlockCache, Bloom, TableInfo, TableReader, TableWriter, bloom_probes
@@ -424,3 +424,22 @@ def test_table_verify_finds_a_flipped_byte_in_a_data_block(tmp_path: pathlib.Pat
         assert (info.value.path, info.value.offset) == (path, second)
     finally:
         reader.close()
+
+
+def test_table_writer_starts_a_new_block_before_an_entry_that_would_overflow_the_u32_size(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A near-4-GiB value after other entries would make a block whose size the index cannot hold;
+    # the limit is lowered here so that the rule shows on small data.
+    monkeypatch.setattr(sorted_file, "_MAX_BLOCK_BYTES", 100)
+    fs = OSFileSystem()
+    path = str(tmp_path / "000001.sst")
+    file = fs.open(path, create=True)
+    writer = TableWriter(file, 1, block_size=1 << 20, bloom_bits_per_key=10)
+    writer.add(b"a", 1, b"x" * 10)
+    writer.add(b"b", 2, b"y" * 90)
+    writer.finish()
+    file.close()
+    reader = TableReader(fs, path, 1, BlockCache(1 << 20))
+    assert reader.blocks == 2
+    assert reader.get(b"b", 5) == (2, b"y" * 90)
+    reader.close()

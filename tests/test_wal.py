@@ -9,7 +9,7 @@ import pytest
 
 from kvstore import record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
-from kvstore.fs import OSFileSystem
+from kvstore.fs import OSFile, OSFileSystem
 from kvstore.wal import WalWriter, log_path, replay_log
 
 FS = OSFileSystem()
@@ -341,3 +341,62 @@ def test_wal_reopen_rewrites_a_torn_header(tmp_path: pathlib.Path) -> None:
         wal.close()
     again = replay_log(FS, path, 3, last=True)
     assert again.commits == [(1, [(b"k", b"v")])] and again.header_ok and again.damage is None
+
+
+class _CountingFS(OSFileSystem):
+    """The OS file system, counting fsyncs of files and directories."""
+
+    def __init__(self) -> None:
+        self.fsyncs: list[str] = []
+
+    def open(self, path: str, *, write: bool = False, create: bool = False) -> _CountingFile:  # type: ignore[override]
+        file = super().open(path, write=write, create=create)
+        return _CountingFile(self, file)
+
+    def sync_dir(self, path: str) -> None:
+        self.fsyncs.append(path)
+        super().sync_dir(path)
+
+
+class _CountingFile:
+    def __init__(self, fs: _CountingFS, file: OSFile) -> None:
+        self._fs = fs
+        self._file = file
+        self.path = file.path
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self._file.pread(size, offset)
+
+    def append(self, data: bytes) -> None:
+        self._file.append(data)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        self._file.write_at(offset, data)
+
+    def truncate(self, size: int) -> None:
+        self._file.truncate(size)
+
+    def fsync(self) -> None:
+        self._fs.fsyncs.append(self.path)
+        self._file.fsync()
+
+    def size(self) -> int:
+        return self._file.size()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def test_wal_reopen_fsyncs_frames_a_killed_process_left_unsynced(tmp_path: pathlib.Path) -> None:
+    # A process killed after unsynced commits leaves frames in the OS, not on disk: reopening must sync them
+    # before any later frame records a durable offset past them.
+    path = log_path(str(tmp_path), 1)
+    writer = WalWriter.create(OSFileSystem(), str(tmp_path), path, 1)
+    writer.append(1, [(b"a", b"1")], sync=False)
+    writer.close()
+    fs = _CountingFS()
+    size = os.path.getsize(path)
+    reopened = WalWriter.reopen(fs, path, 1, size, header_ok=True)
+    assert fs.fsyncs == [path]
+    assert reopened.durable == reopened.size == size
+    reopened.close()
