@@ -61,6 +61,8 @@ log = logging.getLogger("kvstore")
 
 T = TypeVar("T")
 Item = tuple[bytes, "bytes | None"]
+#: What callers may pass as a key or value; it is copied to ``bytes``.
+Bytes = bytes | bytearray | memoryview
 
 _FILE_NAME = re.compile(r"^(\d{6,})\.(sst|log)$")
 LOCK_NAME = "LOCK"
@@ -542,6 +544,7 @@ class KV:
             fs.mkdir(self._dir)
             created_dir = True
         lock_path = self._path(LOCK_NAME)
+        lock_existed = fs.exists(lock_path)
         if not config.read_only:
             self._file_lock = fs.lock(lock_path)
         elif fs.exists(lock_path):
@@ -558,6 +561,8 @@ class KV:
             if tables or logs:
                 raise CorruptionError(self._dir, -1, "table or log files but no meta slot: refusing to open as empty")
             if config.read_only or not config.create_if_missing:
+                if not lock_existed and not config.read_only:
+                    fs.unlink(lock_path)  # leave the directory as it was found
                 raise FileNotFoundError(f"no database at {self._dir}")
             self._create(created_dir, names)
             return
@@ -700,7 +705,7 @@ class KV:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: Bytes) -> bytes | None:
         """The value of ``key``, or None when it is absent or deleted.
 
         Cost: a dict lookup per memtable, then per table a bloom probe and,
@@ -724,19 +729,19 @@ class KV:
                     return found[1]
         return None
 
-    def seek(self, key: bytes = b"") -> Cursor:
+    def seek(self, key: Bytes = b"") -> Cursor:
         """A ``Cursor`` on the first key ``>= key`` (invalid when there is none), with its own snapshot."""
         key = _as_bytes(key, "key")
         self._check_open()
         return Cursor(_Reader(self, None), True, key, for_prev=False)
 
-    def seek_for_prev(self, key: bytes) -> Cursor:
+    def seek_for_prev(self, key: Bytes) -> Cursor:
         """A ``Cursor`` on the last key ``<= key`` (invalid when there is none), with its own snapshot."""
         key = _as_bytes(key, "key")
         self._check_open()
         return Cursor(_Reader(self, None), True, key, for_prev=True)
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
+    def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """Iterate ``(key, value)`` over ``[start, end)`` intersected with ``prefix``, in key order
         (descending with ``reverse``), from a snapshot taken now.  Close the iterator (or exhaust it)
@@ -747,13 +752,13 @@ class KV:
 
     # ------------------------------------------------------------------ writes
 
-    def set(self, key: bytes, value: bytes) -> None:
+    def set(self, key: Bytes, value: Bytes) -> None:
         """Set ``key`` to ``value`` in a one-operation transaction (durable per ``Config.sync``)."""
         key = self._key(key)
         value = self._value(value)
         self._commit([(key, value)], self._config.sync)
 
-    def delete(self, key: bytes) -> bool:
+    def delete(self, key: Bytes) -> bool:
         """Delete ``key``; True when it existed.  Deleting an absent key writes nothing."""
         key = self._key(key)
         with self._lock:
@@ -1169,13 +1174,13 @@ class KVTX:
         if self._kv._closed:
             raise ClosedError("the KV is closed")
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: Bytes) -> bytes | None:
         """The value of ``key`` in this transaction's view, or None."""
         key = _as_bytes(key, "key")
         self._check()
         return self._reader.get(key)
 
-    def set(self, key: bytes, value: bytes) -> None:
+    def set(self, key: Bytes, value: Bytes) -> None:
         """Buffer ``key = value``."""
         kv = self._kv
         key = kv._key(key)
@@ -1183,7 +1188,7 @@ class KVTX:
         self._check()
         self._pending.put(key, value)
 
-    def delete(self, key: bytes) -> bool:
+    def delete(self, key: Bytes) -> bool:
         """Buffer a delete of ``key``; True when the key exists in this transaction's view."""
         key = self._kv._key(key)
         self._check()
@@ -1191,7 +1196,7 @@ class KVTX:
         self._pending.put(key, None)
         return existed
 
-    def seek(self, key: bytes = b"") -> Cursor:
+    def seek(self, key: Bytes = b"") -> Cursor:
         """A ``Cursor`` on the first key ``>= key`` in this transaction's view."""
         key = _as_bytes(key, "key")
         self._check()
@@ -1199,7 +1204,7 @@ class KVTX:
         cursor._tx = self  # a dropped KVTX would release the snapshot under its cursor
         return cursor
 
-    def seek_for_prev(self, key: bytes) -> Cursor:
+    def seek_for_prev(self, key: Bytes) -> Cursor:
         """A ``Cursor`` on the last key ``<= key`` in this transaction's view."""
         key = _as_bytes(key, "key")
         self._check()
@@ -1207,7 +1212,7 @@ class KVTX:
         cursor._tx = self
         return cursor
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
+    def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """As ``KV.scan``, in this transaction's view (its own writes included)."""
         lo, hi = _bounds(start, end, prefix)

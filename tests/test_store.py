@@ -1379,3 +1379,20 @@ def test_io_error_on_the_durability_path_fails_with_failed_error_until_reopen(
         assert again.get(b"acknowledged") == b"1"
         again.set(b"after", b"reopen")
         assert again.get(b"after") == b"reopen"
+
+
+def test_create_if_missing_false_on_an_empty_directory_leaves_it_empty(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        KV.open(tmp_path, Config(create_if_missing=False))
+    assert os.listdir(tmp_path) == []
+
+
+def test_public_signatures_accept_bytearray_and_memoryview_without_casts(tmp_path: pathlib.Path) -> None:
+    # typed as Bytes: this test type-checks under mypy --strict with no Any
+    with KV.open(tmp_path) as kv:
+        kv.set(bytearray(b"k"), memoryview(b"v"))
+        assert kv.get(memoryview(b"k")) == b"v"
+        with kv.new_tx() as tx:
+            tx.set(memoryview(b"k2"), bytearray(b"v2"))
+            assert tx.delete(bytearray(b"k"))
+        assert list(kv.scan(start=bytearray(b"k"), prefix=memoryview(b"k"))) == [(b"k2", b"v2")]
