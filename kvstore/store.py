@@ -976,8 +976,9 @@ class KV:
                 self._collect()
 
     def _collect(self) -> None:
-        """Unlink dropped files that neither valid meta slot names and no view holds."""
-        if self._read_only or self._closed:
+        """Unlink dropped files that neither valid meta slot names and no view holds.  Never after a
+        failure: what the meta on disk names is then unknown, so nothing is deleted until reopen."""
+        if self._read_only or self._closed or self._failed is not None:
             return
         version = self._meta.version
         keep = []
