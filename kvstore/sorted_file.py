@@ -302,7 +302,8 @@ class TableReader:
         if prev_end != index[0]:
             raise CorruptSSTableError(path, index[0], "index does not cover the data blocks")
         del iseqs
-        self._bloom = Bloom(self._chunk(*bloom)) if bloom[1] > 4 else None
+        bloom_payload = self._chunk(*bloom)  # checked even when empty (bloom_bits_per_key=0): every byte is
+        self._bloom = Bloom(bloom_payload) if bloom_payload else None
         (self.num_entries, self.deletes, self.min_seq, self.max_seq,
          self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
         if self._index_keys and self._index_keys[-1] != self.largest:
