@@ -648,6 +648,8 @@ class KV:
             orphan_table = m is not None and m.group(2) == "sst" and int(m.group(1)) not in named
             orphan_log = m is not None and m.group(2) == "log" and int(m.group(1)) < min_log
             own_temp = name in (f"{META_NAMES[0]}.tmp", f"{META_NAMES[1]}.tmp")  # other *.tmp are not ours
+            if own_temp and not fs.exists(self._path(name)):
+                continue  # the meta write above already renamed it into place
             if own_temp or orphan_table or orphan_log:
                 fs.unlink(self._path(name))
         # files the other valid slot still names go one meta write later
@@ -852,8 +854,14 @@ class KV:
     def _has_old_versions(self, table: _Table) -> bool:
         return any(a == b for a, b in itertools.pairwise(k for k, _, _ in table.reader.entries()))
 
-    def _new_number(self) -> int:
+    def _new_number(self, reserve: int = 1) -> int:
+        """Hand out the next file number, first writing a meta whose ``next_file`` covers it (and
+        ``reserve - 1`` more) when the durable one does not: a crash that loses a new file before its
+        directory entry is durable must not let a later open hand its number out again."""
         number = self._next_file
+        if number >= self._meta.next_file:
+            meta = self._meta
+            self._write_meta(attrs.evolve(meta, version=meta.version + 1, next_file=number + reserve))
         self._next_file += 1
         return number
 
@@ -863,7 +871,7 @@ class KV:
         assert wal is not None
         try:
             wal.sync()  # the old log is durable whole before a newer one exists
-            new_log = self._new_number()
+            new_log = self._new_number(reserve=2)  # the log and the table
             if rotate:
                 new_wal = WalWriter.create(self._fs, self._dir, self._path(log_name(new_log)), new_log)
                 self._bytes_written += new_wal.size

@@ -9,9 +9,10 @@ mutating operation checks the rules of SPEC §7 and DESIGN.md ("Meta slots",
    from ``metaN.tmp``) is written only after every table it names is durable
    (data fsynced, directory entry synced) and every log at or above its
    ``log_number`` has a durable entry; every such log but the newest is
-   durable whole, and the newest has at least its header durable (its tail
-   may hold commits no sync has vouched for yet: they are the WAL's business,
-   and only the last log may have a torn tail);
+   durable whole (only the last log may have a torn tail); the newest may
+   hold commits no sync has vouched for yet (they are the WAL's business: a
+   torn tail, or a torn header on a log no longer than one, is cut and
+   rewritten at open);
 2. the slot written never holds the newest valid meta, and the new meta's
    version is above every valid version either slot could hold after a crash;
 3. an unlinked table is in neither valid slot's table list, and an unlinked
@@ -223,8 +224,6 @@ class CheckingFS:
                 self._violation(f"{slot_path} v{version} needs {log}, whose directory entry is not synced")
             elif i < len(logs) - 1 and not self.inner.is_durable(log):
                 self._violation(f"{slot_path} v{version} needs {log}, an older log not fsynced whole")
-            elif len(inode.durable) < record.FILE_HEADER.size:
-                self._violation(f"{slot_path} v{version} needs {log}, whose header is not fsynced")
 
     def _check_unlink(self, path: str) -> None:
         if not self._up():

@@ -67,13 +67,6 @@ def test_checkfs_meta_needing_an_older_log_not_synced_whole_fires() -> None:
         MetaStore(fs, DB).write(Meta(1, 5, 3, 0, ()))
 
 
-def test_checkfs_meta_needing_a_log_with_unsynced_header_fires() -> None:
-    fs = _fs()
-    _file(fs, "000003.log", _log_header(3), fsync=False)
-    with pytest.raises(AssertionError, match="header is not fsynced"):
-        MetaStore(fs, DB).write(Meta(1, 4, 3, 0, ()))
-
-
 def test_checkfs_overwriting_the_newest_slot_fires() -> None:
     fs = _fs()
     MetaStore(fs, DB).write(Meta(1, 2, 1, 0, ()))  # meta0 v1, through meta0.tmp

@@ -183,7 +183,8 @@ def test_meta_torn_at_any_point_of_a_history_of_flushes_and_merges_loses_nothing
         newest.write_bytes(newest.read_bytes()[:30])  # the last meta write was torn
         with KV.open(copy, SMALL) as again:
             assert dict(again.scan()) == expected, copy.name
-            assert again.check() == []
+            problems = again.check()  # the torn slot is reported until the next meta write replaces it
+            assert all(str(newest) in p for p in problems) and len(problems) <= 1, problems
 
 
 def test_orphan_table_from_a_crash_before_its_meta_is_deleted_and_its_number_not_reused(
