@@ -1,0 +1,72 @@
+"""The fuzz harnesses (fuzz/): every seed corpus file replays through every check(), and each harness runs
+under atheris for a short fixed number of executions, so a decoder that lets anything but
+``CorruptionError``/``UnsupportedFormatError`` escape (or hangs) fails CI.
+
+Run them longer by hand: see README.md, "Fuzzing".
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pathlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
+CORPUS = FUZZ / "corpus"
+sys.path.insert(0, str(FUZZ))
+
+#: each harness and its executions per CI run: about ten seconds each on a two-core machine
+RUNS = {
+    "wal_record": 500_000,
+    "wal_replay": 25_000,
+    "table_block": 500_000,
+    "table": 15_000,
+    "meta": 80_000,
+    "directory": 8_000,
+}
+#: a ceiling on each run's time, so a slow machine stops early instead of blowing the suite's budget
+MAX_SECONDS = 15
+
+
+def _check(name: str) -> Callable[[bytes], None]:
+    check: Callable[[bytes], None] = importlib.import_module(f"fuzz_{name}").check
+    return check
+
+
+def _corpus_files() -> list[pathlib.Path]:
+    return sorted(p for p in CORPUS.rglob("*") if p.is_file())
+
+
+def test_the_seed_corpus_has_files_for_every_harness_and_stays_small() -> None:
+    assert sorted(p.name for p in CORPUS.iterdir()) == sorted(RUNS)
+    assert all(any((CORPUS / name).iterdir()) for name in RUNS)
+    assert sum(p.stat().st_size for p in _corpus_files()) < 1 << 20
+
+
+@pytest.mark.parametrize("name", sorted(RUNS), ids=str)
+def test_every_corpus_file_decodes_or_raises_corruption(name: str) -> None:
+    check = _check(name)
+    for path in _corpus_files():  # every harness's seeds, not only its own: they are all just bytes
+        check(path.read_bytes())
+
+
+@pytest.mark.parametrize("name", sorted(RUNS), ids=str)
+def test_each_harness_fuzzed_briefly_finds_nothing(name: str, tmp_path: pathlib.Path) -> None:
+    if importlib.util.find_spec("atheris") is None:
+        pytest.skip("atheris is not installed (pip install -e '.[dev]')")
+    work = tmp_path / "corpus"
+    work.mkdir()
+    args = [sys.executable, str(FUZZ / f"fuzz_{name}.py"), str(work), str(CORPUS / name), "-seed=1",
+            f"-runs={RUNS[name]}", f"-max_total_time={MAX_SECONDS}", "-timeout=10", "-rss_limit_mb=2048",
+            f"-artifact_prefix={tmp_path}/"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=MAX_SECONDS + 60)
+    found = sorted(p.name for p in tmp_path.iterdir() if p.name != "corpus")
+    assert proc.returncode == 0 and not found, f"{found}\n{proc.stderr[-6000:]}"
+    done = re.search(r"Done (\d+) runs", proc.stderr)
+    assert done is not None and int(done.group(1)) > 0, proc.stderr[-2000:]
