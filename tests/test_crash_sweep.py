@@ -46,9 +46,9 @@ Model = dict[bytes, bytes]
 Writes = dict[bytes, "bytes | None"]
 MODES = list(CrashMode)
 #: crash images per crash point and mode: one where the mode makes no random choice
-SEEDS = {mode: 1 if mode in (CrashMode.DROP, CrashMode.KILL) else 3 for mode in MODES}
+SEEDS = {mode: 1 if mode in (CrashMode.DROP, CrashMode.KILL) else 4 for mode in MODES}
 #: seeded crashes inside the recovery of each image
-RECOVERY_CRASHES = 2
+RECOVERY_CRASHES = 3
 
 
 @dataclass
@@ -324,7 +324,7 @@ def _image_and_recover(run: Run, mode: CrashMode, seed: int, where: str, res: Re
 
 
 def _faulted(name: str, workload: Callable[[Run], None], arm: Callable[[CheckingFS], None], what: str,
-             res: Result) -> None:
+             res: Result, *, must_fire: bool) -> None:
     """Run with a fault armed: it must surface as FailedError (OSError from open), fail-stop, recover."""
     run = Run(CheckingFS())
     arm(run.fs)
@@ -335,10 +335,11 @@ def _faulted(name: str, workload: Callable[[Run], None], arm: Callable[[Checking
         raised = exc
     try:
         assert run.fs.violations == [], f"{what}: {run.fs.violations}"
-        faults_left = run.fs.inner._faults
         if raised is None:
-            assert faults_left, f"{what}: the injected error was swallowed: nothing raised"
-            return  # the workload never reached the armed operation
+            reached = not run.fs.inner._faults and (run.fs.space_limit or 0) <= 0
+            assert not reached, f"{what}: the injected error was swallowed: nothing raised"
+            assert not must_fire, f"{what}: the workload never reached the armed operation"
+            return
         if run.kv is not None and not run.kv._closed:
             assert isinstance(raised, FailedError), f"{what}: {type(raised).__name__} {raised}, not FailedError"
             with pytest.raises(FailedError):
@@ -368,7 +369,7 @@ def sweep(name: str) -> Result:
         def arm(fs: CheckingFS, op: str = op, base: str = base, nth: int = nth) -> None:
             fs.fail(op, base, nth)
 
-        _faulted(name, workload, arm, f"{name} EIO on {op} {path} (call {nth}, op {i + 1})", res)
+        _faulted(name, workload, arm, f"{name} EIO on {op} {path} (call {nth}, op {i + 1})", res, must_fire=True)
         res.eio += 1
     rnd = random.Random(name)
     for budget in sorted({0, used - 1, *rnd.sample(range(used), min(used, 24))}):
@@ -376,7 +377,7 @@ def sweep(name: str) -> Result:
         def limit(fs: CheckingFS, budget: int = budget) -> None:
             fs.space_limit = budget
 
-        _faulted(name, workload, limit, f"{name} ENOSPC after {budget} of {used} bytes", res)
+        _faulted(name, workload, limit, f"{name} ENOSPC after {budget} of {used} bytes", res, must_fire=True)
         res.enospc += 1
     return res
 
