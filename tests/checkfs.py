@@ -22,7 +22,10 @@ mutating operation checks the rules of SPEC §7 and DESIGN.md ("Meta slots",
    the life of the check, crash images included (``crash_image`` carries the
    set of numbers created to the wrapper of the image);
 5. no file is written, truncated or fsynced after an operation on it raised
-   an I/O error (``OSError`` other than ``FileNotFoundError``/``FileExistsError``).
+   an I/O error (``OSError`` other than ``FileNotFoundError``/``FileExistsError``);
+   this holds for a later ``KV.open`` on the same wrapper too (after a failed
+   fsync the kernel may have dropped the data it could not write, so bytes read
+   back are no proof): model a restart by opening a crash image instead.
 
 A violation raises ``AssertionError`` and is also appended to ``violations``,
 so a test can assert it stayed empty even if something swallowed the raise.
