@@ -105,6 +105,9 @@ assert U64.size == 8
 
 #: Largest WAL frame payload accepted (u32 length field).
 MAX_RECORD_PAYLOAD = 0xFFFF_FFFF
+#: Largest meta version, file number or sequence a store opens with: half the u64 range, so that counting
+#: on from any accepted value (the next version, file or commit) never overflows its u64 field.
+MAX_COUNTER = (1 << 63) - 1
 
 
 # ---------------------------------------------------------------- file header

@@ -68,6 +68,13 @@ _FILE_NAME = re.compile(r"^(\d{6,})\.(sst|log)$")
 LOCK_NAME = "LOCK"
 
 
+def _own_file(name: str) -> re.Match[str] | None:
+    """The match of a table or log name kvstore could have written; a number past ``record.MAX_COUNTER``
+    is not one (counting on from it would overflow the u64 in the meta), so such a file is left alone."""
+    m = _FILE_NAME.match(name)
+    return m if m is not None and int(m.group(1)) <= record.MAX_COUNTER else None
+
+
 def table_name(number: int) -> str:
     """The file name of table ``number``."""
     return f"{number:06d}.sst"
@@ -553,7 +560,7 @@ class KV:
         tables: set[int] = set()
         logs: set[int] = set()
         for name in names:
-            m = _FILE_NAME.match(name)
+            m = _own_file(name)
             if m:
                 (tables if m.group(2) == "sst" else logs).add(int(m.group(1)))
         meta = self._metastore.load()
@@ -566,6 +573,10 @@ class KV:
                 raise FileNotFoundError(f"no database at {self._dir}")
             self._create(created_dir, names)
             return
+        if max(meta.version, meta.next_file, meta.log_number, meta.last_sequence, *meta.tables) > record.MAX_COUNTER:
+            assert self._metastore.newest is not None
+            raise CorruptionError(self._metastore.path(self._metastore.newest), record.FILE_HEADER.size,
+                                  f"meta holds a counter past {record.MAX_COUNTER}: counting on would overflow")
         self._meta = meta
         self._seq = meta.last_sequence
         self._next_file = max([meta.next_file, *(n + 1 for n in tables | logs)])
@@ -644,7 +655,7 @@ class KV:
         named = self._metastore.named_tables()
         min_log = self._metastore.min_log_number()
         for name in names:
-            m = _FILE_NAME.match(name)
+            m = _own_file(name)
             orphan_table = m is not None and m.group(2) == "sst" and int(m.group(1)) not in named
             orphan_log = m is not None and m.group(2) == "log" and int(m.group(1)) < min_log
             own_temp = name in (f"{META_NAMES[0]}.tmp", f"{META_NAMES[1]}.tmp")  # other *.tmp are not ours
@@ -1028,7 +1039,7 @@ class KV:
             disk = 0
             for name in self._fs.listdir(self._dir):
                 try:
-                    if _FILE_NAME.match(name) or name in META_NAMES:
+                    if _own_file(name) or name in META_NAMES:
                         file = self._fs.open(self._path(name))
                         disk += file.size()
                         file.close()

@@ -17,6 +17,9 @@ from collections.abc import Callable
 
 import pytest
 
+from kvstore import KV, Config, CorruptionError, record
+from kvstore.metadata import META_NAMES
+
 FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
 CORPUS = FUZZ / "corpus"
 sys.path.insert(0, str(FUZZ))
@@ -70,3 +73,34 @@ def test_each_harness_fuzzed_briefly_finds_nothing(name: str, tmp_path: pathlib.
     assert proc.returncode == 0 and not found, f"{found}\n{proc.stderr[-6000:]}"
     done = re.search(r"Done (\d+) runs", proc.stderr)
     assert done is not None and int(done.group(1)) > 0, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- what the harnesses found, kept as plain tests
+
+
+def test_a_meta_counter_at_the_u64_limit_is_corruption_not_a_struct_error(tmp_path: pathlib.Path) -> None:
+    # A meta slot with a good checksum and version 2**64 - 1 used to open, then the next meta write (the
+    # open's own, or close's) failed with struct.error packing version + 1.  Open now refuses a meta with
+    # any counter past record.MAX_COUNTER.  Input kept as fuzz/corpus/directory/regress-meta-version-u64-max.
+    _check("directory")((CORPUS / "directory" / "regress-meta-version-u64-max").read_bytes())
+    with KV.open(tmp_path, Config(background=False)) as kv:
+        kv.set(b"k", b"v")
+    for i, name in enumerate(META_NAMES):
+        _, next_file, log_number, last_sequence, tables = record.decode_meta((tmp_path / name).read_bytes(), name, i)
+        (tmp_path / name).write_bytes(record.encode_meta(i, 2**64 - 1, next_file, log_number, last_sequence, tables))
+    with pytest.raises(CorruptionError, match="counter"):
+        KV.open(tmp_path, Config(background=False))
+
+
+def test_a_file_numbered_past_the_u64_range_is_left_alone(tmp_path: pathlib.Path) -> None:
+    # A stray "<20+ digits>.sst" used to raise next_file past 2**64 and fail the open's meta write with
+    # struct.error; no kvstore file has such a number, so it is an unknown file now.
+    with KV.open(tmp_path, Config(background=False)) as kv:
+        kv.set(b"k", b"v")
+    stray = tmp_path / ("9" * 20 + ".sst")
+    stray.write_bytes(b"not ours")
+    with KV.open(tmp_path, Config(background=False)) as kv:
+        assert kv.get(b"k") == b"v"
+        kv.flush()
+        assert all(t.file_number <= record.MAX_COUNTER for t in kv.stats().tables)
+    assert stray.read_bytes() == b"not ours"
