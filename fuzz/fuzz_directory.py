@@ -2,8 +2,9 @@
 
 Property: any directory either opens, reads and closes or raises ``CorruptionError`` (or
 ``UnsupportedFormatError``); nothing else escapes and nothing hangs.  Input: a flags byte (``FIX``:
-recompute every checksum of every file; 2: open read-only; 4: ``recovery="salvage"``), then the files in
-``harness.pack_files`` form (meta0, meta1, numbered tables and logs).
+recompute every checksum of every file; 2: open read-only; 4: ``recovery="salvage"``; 8: after reading,
+commit and merge every table), then the files in ``harness.pack_files`` form (meta0, meta1, numbered
+tables and logs).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def check(data: bytes) -> None:
         kv = KV.open(DIR, config, fs=fs)
         try:
             read_all(kv)
+            if flags & 8 and not config.read_only:  # and write: a commit, then a merge of every table
+                kv.set(b"fuzz", b"write")
+                kv.compact(full=True)
         finally:
             kv.close()
 

@@ -429,13 +429,20 @@ class TableReader:
 
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every entry as (key, sequence, value) in table order; blocks are read past the cache
-        (a merge reads each block once and would only evict what readers use)."""
+        (a merge reads each block once and would only evict what readers use).  Raises
+        ``CorruptSSTableError`` on entries out of order, which a merge must never copy on."""
+        last_key: bytes | None = None
+        last_seq = 0
         for b in range(len(self._index_keys)):
-            hit = self._cache.get((self.file_number, self._offsets[b]))
+            offset = self._offsets[b]
+            hit = self._cache.get((self.file_number, offset))
             if hit is None:
-                offset = self._offsets[b]
                 hit = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
-            yield from zip(*hit)
+            for key, seq, value in zip(*hit):
+                if last_key is not None and (key < last_key or (key == last_key and seq >= last_seq)):
+                    raise CorruptSSTableError(self.path, offset, f"entries out of order at {key!r}")
+                last_key, last_seq = key, seq
+                yield key, seq, value
 
     def verify(self) -> list[str]:
         """Read every block past the cache and check checksums and order; problems found, as text."""
