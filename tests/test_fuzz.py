@@ -30,8 +30,8 @@ RUNS = {
     "wal_replay": 25_000,
     "table_block": 500_000,
     "table": 15_000,
-    "meta": 80_000,
-    "directory": 8_000,
+    "meta": 50_000,
+    "directory": 5_000,
 }
 #: a ceiling on each run's time, so a slow machine stops early instead of blowing the suite's budget
 MAX_SECONDS = 15
