@@ -20,7 +20,11 @@ mutating operation checks the rules of SPEC §7 and DESIGN.md ("Meta slots",
    a salvage deliberately drops later logs);
 4. the number of a ``NNNNNN.sst``/``NNNNNN.log`` is created at most once over
    the life of the check, crash images included (``crash_image`` carries the
-   set of numbers created to the wrapper of the image);
+   set of numbers created to the wrapper of the image); once ``corrupt()`` has
+   damaged a file this rule is off for the wrapper and its images: media
+   damage to the newest meta slot rolls the database back to the older slot,
+   which cannot know numbers only the damaged one recorded, and SPEC §7's
+   promise covers crashes, not media damage;
 5. no file is written, truncated or fsynced after an operation on it raised
    an I/O error (``OSError`` other than ``FileNotFoundError``/``FileExistsError``);
    this holds for a later ``KV.open`` on the same wrapper too (after a failed
@@ -96,7 +100,7 @@ class CheckingFS:
     """A ``FileSystem`` over ``inner`` (a ``SimFS``) that asserts the protocol; see the module docstring."""
 
     def __init__(self, inner: SimFS | None = None, *, created: set[str] | None = None,
-                 salvage: bool = False) -> None:
+                 salvage: bool = False, damaged: bool = False) -> None:
         self.inner = SimFS() if inner is None else inner
         #: "NNNNNN.sst"/"NNNNNN.log" style keys ("sst:5", "log:7") of every numbered file created
         self.created: set[str] = set() if created is None else created
@@ -105,6 +109,8 @@ class CheckingFS:
         #: paths an operation failed on with an I/O error
         self.failed_paths: set[str] = set()
         self.salvage = salvage
+        #: set by ``corrupt()``: media damage, outside the crash promise, turns rule 4 off
+        self.damaged = damaged
 
     # ------------------------------------------------------------------ reporting
 
@@ -250,7 +256,7 @@ class CheckingFS:
 
     def _check_create(self, path: str) -> None:
         key = self._number_key(path)
-        if key is not None and key in self.created and self._up():
+        if key is not None and key in self.created and self._up() and not self.damaged:
             self._violation(f"{_norm(path)}: file number {key} created a second time")
 
     # ------------------------------------------------------------------ FileSystem
@@ -337,11 +343,13 @@ class CheckingFS:
         return self.inner.read_file(path)
 
     def corrupt(self, path: str, offset: int, xor: int = 0xFF) -> None:
+        self.damaged = True
         self.inner.corrupt(path, offset, xor)
 
     def crash_image(self, mode: CrashMode, seed: int = 0) -> CheckingFS:
         """A checking wrapper of the inner crash image; the numbers created so far stay taken."""
-        return CheckingFS(self.inner.crash_image(mode, seed), created=set(self.created), salvage=self.salvage)
+        return CheckingFS(self.inner.crash_image(mode, seed), created=set(self.created), salvage=self.salvage,
+                          damaged=self.damaged)
 
     def assert_durable(self, path: str) -> None:
         """Assert ``path``'s bytes are fsynced and its directory entry synced (use right after a sync
