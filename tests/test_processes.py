@@ -77,25 +77,27 @@ def _kill_after(child: subprocess.Popen[str], acks: int, delay: float) -> list[i
     acked: list[int] = []
     opened = False
     deadline = None
-    while True:
-        if deadline is None and opened and len(acked) >= acks:
-            deadline = time.monotonic() + delay
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        timeout = 30.0 if deadline is None else deadline - time.monotonic()
-        ready, _, _ = select.select([child.stdout], [], [], timeout)
-        if not ready and deadline is None:
-            raise AssertionError("the writer went silent for 30 seconds")
-        if not ready:
-            continue
-        line = child.stdout.readline()
-        assert line, "the writer died on its own"
-        if line.strip() == "open":
-            opened = True
-        else:
-            acked.append(int(line))
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
+    try:
+        while True:
+            if deadline is None and opened and len(acked) >= acks:
+                deadline = time.monotonic() + delay
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            timeout = 30.0 if deadline is None else deadline - time.monotonic()
+            ready, _, _ = select.select([child.stdout], [], [], timeout)
+            if not ready and deadline is None:
+                raise AssertionError("the writer went silent for 30 seconds")
+            if not ready:
+                continue
+            line = child.stdout.readline()
+            assert line, "the writer died on its own"
+            if line.strip() == "open":
+                opened = True
+            else:
+                acked.append(int(line))
+    finally:  # killed whatever happened: a failed assertion must not leave a writer running
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
     assert child.stdout is not None
     for line in child.stdout:  # acknowledged before it died, read after
         if line.strip() != "open":
