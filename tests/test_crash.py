@@ -615,13 +615,13 @@ class CheckedCrashMachine(CrashMachine):
 _profile = settings()
 CrashMachine.TestCase.settings = settings(
     _profile,
-    max_examples=max(1, _profile.max_examples * 4),
+    max_examples=max(1, _profile.max_examples * 5),
     stateful_step_count=_profile.stateful_step_count,
 )
 TestCrashMachine = CrashMachine.TestCase
 CheckedCrashMachine.TestCase.settings = settings(
     _profile,
-    max_examples=max(1, _profile.max_examples * 2),
+    max_examples=max(1, _profile.max_examples * 3),
     stateful_step_count=_profile.stateful_step_count,
 )
 TestCheckedCrashMachine = CheckedCrashMachine.TestCase
