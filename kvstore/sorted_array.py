@@ -1,23 +1,28 @@
 """The memtable: a versioned sorted table in memory, on ``sortedcontainers.SortedDict``.
 
-Each key maps to its versions, newest first, as ``(sequence, value)`` pairs
-where a value of ``None`` is a delete.  Old versions are kept while a live
-snapshot may need them.  Readers iterate in chunks and re-find their place by
-key, so a writer inserting meanwhile never breaks them; keys are never
-removed, only given new versions.  On disk the memtable exists only as the WAL
-(DESIGN.md, "Write path").
+Each key maps to its versions, oldest first, as ``(sequence, value)`` pairs
+where a value of ``None`` is a delete.  Every version stays until the
+memtable is flushed: a reader that took its snapshot without registering it
+(a one-shot ``kv.get``) can never lose the version it reads, and the flush
+drops the versions no live snapshot sees (``merge.compact_entries``).  One
+writer at a time (the commit leader) adds versions; any number of readers
+read meanwhile: ``get`` is a dict lookup and a walk over a list that only
+grows at its end, and iterators take ``lock`` for each chunk of keys, since
+sortedcontainers' index is not safe to read while a key is inserted.  On disk
+the memtable exists only as the WAL (DESIGN.md, "Write path").
 
 Invariants:
   - keys are in ascending byte order (SortedDict);
-  - each version list is non-empty with strictly decreasing sequences;
+  - each version list is non-empty with strictly increasing sequences;
   - ``bytes`` is the sum of ``len(key) + len(value) + ENTRY_OVERHEAD`` over stored versions;
-  - ``max_seq`` is the largest sequence stored (0 when empty).
+  - ``max_seq`` is the largest sequence stored (0 when empty), ``min_seq`` the smallest.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 
 from sortedcontainers import SortedDict
 
@@ -35,14 +40,18 @@ class Memtable:
     """A sorted, versioned key-value table in memory.
 
     Cost: ``put`` O(log n) for a new key, O(1) for an existing one; ``get``
-    O(1); iteration O(log n) per chunk of keys plus O(1) per key.
+    O(1) plus the versions newer than the snapshot; iteration O(log n) per
+    chunk of keys plus O(1) per key.
     """
 
     def __init__(self) -> None:
         self._data: SortedDict[bytes, list[Version]] = SortedDict()
+        #: Held while the key index changes and while an iterator reads a chunk of it.
+        self.lock = threading.Lock()
         self.bytes = 0
         self.max_seq = 0
         self.min_seq = 0
+        self.entries_count = 0
 
     def __len__(self) -> int:
         """The number of distinct keys."""
@@ -51,35 +60,34 @@ class Memtable:
     @property
     def num_entries(self) -> int:
         """The number of stored versions."""
-        return sum(len(v) for v in self._data.values())
+        return self.entries_count
 
-    def put(self, key: bytes, seq: int, value: bytes | None, oldest_snapshot: int | None = None) -> None:
+    def put(self, key: bytes, seq: int, value: bytes | None) -> None:
         """Add version ``seq`` of ``key`` (``value`` None is a delete).
 
         ``seq`` must be at least every sequence stored (the writes of one
-        transaction share one sequence; a key appears once in it).  Older versions of ``key``
-        are dropped unless a snapshot at or after ``oldest_snapshot`` may
-        still read them.
+        transaction share one sequence; a key appears once in it).
         """
+        with self.lock:
+            self._put(key, seq, value)
+
+    def apply(self, seq: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Add every write of one commit under sequence ``seq``, taking the lock once."""
+        with self.lock:
+            put = self._put
+            for key, value in writes:
+                put(key, seq, value)
+
+    def _put(self, key: bytes, seq: int, value: bytes | None) -> None:
         assert seq >= self.max_seq, (seq, self.max_seq)
-        charge = len(key) + ENTRY_OVERHEAD + (0 if value is None else len(value))
         versions = self._data.get(key)
         if versions is None:
             self._data[key] = [(seq, value)]
-        elif oldest_snapshot is None:
-            for _, old in versions:
-                charge -= len(key) + ENTRY_OVERHEAD + (0 if old is None else len(old))
-            self._data[key] = [(seq, value)]
         else:
-            kept: list[Version] = [(seq, value)]
-            for version in versions:
-                kept.append(version)
-                if version[0] <= oldest_snapshot:
-                    break  # the newest version the oldest snapshot sees; older ones nobody sees
-            for _, old in versions[len(kept) - 1 :]:
-                charge -= len(key) + ENTRY_OVERHEAD + (0 if old is None else len(old))
-            self._data[key] = kept
-        self.bytes += charge
+            assert versions[-1][0] < seq, (key, seq)
+            versions.append((seq, value))
+        self.bytes += len(key) + ENTRY_OVERHEAD + (0 if value is None else len(value))
+        self.entries_count += 1
         if not self.min_seq:
             self.min_seq = seq
         self.max_seq = seq
@@ -88,10 +96,30 @@ class Memtable:
         """The newest version of ``key`` at or before ``snapshot``, or None when there is none."""
         versions = self._data.get(key)
         if versions is not None:
-            for version in versions:
+            for version in reversed(versions):
                 if version[0] <= snapshot:
                     return version
         return None
+
+    def _chunk(self, last: bytes | None, reverse: bool, inclusive: bool) -> list[tuple[bytes, list[Version]]]:
+        """The next keys (with their version lists) after ``last`` in the direction of travel."""
+        data = self._data
+        with self.lock:
+            keys = data.keys()
+            if not reverse:
+                if last is None:
+                    i = 0
+                else:
+                    i = data.bisect_left(last) if inclusive else data.bisect_right(last)
+                chunk = keys[i : i + _CHUNK]
+            else:
+                if last is None:
+                    j = len(keys)
+                else:
+                    j = data.bisect_right(last) if inclusive else data.bisect_left(last)
+                chunk = keys[max(0, j - _CHUNK) : j]
+                chunk.reverse()
+            return [(key, data[key]) for key in chunk]
 
     def items(self, start: bytes | None, snapshot: int, reverse: bool = False,
               inclusive: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
@@ -99,57 +127,54 @@ class Memtable:
 
         Forward from the first key ``>= start`` (``> start`` when not
         ``inclusive``), or backward from the last key ``<= start`` (``<``);
-        ``start`` None means from the first (last) key.
+        ``start`` None means from the first (last) key.  Keys inserted while
+        iterating are found by key, never by position, so none is skipped or
+        seen twice.
         """
-        data = self._data
-        keys = data.keys()
-        if not reverse:
-            if start is None:
-                i = 0
-            else:
-                i = data.bisect_left(start) if inclusive else data.bisect_right(start)
-            while True:
-                chunk = keys[i : i + _CHUNK]
-                if not chunk:
-                    return
-                for key in chunk:
-                    for seq, value in data[key]:
-                        if seq <= snapshot:
-                            yield key, value
-                            break
-                i = data.bisect_right(chunk[-1])
-        else:
-            if start is None:
-                j = len(keys)
-            else:
-                j = data.bisect_right(start) if inclusive else data.bisect_left(start)
-            while j > 0:
-                chunk = keys[max(0, j - _CHUNK) : j]
-                for key in reversed(chunk):
-                    for seq, value in data[key]:
-                        if seq <= snapshot:
-                            yield key, value
-                            break
-                j = data.bisect_left(chunk[0])
+        last = start
+        while True:
+            chunk = self._chunk(last, reverse, inclusive)
+            if not chunk:
+                return
+            for key, versions in chunk:
+                for seq, value in reversed(versions):
+                    if seq <= snapshot:
+                        yield key, value
+                        break
+            last = chunk[-1][0]
+            inclusive = False
 
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every stored version as (key, sequence, value), keys ascending, sequences descending."""
-        data = self._data
-        for key in data:
-            for seq, value in data[key]:
-                yield key, seq, value
+        last: bytes | None = None
+        inclusive = True
+        while True:
+            chunk = self._chunk(last, False, inclusive)
+            if not chunk:
+                return
+            for key, versions in chunk:
+                for seq, value in reversed(versions):
+                    yield key, seq, value
+            last = chunk[-1][0]
+            inclusive = False
 
     def _check(self) -> None:
         """Assert the invariants (O(n)); for tests."""
         keys = list(self._data.keys())
         assert keys == sorted(keys)
         total = 0
+        count = 0
         top = 0
+        bottom = 0
         for key, versions in self._data.items():
             assert versions, key
             seqs = [s for s, _ in versions]
-            assert all(a > b for a, b in itertools.pairwise(seqs)), (key, seqs)
-            top = max(top, seqs[0])
+            assert all(a < b for a, b in itertools.pairwise(seqs)), (key, seqs)
+            top = max(top, seqs[-1])
+            bottom = seqs[0] if not bottom else min(bottom, seqs[0])
+            count += len(versions)
             total += sum(len(key) + ENTRY_OVERHEAD + (0 if v is None else len(v)) for _, v in versions)
         assert total == self.bytes, (total, self.bytes)
+        assert count == self.entries_count, (count, self.entries_count)
         assert top == self.max_seq, (top, self.max_seq)
+        assert bottom == self.min_seq, (bottom, self.min_seq)

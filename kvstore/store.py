@@ -20,7 +20,9 @@ Invariants (``KV._check``):
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -152,6 +154,10 @@ class Stats:
     cache_misses: int
     recovery: tuple[str, ...]
     failed: str | None
+    #: Commits that waited because flushing fell behind (immutable memtables at their bound).
+    write_stalls: int = 0
+    #: Seconds commits spent waiting so.
+    stall_seconds: float = 0.0
 
     @property
     def write_amplification(self) -> float:
@@ -238,13 +244,66 @@ class _Pending:
             yield key, 0, self.writes[key]
 
 
-class _TxState:
-    """Whether a transaction has ended; shared by the KVTX and its reader."""
+class _Range:
+    """A key range a transaction's scan or cursor covered: ``[lo, hi]`` or ``[lo, hi)``; None is unbounded.
 
-    __slots__ = ("closed",)
+    It grows while the scan or cursor moves; until it covers a key it covers nothing (``active`` False).
+    """
+
+    __slots__ = ("lo", "hi", "hi_inclusive", "active")
+
+    def __init__(self) -> None:
+        self.lo: bytes | None = None
+        self.hi: bytes | None = None
+        self.hi_inclusive = True
+        self.active = False
+
+    def place(self, key: bytes) -> None:
+        """Cover ``[key, key]`` (a cursor placed by a seek from ``key``)."""
+        self.lo = self.hi = key
+        self.hi_inclusive = True
+        self.active = True
+
+    def reach(self, key: bytes | None, forward: bool) -> None:
+        """Widen to ``key``, reached moving ``forward`` or backward; None means past that end."""
+        if forward:
+            if key is None:
+                self.hi = None
+            elif self.hi is not None and (key > self.hi or (key == self.hi and not self.hi_inclusive)):
+                self.hi = key
+                self.hi_inclusive = True
+        elif key is None:
+            self.lo = None
+        elif self.lo is not None and key < self.lo:
+            self.lo = key
+
+    def first_in(self, keys: list[bytes]) -> bytes | None:
+        """The first of the sorted ``keys`` inside this range, or None."""
+        if not self.active:
+            return None
+        lo, hi = self.lo, self.hi
+        i = 0 if lo is None else bisect_left(keys, lo)
+        if i < len(keys):
+            key = keys[i]
+            if hi is None or key < hi or (self.hi_inclusive and key == hi):
+                return key
+        return None
+
+
+class _TxState:
+    """Whether a transaction has ended, and what it read; shared by the KVTX and its reader.
+
+    ``reads`` holds the keys read from the database by ``get`` and
+    ``delete`` (not those served from the transaction's own writes);
+    ``ranges`` what its scans and cursors covered (SPEC.md §6).
+    """
+
+    __slots__ = ("closed", "reads", "ranges")
 
     def __init__(self) -> None:
         self.closed = False
+        self.reads: set[bytes] = set()
+        self.ranges: list[_Range] = []
 
 
 class _Reader:
@@ -260,10 +319,12 @@ class _Reader:
         with kv._lock:
             self.view = kv._view
             self.view.refs += 1
-            self.snapshot = kv._seq
-            kv._snapshots[self.snapshot] = kv._snapshots.get(self.snapshot, 0) + 1
-            kv._snapshot_times.setdefault(self.snapshot, time.monotonic())
+            self.snapshot = snap = kv._seq
+            kv._snapshots[snap] = kv._snapshots.get(snap, 0) + 1
+            kv._snapshot_times.setdefault(snap, time.monotonic())
             kv._oldest_snapshot = min(kv._snapshots)
+            if tx is not None:
+                kv._tx_snapshots[snap] = kv._tx_snapshots.get(snap, 0) + 1
 
     def check(self) -> None:
         """Raise ``ClosedError`` or ``TxClosedError`` when this reader may no longer be used."""
@@ -277,6 +338,8 @@ class _Reader:
     def get(self, key: bytes) -> bytes | None:
         if self.pending is not None and key in self.pending.writes:
             return self.pending.writes[key]
+        if self.tx is not None:
+            self.tx.reads.add(key)
         return self.kv._get_in(self.view, key, self.snapshot)
 
     def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
@@ -295,15 +358,24 @@ class _Reader:
             return
         self.released = True
         kv = self.kv
+        snap = self.snapshot
         with kv._lock:
-            count = kv._snapshots[self.snapshot] - 1
+            count = kv._snapshots[snap] - 1
             if count:
-                kv._snapshots[self.snapshot] = count
+                kv._snapshots[snap] = count
             else:
-                del kv._snapshots[self.snapshot]
-                kv._snapshot_times.pop(self.snapshot, None)
+                del kv._snapshots[snap]
+                kv._snapshot_times.pop(snap, None)
             kv._oldest_snapshot = min(kv._snapshots) if kv._snapshots else None
-            kv._unref_view(self.view)
+            if self.tx is not None:
+                count = kv._tx_snapshots[snap] - 1
+                if count:
+                    kv._tx_snapshots[snap] = count
+                else:
+                    del kv._tx_snapshots[snap]
+            collect = kv._unref_view(self.view)
+        if collect:
+            kv._collect_soon()
 
 
 def _ranged(items: Iterator[tuple[bytes, bytes]], lo: bytes | None, hi: bytes | None,
@@ -329,12 +401,17 @@ def _ranged(items: Iterator[tuple[bytes, bytes]], lo: bytes | None, hi: bytes | 
 class _Scan(Iterator[tuple[bytes, bytes]]):
     """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go."""
 
-    __slots__ = ("_reader", "_owns", "_gen", "_tx")
+    __slots__ = ("_reader", "_owns", "_gen", "_tx", "_range", "_lo", "_hi", "_reverse")
 
     def __init__(self, reader: _Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
         self._reader = reader
         self._owns = owns
         self._tx: KVTX | None = None
+        self._lo, self._hi, self._reverse = lo, hi, reverse
+        self._range: _Range | None = None
+        if reader.tx is not None:  # a transaction's scan: what it walks joins the read set
+            self._range = _Range()
+            reader.tx.ranges.append(self._range)
         if lo is not None and hi is not None and lo >= hi:
             self._gen: Iterator[tuple[bytes, bytes]] = iter(())
         else:
@@ -346,10 +423,21 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
     def __next__(self) -> tuple[bytes, bytes]:
         self._reader.check()
         try:
-            return next(self._gen)
+            item = next(self._gen)
         except StopIteration:
+            done = self._range
+            if done is not None:  # exhausted: the whole bound is covered
+                done.lo, done.hi, done.hi_inclusive, done.active = self._lo, self._hi, self._hi is None, True
             self.close()
             raise
+        r = self._range
+        if r is not None:
+            if not self._reverse:  # walked [lo, key]
+                r.lo, r.hi, r.hi_inclusive = self._lo, item[0], True
+            else:  # walked [key, hi)
+                r.lo, r.hi, r.hi_inclusive = item[0], self._hi, self._hi is None
+            r.active = True
+        return item
 
     def close(self) -> None:
         """Release the scan's snapshot and files; idempotent."""
@@ -371,7 +459,7 @@ class Cursor:
     KV or transaction closed) raises ``ClosedError`` or ``TxClosedError``.
     """
 
-    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_tx")
+    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_tx", "_range")
 
     def __init__(self, reader: _Reader, owns: bool, key: bytes, for_prev: bool) -> None:
         self._reader = reader
@@ -380,6 +468,11 @@ class Cursor:
         self._key: bytes | None = None
         self._value: bytes | None = None
         self.valid = False
+        self._range: _Range | None = None
+        if reader.tx is not None:  # a transaction's cursor: what it reaches joins the read set
+            self._range = _Range()
+            self._range.place(key)
+            reader.tx.ranges.append(self._range)
         self._start(key, reverse=for_prev, inclusive=True)
 
     def _start(self, key: bytes, reverse: bool, inclusive: bool) -> None:
@@ -395,6 +488,8 @@ class Cursor:
         else:
             self._key, self._value = nxt
             self.valid = True
+        if self._range is not None:
+            self._range.reach(self._key, self._forward)
 
     @property
     def key(self) -> bytes:
@@ -466,12 +561,65 @@ class Cursor:
             pass
 
 
+class _Writer:
+    """One request in the write queue: a commit, a one-operation delete, a memtable swap, or close.
+
+    The writer at the head of the queue is the *leader*: it takes the
+    commits queued behind it as one group, checks each for conflicts
+    against everything committed after its snapshot and against the members
+    ahead of it, gives each a sequence number, writes the group to the WAL
+    with one append and at most one fsync, applies it to the memtable and
+    publishes it; then it wakes the members with their outcome and hands
+    the lead to the next writer (LevelDB's write group).
+    """
+
+    __slots__ = ("kind", "writes", "sync", "tx", "snapshot", "cond", "done", "error", "existed", "frozen")
+
+    def __init__(self, kind: int, writes: list[tuple[bytes, bytes | None]], sync: bool,
+                 tx: _TxState | None, snapshot: int) -> None:
+        self.kind = kind
+        self.writes = writes
+        self.sync = sync
+        self.tx = tx
+        self.snapshot = snapshot
+        self.cond: threading.Condition | None = None  # made when the writer has to wait
+        self.done = False
+        self.error: BaseException | None = None
+        self.existed = True
+        self.frozen: Memtable | None = None  # the memtable a _ROTATE request froze
+
+
+_COMMIT, _DELETE, _ROTATE, _BARRIER = range(4)
+#: Bytes of keys and values one commit group takes at most (a bigger single commit goes alone).
+_GROUP_BYTES = 1 << 20
+#: Immutable memtables waiting for the background flush before commits wait.
+_MAX_IMMUTABLE = 2
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh exception like ``exc`` for another thread to raise (one object raised twice shares a traceback)."""
+    try:
+        return type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001 - an exception type with another constructor: raise it as it is
+        return exc
+
+
 class KV:
     """An open database directory.  Create one with ``KV.open(path)``.
 
-    A KV may be shared by any number of threads; reads outside a
-    transaction each see one snapshot taken when they start.  Use it as a
-    context manager, or call ``close()``.
+    A KV may be shared by any number of threads: reads outside a
+    transaction each see one snapshot taken when they start; commits from
+    many threads are grouped (one WAL write and one fsync per group); with
+    ``Config.background`` flushes and merges run in two background threads
+    and never block readers.  Use it as a context manager, or call
+    ``close()``.
+
+    Locks, taken in this order and never the other way: the write queue's
+    (``_wq_lock``: who leads), ``_merge_lock`` (one merge at a time),
+    ``_meta_lock`` (the meta, file numbers, the table list and logs change
+    under it), ``_lock`` (the current view, sequence, snapshots and
+    immutable memtables; held only for moments, never across I/O), then a
+    memtable's own lock.
     """
 
     _lock: threading.RLock
@@ -503,6 +651,7 @@ class KV:
         except BaseException:
             kv._abandon()
             raise
+        kv._start_background()
         return kv
 
     def _setup(self, dirpath: str, config: Config, fs: FileSystem) -> None:
@@ -510,7 +659,13 @@ class KV:
         self._config = config
         self._fs = fs
         self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # background work and stalled commits wait on it
+        self._meta_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._wq_lock = threading.Lock()
+        self._writers: collections.deque[_Writer] = collections.deque()
         self._closed = False
+        self._closing = False
         self._failed: str | None = None
         self._read_only = config.read_only
         self._file_lock: FileLock | None = None
@@ -518,7 +673,7 @@ class KV:
         self._meta = Meta(0, 1, 0, 0, ())
         self._cache = BlockCache(config.cache_size)
         self._mem = Memtable()
-        self._imms: list[Memtable] = []
+        self._imms: list[tuple[Memtable, int]] = []  # (memtable, the log that follows it), newest first
         self._tables: list[_Table] = []
         self._view = _View((self._mem,), ())
         self._wal: WalWriter | None = None
@@ -528,10 +683,19 @@ class KV:
         self._snapshots: dict[int, int] = {}
         self._snapshot_times: dict[int, float] = {}
         self._oldest_snapshot: int | None = None
+        self._tx_snapshots: dict[int, int] = {}  # snapshots of live transactions (they may conflict)
+        self._recent_keys: dict[bytes, int] = {}  # key -> last sequence that wrote it, while a tx may conflict
+        self._recent_log: collections.deque[tuple[int, list[bytes]]] = collections.deque()  # (seq, sorted keys)
         self._doomed: list[tuple[str, int, int]] = []  # (file name, number, meta version that dropped it)
         self._doomed_tables: dict[int, _Table] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._merge_wanted = False
+        self._collect_wanted = False
         self._flushes = 0
         self._merges = 0
+        self._write_stalls = 0
+        self._stall_seconds = 0.0
         self._bytes_written = 0
         self._user_bytes = 0
         self._recovery_notes: list[str] = []
@@ -689,19 +853,21 @@ class KV:
         if self._file_lock is not None:
             self._file_lock.release()
 
+
     # ------------------------------------------------------------------ checks
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the KV is closed")
 
-    def _check_writable(self) -> None:
-        if self._closed:
+    def _check_writable(self, queued: bool = False) -> None:
+        """Raise unless writes are accepted; ``queued`` requests were accepted before ``close()`` began."""
+        if self._closed or (self._closing and not queued):
             raise ClosedError("the KV is closed")
         if self._read_only:
             raise ReadOnlyError("the KV was opened read-only")
         if self._failed is not None:
-            raise FailedError(f"the KV stopped after an I/O error ({self._failed}); reopen it")
+            raise FailedError(errno.EIO, f"the KV stopped after an error ({self._failed}); reopen it")
 
     def _key(self, key: object) -> bytes:
         key = _as_bytes(key, "key")
@@ -726,7 +892,22 @@ class KV:
         """
         key = _as_bytes(key, "key")
         self._check_open()
-        return self._get_in(self._view, key, self._seq)
+        lock = self._lock
+        with lock:
+            view = self._view
+            view.refs += 1
+            snapshot = self._seq
+        try:
+            return self._get_in(view, key, snapshot)
+        except (OSError, ValueError, CorruptionError):
+            if self._closed:  # closed by another thread while this read was under way
+                raise ClosedError("the KV is closed") from None
+            raise
+        finally:
+            with lock:
+                collect = self._unref_view(view)
+            if collect:
+                self._collect_soon()
 
     def _get_in(self, view: _View, key: bytes, snapshot: int) -> bytes | None:
         for mem in view.mems:
@@ -769,17 +950,13 @@ class KV:
         """Set ``key`` to ``value`` in a one-operation transaction (durable per ``Config.sync``)."""
         key = self._key(key)
         value = self._value(value)
-        self._commit([(key, value)], self._config.sync)
+        self._write(_COMMIT, [(key, value)], self._config.sync)
 
     def delete(self, key: Bytes) -> bool:
-        """Delete ``key``; True when it existed.  Deleting an absent key writes nothing."""
+        """Delete ``key``; True when it existed.  Deleting an absent key writes nothing.  The read and
+        the write happen together under the commit order, so this never raises ``ConflictError``."""
         key = self._key(key)
-        with self._lock:
-            self._check_writable()
-            if self._get_in(self._view, key, self._seq) is None:
-                return False
-            self._commit([(key, None)], self._config.sync)
-            return True
+        return self._write(_DELETE, [(key, None)], self._config.sync).existed
 
     def new_tx(self) -> KVTX:
         """A new transaction reading the snapshot of now."""
@@ -805,70 +982,243 @@ class KV:
                 tx.abort()
         raise AssertionError("unreachable")
 
-    def _commit(self, writes: list[tuple[bytes, bytes | None]], sync: bool) -> int:
-        """Log and apply one commit unit under one new sequence number; returns the sequence."""
-        with self._lock:
+    def _write(self, kind: int, writes: list[tuple[bytes, bytes | None]], sync: bool,
+               tx: _TxState | None = None, snapshot: int = 0) -> _Writer:
+        """Queue one request and wait until a leader (this thread or another) has carried it out."""
+        with self._wq_lock:
             self._check_writable()
-            wal = self._wal
-            assert wal is not None
-            seq = self._seq + 1
-            before = wal.size
-            try:
-                wal.append(seq, writes, sync)
-            except OSError as exc:
-                raise self._fail(exc, "writing the WAL") from exc
-            self._bytes_written += wal.size - before
-            oldest = self._oldest_snapshot
-            mem = self._mem
-            put = mem.put
-            user = 0
+            w = _Writer(kind, writes, sync, tx, snapshot)
+            self._writers.append(w)
+            self._wait_turn(w)
+        if not w.done:
+            self._lead()
+        if w.error is not None:
+            raise w.error
+        return w
+
+    def _lead(self) -> None:
+        """Carry out the group at the head of the write queue (this thread's request first)."""
+        with self._wq_lock:
+            head = self._writers[0]
+            group = [head]
+            if head.kind in (_COMMIT, _DELETE):
+                size = sum(len(k) + len(v or b"") for k, v in head.writes)
+                for w in itertools.islice(self._writers, 1, None):
+                    if w.kind not in (_COMMIT, _DELETE) or size > _GROUP_BYTES:
+                        break
+                    size += sum(len(k) + len(v or b"") for k, v in w.writes)
+                    group.append(w)
+        try:
+            self._check_writable(queued=True)
+            if head.kind == _ROTATE:
+                head.frozen = self._make_room()
+            elif head.kind == _COMMIT or head.kind == _DELETE:
+                self._commit_group(group)
+        except BaseException as exc:  # noqa: BLE001 - every member not yet answered shares the outcome
+            if isinstance(exc, OSError) and not isinstance(exc, FailedError):
+                exc = self._fail(exc, "writing the WAL")
+            for w in group:
+                if not w.done and w.error is None:
+                    w.error = exc if w is head else _copy_error(exc)
+        finally:
+            with self._wq_lock:
+                for w in group:
+                    popped = self._writers.popleft()
+                    assert popped is w
+                    w.done = True
+                    if w.cond is not None:
+                        w.cond.notify()
+                self._wake_head()
+
+    def _wait_turn(self, w: _Writer) -> None:
+        """Wait (under ``_wq_lock``) until ``w`` is answered or at the head of the queue."""
+        while not w.done and self._writers[0] is not w:
+            if w.cond is None:
+                w.cond = threading.Condition(self._wq_lock)
+            w.cond.wait()
+
+    def _wake_head(self) -> None:
+        """Wake the writer now at the head of the queue (under ``_wq_lock``)."""
+        if self._writers:
+            head = self._writers[0]
+            if head.cond is not None:
+                head.cond.notify()
+
+    def _commit_group(self, group: list[_Writer]) -> None:
+        """Check, number, log, apply and publish one group; the lead is held, so nothing else commits."""
+        accepted: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
+        members: list[_Writer] = []
+        ahead: dict[bytes, bytes | None] = {}  # what the accepted members ahead wrote
+        seq = self._seq
+        for w in group:
+            if w.kind == _DELETE:
+                key = w.writes[0][0]
+                if key in ahead:
+                    w.existed = ahead[key] is not None
+                else:
+                    w.existed = self._exists(key)
+                if not w.existed:
+                    continue  # deleting an absent key writes nothing
+            elif w.tx is not None:
+                clash = self._conflict(w.tx, w.snapshot, ahead)
+                if clash is not None:
+                    w.error = ConflictError(f"a transaction that committed after this one's snapshot wrote "
+                                            f"{clash!r}, which this one read")
+                    continue
+            seq += 1
+            accepted.append((seq, w.writes))
+            members.append(w)
+            ahead.update(w.writes)
+        if not accepted:
+            return
+        wal = self._wal
+        assert wal is not None
+        before = wal.size
+        try:
+            wal.append_many(accepted, any(w.sync for w in members))
+        except OSError as exc:
+            raise self._fail(exc, "writing the WAL") from exc
+        mem = self._mem
+        user = 0
+        for number, writes in accepted:
+            mem.apply(number, writes)
             for key, value in writes:
-                put(key, seq, value, oldest)
                 user += len(key) + (0 if value is None else len(value))
+        with self._lock:
+            self._bytes_written += wal.size - before
             self._user_bytes += user
+            if self._tx_snapshots:  # a live transaction may conflict with these: remember what they wrote
+                recent = self._recent_keys
+                for number, writes in accepted:
+                    keys = [k for k, _ in writes]
+                    self._recent_log.append((number, keys))
+                    for key in keys:
+                        recent[key] = number
+            self._forget_write_sets()
             self._seq = seq
-            if mem.bytes >= self._config.memtable_size:
-                self._flush_memtable(rotate=True)
-                self._compact_by_policy()
-            return seq
+        if mem.bytes >= self._config.memtable_size:
+            self._make_room()
 
-    def _fail(self, exc: OSError, what: str) -> FailedError:
-        """Stop accepting writes after an I/O error on the durability path."""
-        self._failed = f"{what}: {exc}"
-        log.error("kvstore stopped after an I/O error while %s: %s", what, exc)
-        return FailedError(exc.errno, f"I/O error while {what}: {exc.strerror or exc}")
+    def _exists(self, key: bytes) -> bool:
+        """Whether ``key`` has a value at the latest sequence (the caller leads the write queue)."""
+        with self._lock:
+            view = self._view
+            view.refs += 1
+        try:
+            return self._get_in(view, key, self._seq) is not None
+        finally:
+            with self._lock:
+                collect = self._unref_view(view)
+            if collect:
+                self._collect_soon()
 
-    # ------------------------------------------------------------------ flush and merge
+    def _conflict(self, tx: _TxState, snapshot: int, ahead: dict[bytes, bytes | None]) -> bytes | None:
+        """A key that ``tx`` read (by get, delete, or inside a covered range) and that a commit after its
+        snapshot wrote, or that a member ahead in this group writes; None when there is none."""
+        reads, ranges = tx.reads, [r for r in tx.ranges if r.active]
+        if not reads and not ranges:
+            return None
+        recent = self._recent_keys
+        if len(reads) <= len(recent):
+            for key in reads:
+                if recent.get(key, 0) > snapshot:
+                    return key
+        else:
+            for key, seq in recent.items():
+                if seq > snapshot and key in reads:
+                    return key
+        if ranges:
+            for seq, keys in reversed(self._recent_log):
+                if seq <= snapshot:
+                    break
+                for r in ranges:
+                    found = r.first_in(keys)
+                    if found is not None:
+                        return found
+        if ahead:
+            for key in reads:
+                if key in ahead:
+                    return key
+            if ranges:
+                keys = sorted(ahead)
+                for r in ranges:
+                    found = r.first_in(keys)
+                    if found is not None:
+                        return found
+        return None
+
+    def _forget_write_sets(self) -> None:
+        """Drop write sets no live transaction can conflict with (under ``_lock``)."""
+        log_ = self._recent_log
+        if not log_:
+            return
+        oldest = min(self._tx_snapshots) if self._tx_snapshots else None
+        if oldest is None:
+            log_.clear()
+            self._recent_keys.clear()
+            return
+        recent = self._recent_keys
+        while log_ and log_[0][0] <= oldest:
+            seq, keys = log_.popleft()
+            for key in keys:
+                if recent.get(key) == seq:
+                    del recent[key]
+
+    def _fail(self, exc: BaseException, what: str) -> FailedError:
+        """Stop accepting writes after an error on the durability path or in background work."""
+        if isinstance(exc, FailedError):
+            return exc  # already stopped, said and logged where it happened
+        if self._failed is None:
+            self._failed = f"{what}: {exc}"
+        log.error("kvstore stopped after an error while %s: %s", what, exc)
+        with self._cond:
+            self._cond.notify_all()
+        code = getattr(exc, "errno", None) or errno.EIO
+        detail = getattr(exc, "strerror", None) or exc
+        return FailedError(code, f"error while {what}: {detail}")
+
+    # ------------------------------------------------------------------ memtable swap, flush and merge
 
     def flush(self) -> None:
         """Write the memtable to a new table now; returns once the table is in the meta."""
-        with self._lock:
-            self._check_writable()
-            if len(self._mem):
-                self._flush_memtable(rotate=True)
-                self._compact_by_policy()
+        frozen = self._write(_ROTATE, [], False).frozen
+        if frozen is not None:
+            self._wait_flushed(frozen)
+
+    def _wait_flushed(self, frozen: Memtable) -> None:
+        """Wait until the background flush has written ``frozen`` (and every older one)."""
+        with self._cond:
+            while any(m is frozen for m, _ in self._imms) and self._failed is None and not self._closed:
+                self._cond.wait()
+        if self._failed is not None:
+            raise FailedError(errno.EIO, f"the KV stopped after an error ({self._failed}); reopen it")
 
     def compact(self, *, full: bool = False) -> None:
         """Merge tables until the growth-factor policy holds; ``full=True`` flushes the memtable and merges
         every table into one (dropping deletes and versions no snapshot sees)."""
-        with self._lock:
+        self._check_writable()
+        if full:
+            self.flush()
+        with self._merge_lock:
             self._check_writable()
-            if full:
-                if len(self._mem):
-                    self._flush_memtable(rotate=True)
-                tables = self._tables
-                if len(tables) > 1 or (tables and (tables[0].reader.deletes or self._has_old_versions(tables[0]))):
-                    self._merge(0, len(tables))
-            else:
-                self._compact_by_policy()
+            try:
+                if full:
+                    tables = list(self._tables)
+                    if len(tables) > 1 or (tables and (tables[0].reader.deletes
+                                                       or self._has_old_versions(tables[0]))):
+                        self._merge(tables)
+                else:
+                    self._compact_by_policy()
+            except OSError as exc:
+                raise self._fail(exc, "merging tables") from exc
 
     def _has_old_versions(self, table: _Table) -> bool:
         return any(a == b for a, b in itertools.pairwise(k for k, _, _ in table.reader.entries()))
 
     def _new_number(self, reserve: int = 1) -> int:
-        """Hand out the next file number, first writing a meta whose ``next_file`` covers it (and
-        ``reserve - 1`` more) when the durable one does not: a crash that loses a new file before its
-        directory entry is durable must not let a later open hand its number out again."""
+        """Hand out the next file number (under ``_meta_lock``), first writing a meta whose ``next_file``
+        covers it (and ``reserve - 1`` more) when the durable one does not: a crash that loses a new file
+        before its directory entry is durable must not let a later open hand its number out again."""
         number = self._next_file
         if number >= self._meta.next_file:
             meta = self._meta
@@ -876,52 +1226,90 @@ class KV:
         self._next_file += 1
         return number
 
-    def _flush_memtable(self, rotate: bool) -> None:
-        """Freeze the memtable, start a new log (when ``rotate``), write the table, write the meta."""
+    def _make_room(self) -> Memtable | None:
+        """Swap the memtable for a fresh one and a fresh log (the caller leads the write queue), then
+        flush it inline, or leave it to the background flush, first waiting while that one is behind.
+        Returns the memtable frozen, None when it was empty."""
+        if not len(self._mem):
+            return None
+        background = self._config.background
+        if background and len(self._imms) >= _MAX_IMMUTABLE:
+            start = time.monotonic()
+            with self._cond:
+                self._write_stalls += 1
+                while len(self._imms) >= _MAX_IMMUTABLE and self._failed is None:
+                    self._cond.wait()
+                self._stall_seconds += time.monotonic() - start
+            if self._failed is not None:
+                raise FailedError(errno.EIO, f"the KV stopped after an error ({self._failed}); reopen it")
         wal = self._wal
         assert wal is not None
         try:
-            wal.sync()  # the old log is durable whole before a newer one exists
-            new_log = self._new_number(reserve=2)  # the log and the table
-            if rotate:
+            with self._meta_lock:
+                wal.sync()  # the old log is durable whole before a newer one exists
+                new_log = self._new_number(reserve=2)  # the log and the table of its flush
                 new_wal = WalWriter.create(self._fs, self._dir, self._path(log_name(new_log)), new_log)
-                self._bytes_written += new_wal.size
-            imm = self._mem
-            self._mem = Memtable()
-            self._imms.insert(0, imm)
-            if rotate:
+                with self._lock:
+                    self._bytes_written += new_wal.size
+                    imm = self._mem
+                    self._mem = Memtable()
+                    self._imms.insert(0, (imm, new_log))
+                    self._wal = new_wal
+                    self._logs.append(new_log)
+                    self._install_view()
+                    self._cond.notify_all()
                 wal.close()
-                self._wal = new_wal
-                self._logs.append(new_log)
-            self._install_view()
-            bottom = not self._tables
-            table = self._write_table([imm.entries()], bottom)
-            tables = [table] if table is not None else []
-            meta = self._meta
-            new_meta = attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file, log_number=new_log,
-                                    last_sequence=max(meta.last_sequence, imm.max_seq),
-                                    tables=tuple(t.reader.file_number for t in tables + self._tables))
-            self._write_meta(new_meta)
+        except OSError as exc:
+            raise self._fail(exc, "starting a new log") from exc
+        if not background:
+            while self._imms:
+                self._flush_oldest()
+            with self._merge_lock:
+                try:
+                    self._compact_by_policy()
+                except OSError as exc:
+                    raise self._fail(exc, "merging tables") from exc
+        return imm
+
+    def _flush_oldest(self) -> None:
+        """Write the oldest immutable memtable to a table and swap it in through the meta."""
+        imm, next_log = self._imms[-1]
+        try:
+            with self._meta_lock:
+                number = self._new_number()
+                bottom = not self._tables
+            table = self._write_table(number, [imm.entries()], bottom)
+            with self._meta_lock:
+                tables = ([table] if table is not None else []) + self._tables
+                meta = self._meta
+                new_meta = attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file,
+                                        log_number=next_log, last_sequence=max(meta.last_sequence, imm.max_seq),
+                                        tables=tuple(t.reader.file_number for t in tables))
+                self._write_meta(new_meta)
+                for number in [n for n in self._logs if n < next_log]:
+                    self._logs.remove(number)
+                    self._doomed.append((log_name(number), number, new_meta.version))
+                with self._lock:
+                    self._imms.pop()
+                    self._tables = tables
+                    self._install_view()
+                    self._flushes += 1
+                    self._merge_wanted = True
+                    self._cond.notify_all()
+                self._collect()
         except OSError as exc:
             raise self._fail(exc, "flushing the memtable") from exc
-        for number in [n for n in self._logs if n < new_log]:
-            self._logs.remove(number)
-            self._doomed.append((log_name(number), number, new_meta.version))
-        self._imms.remove(imm)
-        self._tables[:0] = tables
-        self._install_view()
-        self._flushes += 1
-        self._collect()
 
-    def _write_table(self, sources: list[Iterator[tuple[bytes, int, bytes | None]]], bottom: bool) -> _Table | None:
-        """Write the merge of ``sources`` as a new table, fsynced with its directory; None when empty."""
-        number = self._new_number()
+    def _write_table(self, number: int, sources: list[Iterator[tuple[bytes, int, bytes | None]]],
+                     bottom: bool) -> _Table | None:
+        """Write the merge of ``sources`` as table ``number``, fsynced with its directory; None when empty."""
         path = self._path(table_name(number))
         fs = self._fs
+        with self._lock:
+            snapshots = sorted(self._snapshots)
         file = fs.open(path, create=True)
         try:
             writer = TableWriter(file, number, self._config.block_size, self._config.bloom_bits_per_key)
-            snapshots = sorted(self._snapshots)
             writer.add_all(compact_entries(sources, snapshots, bottom))
             if writer.entries == 0:
                 file.close()
@@ -931,12 +1319,14 @@ class KV:
         finally:
             file.close()
         fs.sync_dir(self._dir)
-        self._bytes_written += info.size
+        with self._lock:
+            self._bytes_written += info.size
         return _Table(TableReader(fs, path, number, self._cache))
 
-    def _pick_run(self) -> tuple[int, int] | None:
-        """The first run of tables [i, j) that the growth-factor rule merges, or None."""
-        sizes = [t.reader.size for t in self._tables]
+    def _pick_run(self) -> list[_Table] | None:
+        """The first run of tables (newest first) that the growth-factor rule merges, or None."""
+        tables = list(self._tables)
+        sizes = [t.reader.size for t in tables]
         factor = self._config.growth_factor - 1
         for i in range(len(sizes) - 1):
             acc = sizes[i]
@@ -945,36 +1335,44 @@ class KV:
                 acc += sizes[j]
                 j += 1
             if j - i >= 2:
-                return i, j
+                return tables[i:j]
         return None
 
     def _compact_by_policy(self) -> None:
-        while True:
-            run = self._pick_run()
-            if run is None:
+        """Merge runs until the policy holds (under ``_merge_lock``)."""
+        while not self._stopping_merges():
+            group = self._pick_run()
+            if group is None:
                 return
-            self._merge(*run)
+            self._merge(group)
 
-    def _merge(self, i: int, j: int) -> None:
-        """Merge tables [i, j) (newest first) into one and swap it in through the meta."""
-        group = self._tables[i:j]
-        bottom = j == len(self._tables)
-        try:
-            table = self._write_table([t.reader.entries() for t in group], bottom)
-            tables = self._tables[:i] + ([table] if table is not None else []) + self._tables[j:]
+    def _stopping_merges(self) -> bool:
+        return self._failed is not None or (self._stopping and threading.current_thread() in self._threads)
+
+    def _merge(self, group: list[_Table]) -> None:
+        """Merge adjacent tables ``group`` (newest first) into one and swap it in through the meta (under
+        ``_merge_lock``; flushes may add newer tables meanwhile, nothing else changes the list)."""
+        with self._meta_lock:
+            number = self._new_number()
+            bottom = group[-1] is self._tables[-1]
+        table = self._write_table(number, [t.reader.entries() for t in group], bottom)
+        with self._meta_lock:
+            current = self._tables
+            i = next(k for k, t in enumerate(current) if t is group[0])
+            assert current[i : i + len(group)] == group
+            tables = current[:i] + ([table] if table is not None else []) + current[i + len(group) :]
             meta = self._meta
             new_meta = attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file,
                                     tables=tuple(t.reader.file_number for t in tables))
             self._write_meta(new_meta)
-        except OSError as exc:
-            raise self._fail(exc, "merging tables") from exc
-        for t in group:
-            t.removed_in = new_meta.version
-            self._doomed_tables[t.reader.file_number] = t
-        self._tables = tables
-        self._install_view()
-        self._merges += 1
-        self._collect()
+            with self._lock:
+                for t in group:
+                    t.removed_in = new_meta.version
+                    self._doomed_tables[t.reader.file_number] = t
+                self._tables = tables
+                self._install_view()
+                self._merges += 1
+            self._collect()
 
     def _write_meta(self, meta: Meta) -> None:
         self._metastore.write(meta)
@@ -982,38 +1380,70 @@ class KV:
         self._bytes_written += record.FILE_HEADER.size + record.META_BODY.size + 8 * len(meta.tables) + 4
 
     def _install_view(self) -> None:
+        """Make the current memtables and tables the view new readers take (under ``_lock``)."""
         old = self._view
-        self._view = _View((self._mem, *self._imms), tuple(self._tables))
-        self._unref_view(old)
+        self._view = _View((self._mem, *(m for m, _ in self._imms)), tuple(self._tables))
+        if self._unref_view(old):
+            self._collect_wanted = True
 
-    def _unref_view(self, view: _View) -> None:
+    def _unref_view(self, view: _View) -> bool:
+        """Let go of one hold on ``view`` (under ``_lock``); True when a dropped table became free."""
         view.refs -= 1
-        if view.refs == 0:
-            for t in view.tables:
-                t.refs -= 1
-            if self._doomed_tables:
+        if view.refs:
+            return False
+        free = False
+        for t in view.tables:
+            t.refs -= 1
+            if t.refs == 0 and t.removed_in is not None:
+                free = True
+        return free
+
+    def _collect_soon(self) -> None:
+        """A dropped table lost its last reader: have it deleted, by the background thread or right here
+        when no flush or merge holds the meta (they collect when they finish).  Never raises: an error
+        deleting it has already stopped the KV and is reported by the next write."""
+        if self._threads:
+            with self._cond:
+                self._collect_wanted = True
+                self._cond.notify_all()
+            return
+        if self._meta_lock.acquire(blocking=False):
+            try:
                 self._collect()
+            except FailedError:
+                pass  # recorded in _failed and logged by _fail
+            finally:
+                self._meta_lock.release()
 
     def _collect(self) -> None:
-        """Unlink dropped files that neither valid meta slot names and no view holds.  Never after a
-        failure: what the meta on disk names is then unknown, so nothing is deleted until reopen."""
+        """Unlink dropped files that neither valid meta slot names and no view holds (under
+        ``_meta_lock``).  Never after a failure: what the meta on disk names is then unknown, so nothing
+        is deleted until reopen."""
         if self._read_only or self._closed or self._failed is not None:
             return
         version = self._meta.version
         keep = []
+        names = []
         for name, number, removed_in in self._doomed:
             if version > removed_in:
-                self._unlink(name)
+                names.append(name)
             else:
                 keep.append((name, number, removed_in))
         self._doomed = keep
-        for number, t in list(self._doomed_tables.items()):
-            assert t.removed_in is not None
-            if version > t.removed_in and t.refs == 0:
-                del self._doomed_tables[number]
-                t.reader.close()
-                self._cache.evict_file(number)
-                self._unlink(table_name(number))
+        tables = []
+        with self._lock:
+            self._collect_wanted = False
+            for number, t in list(self._doomed_tables.items()):
+                assert t.removed_in is not None
+                if version > t.removed_in and t.refs == 0:
+                    del self._doomed_tables[number]
+                    tables.append(t)
+        for t in tables:
+            t.reader.close()
+            self._cache.evict_file(t.reader.file_number)
+            names.append(table_name(t.reader.file_number))
+        for name in names:
+            self._unlink(name)
 
     def _unlink(self, name: str) -> None:
         try:
@@ -1023,28 +1453,86 @@ class KV:
         except OSError as exc:
             raise self._fail(exc, f"deleting {name}") from exc
 
+    # ------------------------------------------------------------------ background threads
+
+    def _start_background(self) -> None:
+        if self._read_only or not self._config.background:
+            return
+        self._merge_wanted = True  # the policy may not hold after recovery
+        for target, name in ((self._flusher, "flush"), (self._merger, "merge")):
+            thread = threading.Thread(target=target, name=f"kvstore-{name} {self._dir}", daemon=True)
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def _flusher(self) -> None:
+        """Background thread: flush immutable memtables, oldest first, and delete files readers let go."""
+        try:
+            while True:
+                with self._cond:
+                    while not (self._imms or self._collect_wanted or self._stopping or self._failed):
+                        self._cond.wait()
+                    if self._failed is not None or (self._stopping and not self._imms):
+                        return
+                    flush = bool(self._imms)
+                if flush:
+                    self._flush_oldest()
+                else:
+                    with self._meta_lock:
+                        self._collect()
+        except BaseException as exc:  # noqa: BLE001 - never swallowed: the KV stops and says why
+            self._background_error(exc, "flushing the memtable")
+
+    def _merger(self) -> None:
+        """Background thread: merge tables by the growth-factor policy after each flush."""
+        try:
+            while True:
+                with self._cond:
+                    while not (self._merge_wanted or self._stopping or self._failed):
+                        self._cond.wait()
+                    if self._failed is not None or self._stopping:
+                        return
+                    self._merge_wanted = False
+                with self._merge_lock:
+                    self._compact_by_policy()
+        except BaseException as exc:  # noqa: BLE001 - never swallowed: the KV stops and says why
+            self._background_error(exc, "merging tables")
+
+    def _background_error(self, exc: BaseException, what: str) -> None:
+        if not isinstance(exc, FailedError):
+            self._fail(exc, what)
+        log.error("kvstore background work stopped: %s", self._failed)
+
+    def _stop_background(self) -> None:
+        """Let the flush thread write every immutable memtable and the merge thread finish its merge; join."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
     # ------------------------------------------------------------------ stats, check, close
 
     def stats(self) -> Stats:
         """Counters and the live tables (newest first); see ``Stats``."""
         self._check_open()
+        disk = 0
+        for name in self._fs.listdir(self._dir):
+            try:
+                if _own_file(name) or name in META_NAMES:
+                    file = self._fs.open(self._path(name))
+                    disk += file.size()
+                    file.close()
+            except FileNotFoundError:
+                continue
         with self._lock:
             tables = tuple(
                 TableStats(table_name(r.file_number), r.file_number, r.num_entries, r.deletes, r.size, r.smallest,
                            r.largest, r.min_seq, r.max_seq)
                 for r in (t.reader for t in self._tables))
-            mems = (self._mem, *self._imms)
+            mems = self._view.mems
             oldest = self._oldest_snapshot
             age = None if oldest is None else time.monotonic() - self._snapshot_times[oldest]
-            disk = 0
-            for name in self._fs.listdir(self._dir):
-                try:
-                    if _own_file(name) or name in META_NAMES:
-                        file = self._fs.open(self._path(name))
-                        disk += file.size()
-                        file.close()
-                except FileNotFoundError:
-                    continue
             return Stats(
                 sequence=self._seq, tables=tables,
                 memtable_bytes=sum(m.bytes for m in mems), memtable_entries=sum(m.num_entries for m in mems),
@@ -1053,7 +1541,8 @@ class KV:
                 live_snapshots=sum(self._snapshots.values()), oldest_snapshot=oldest, oldest_snapshot_age=age,
                 flushes=self._flushes, merges=self._merges, bytes_written=self._bytes_written,
                 user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
-                cache_misses=self._cache.misses, recovery=tuple(self._recovery_notes), failed=self._failed)
+                cache_misses=self._cache.misses, recovery=tuple(self._recovery_notes), failed=self._failed,
+                write_stalls=self._write_stalls, stall_seconds=self._stall_seconds)
 
     def check(self) -> list[str]:
         """Verify every checksum and order of every live table, the meta's references and the sequence
@@ -1061,7 +1550,7 @@ class KV:
         table: cost proportional to the database's size."""
         self._check_open()
         problems: list[str] = []
-        with self._lock:
+        with self._exclusive(), self._meta_lock:  # no commit, flush or merge changes the files meanwhile
             tables = list(self._tables)
             meta = self._meta
             problems.extend(self._check_metas_and_logs())
@@ -1083,7 +1572,7 @@ class KV:
         return problems
 
     def _check_metas_and_logs(self) -> list[str]:
-        """Problems in the meta slots and the live logs, read again from disk (under the commit lock)."""
+        """Problems in the meta slots and the live logs, read again from disk (no commit runs meanwhile)."""
         problems: list[str] = []
         for slot in (0, 1):
             try:
@@ -1106,28 +1595,60 @@ class KV:
                 problems.append(f"{path} at offset {result.damage[0]}: {result.damage[1]}")
         return problems
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Lead the write queue for the block: no commit or memtable swap runs until it ends."""
+        with self._wq_lock:
+            w = _Writer(_BARRIER, [], False, None, 0)
+            self._writers.append(w)
+            self._wait_turn(w)
+        try:
+            yield
+        finally:
+            with self._wq_lock:
+                popped = self._writers.popleft()
+                assert popped is w
+                self._wake_head()
+
     def close(self) -> None:
-        """Flush the memtable, wait for work in progress, release the lock; idempotent.  Every later call,
-        and the next use of a cursor, scan or transaction opened on this KV, raises ``ClosedError``."""
-        with self._lock:
-            if self._closed:
+        """Wait for commits in progress and background work, flush the memtable, release the lock;
+        idempotent.  Every later call, and the next use of a cursor, scan or transaction opened on this
+        KV, raises ``ClosedError``.  Raises ``FailedError`` when the final flush fails (the KV is closed
+        anyway; reopening recovers from the WAL)."""
+        with self._wq_lock:
+            if self._closing:
                 return
-            try:
-                if not self._read_only and self._failed is None:
-                    if len(self._mem):
-                        self._flush_memtable(rotate=False)
-                    self._compact_by_policy()
-                    if self._doomed or self._doomed_tables:
-                        # one more meta write frees what the previous one dropped
-                        meta = self._meta
-                        self._write_meta(attrs.evolve(meta, version=meta.version + 1, next_file=self._next_file))
-                        for t in self._doomed_tables.values():
-                            t.refs = 0  # readers still open fail with ClosedError from now on
-                        self._collect()
-            except OSError as exc:
-                raise self._fail(exc, "closing") from exc
-            finally:
-                self._closed = True
+            self._closing = True  # new writes raise ClosedError from here on
+            w = _Writer(_BARRIER, [], False, None, 0)
+            self._writers.append(w)
+            self._wait_turn(w)
+        try:  # this thread now leads the write queue, and nothing queues behind it
+            self._stop_background()
+            if not self._read_only and self._failed is None:
+                try:
+                    if len(self._mem) or self._imms:
+                        self._make_room_on_close()
+                    with self._merge_lock:
+                        self._compact_by_policy()
+                    with self._meta_lock:
+                        if self._doomed or self._doomed_tables:
+                            # one more meta write frees what the previous one dropped
+                            meta = self._meta
+                            self._write_meta(attrs.evolve(meta, version=meta.version + 1,
+                                                          next_file=self._next_file))
+                            with self._lock:
+                                for t in self._doomed_tables.values():
+                                    t.refs = 0  # readers still open fail with ClosedError from now on
+                            self._collect()
+                except FailedError:
+                    raise
+                except OSError as exc:
+                    raise self._fail(exc, "closing") from exc
+        finally:
+            self._closed = True
+            with self._cond:
+                self._cond.notify_all()
+            with self._meta_lock:
                 if self._wal is not None:
                     self._wal.close()
                 for t in self._tables:
@@ -1137,6 +1658,35 @@ class KV:
                 if self._file_lock is not None:
                     self._file_lock.release()
                     self._file_lock = None
+            with self._wq_lock:
+                self._writers.popleft()
+                for waiting in self._writers:  # none can have queued, but never leave one hanging
+                    waiting.error = ClosedError("the KV is closed")
+                    waiting.done = True
+                    if waiting.cond is not None:
+                        waiting.cond.notify()
+                self._writers.clear()
+
+    def _make_room_on_close(self) -> None:
+        """Flush the memtable and any immutable one inline (the background threads have stopped)."""
+        if len(self._mem):
+            wal = self._wal
+            assert wal is not None
+            try:
+                with self._meta_lock:
+                    wal.sync()
+                    # no new log: the flush's meta names a fresh number no file has (the next open
+                    # creates that log), so every log there is can go
+                    new_log = self._new_number(reserve=2)
+                    with self._lock:
+                        imm = self._mem
+                        self._mem = Memtable()
+                        self._imms.insert(0, (imm, new_log))
+                        self._install_view()
+            except OSError as exc:
+                raise self._fail(exc, "closing") from exc
+        while self._imms:
+            self._flush_oldest()
 
     def __enter__(self) -> KV:
         return self
@@ -1151,19 +1701,22 @@ class KV:
 
     def _check(self) -> None:
         """Assert the invariants (O(n) in memtable size); for tests."""
-        with self._lock:
+        with self._meta_lock, self._lock:
             self._mem._check()
             assert self._view.tables == tuple(self._tables)
+            assert self._view.mems == (self._mem, *(m for m, _ in self._imms))
             assert tuple(t.reader.file_number for t in self._tables) == self._meta.tables
             for newer, older in itertools.pairwise(self._tables):
                 assert newer.reader.min_seq > older.reader.max_seq, (newer.reader.path, older.reader.path)
-            assert self._mem.min_seq == 0 or self._mem.min_seq > self._meta.last_sequence
+            oldest_mem = self._imms[-1][0] if self._imms else self._mem
+            assert oldest_mem.min_seq == 0 or oldest_mem.min_seq > self._meta.last_sequence
             for t in self._tables:
                 assert t.reader.max_seq <= self._meta.last_sequence
                 assert t.reader.file_number < self._next_file
             assert self._meta.next_file <= self._next_file
             assert all(t.refs >= 1 for t in self._tables)
             assert self._oldest_snapshot == (min(self._snapshots) if self._snapshots else None)
+            assert all(self._recent_keys[k] >= seq for seq, keys in self._recent_log for k in keys)
 
 
 class KVTX:
@@ -1244,15 +1797,19 @@ class KVTX:
     def commit(self, *, sync: bool | None = None) -> None:
         """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.
 
-        Raises ``FailedError`` on an I/O error (outcome unknown until
-        reopen); the transaction is closed afterwards in every case.
+        Raises ``ConflictError`` (nothing applied) when a transaction that
+        committed after this one's snapshot wrote a key this one read or a
+        key inside a range its scans and cursors covered (SPEC.md §6);
+        ``FailedError`` on an I/O error (outcome unknown until reopen).  The
+        transaction is closed afterwards in every case.
         """
         self._check()
         try:
             writes = self._pending.writes
             if writes:
                 kv = self._kv
-                kv._commit(sorted(writes.items()), kv._config.sync if sync is None else bool(sync))
+                kv._write(_COMMIT, sorted(writes.items()), kv._config.sync if sync is None else bool(sync),
+                          self._state, self._reader.snapshot)
         finally:
             self._close()
 

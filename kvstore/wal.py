@@ -85,6 +85,17 @@ class WalWriter:
         if sync:
             self.sync()
 
+    def append_many(self, commits: Sequence[tuple[int, Sequence[tuple[bytes, bytes | None]]]], sync: bool) -> None:
+        """Write several commit units (a commit group) with one append and at most one fsync; with ``sync``
+        every one of them (and all before) is durable when this returns."""
+        durable, number, commit = self.durable, self.log_number, record.RecordType.COMMIT
+        data = b"".join(record.encode_frame(number, commit, record.encode_commit(seq, durable, writes))
+                        for seq, writes in commits)
+        self._file.append(data)
+        self.size += len(data)
+        if sync:
+            self.sync()
+
     def sync(self) -> None:
         """fsync whatever is not durable yet."""
         if self.durable != self.size:

@@ -33,12 +33,13 @@ import errno
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from checkfs import CheckingFS
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from kvstore import KV, KVTX, ClosedError, Config, CorruptionError, FailedError, record
+from kvstore import KV, KVTX, ClosedError, Config, ConflictError, CorruptionError, FailedError, record
 from kvstore.simfs import CrashMode, SimFS
 from kvstore.sorted_file import BlockCache, TableReader
 
@@ -77,10 +78,21 @@ class Commit:
 class OpenTx:
     tx: KVTX
     snapshot: Model
+    start: int  # commits before this index of the machine's list are in its snapshot
     writes: Writes = field(default_factory=dict)
+    reads: set[bytes] = field(default_factory=set)  # keys read from the database (SPEC.md §6)
+    scanned: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)  # exhausted scans
 
     def view(self) -> Model:
         return apply(self.snapshot, self.writes)
+
+    def read(self, key: bytes) -> None:
+        if key not in self.writes:
+            self.reads.add(key)
+
+    def covers(self, key: bytes) -> bool:
+        return key in self.reads or any((lo is None or key >= lo) and (hi is None or key < hi)
+                                        for lo, hi in self.scanned)
 
 
 def apply(state: Model, writes: Writes) -> Model:
@@ -350,7 +362,7 @@ class CrashMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.tx is None)
     @rule()
     def tx_begin(self) -> None:
-        self.tx = OpenTx(self.db.new_tx(), dict(self.model))
+        self.tx = OpenTx(self.db.new_tx(), dict(self.model), len(self.commits))
 
     @precondition(lambda self: self.tx is not None)
     @rule(key=keys, pad=pads)
@@ -365,6 +377,7 @@ class CrashMachine(RuleBasedStateMachine):
     def tx_delete(self, key: bytes) -> None:
         assert self.tx is not None
         assert self.tx.tx.delete(key) == (key in self.tx.view())
+        self.tx.read(key)
         self.tx.writes[key] = None
 
     @precondition(lambda self: self.tx is not None)
@@ -372,6 +385,7 @@ class CrashMachine(RuleBasedStateMachine):
     def tx_get(self, key: bytes) -> None:
         assert self.tx is not None
         assert self.tx.tx.get(key) == self.tx.view().get(key)
+        self.tx.read(key)
 
     @precondition(lambda self: self.tx is not None)
     @rule(start=st.none() | keys, end=st.none() | keys, reverse=st.booleans())
@@ -379,6 +393,7 @@ class CrashMachine(RuleBasedStateMachine):
         assert self.tx is not None
         got = list(self.tx.tx.scan(start, end, reverse=reverse))
         assert got == expected_scan(self.tx.view(), start, end, reverse)
+        self.tx.scanned.append((start, end))
 
     @precondition(lambda self: self.tx is not None)
     @rule(sync=st.booleans())
@@ -387,6 +402,11 @@ class CrashMachine(RuleBasedStateMachine):
         tx, self.tx = self.tx, None
         if not tx.writes:  # nothing to write: not a commit, and it syncs nothing
             tx.tx.commit(sync=sync)
+            return
+        if any(tx.covers(k) for c in self.commits[tx.start:] for k in c.writes):
+            with pytest.raises(ConflictError):  # a commit after its snapshot wrote what it read
+                tx.tx.commit(sync=sync)
+            event("conflict")
             return
         self.commits.append(Commit(tx.writes, Status.INFLIGHT))
         tx.tx.commit(sync=sync)

@@ -372,7 +372,7 @@ def test_design_doc_merge_policy_example_is_what_a_kv_does(tmp_path: Path) -> No
             break
         rows.append(line)
     assert len(rows) == 8, "the worked example shows eight flushes"
-    config = Config(memtable_size=1 << 30, growth_factor=2.0, sync=False)
+    config = Config(memtable_size=1 << 30, growth_factor=2.0, sync=False, background=False)
     with KV.open(tmp_path / "db", config) as kv:
         unit = 0
         for flush in range(1, 9):

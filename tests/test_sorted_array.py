@@ -1,4 +1,4 @@
-"""The memtable (kvstore/sorted_array.py): versions, snapshots, iteration both ways, pruning, _check()."""
+"""The memtable (kvstore/sorted_array.py): versions, snapshots, iteration both ways, inserts while reading, _check()."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from kvstore.sorted_array import ENTRY_OVERHEAD, Memtable
 
 
-def _filled(pairs: list[tuple[bytes, bytes | None]], oldest: int | None = 0) -> Memtable:
+def _filled(pairs: list[tuple[bytes, bytes | None]]) -> Memtable:
     mem = Memtable()
     for seq, (key, value) in enumerate(pairs, start=1):
-        mem.put(key, seq, value, oldest)
+        mem.put(key, seq, value)
         mem._check()
     return mem
 
@@ -56,42 +56,25 @@ def test_memtable_writes_of_one_transaction_share_a_sequence() -> None:
     assert list(mem.items(None, 6)) == []
 
 
-def test_memtable_without_snapshots_keeps_only_the_newest_version() -> None:
-    mem = _filled([(b"k", b"v1"), (b"k", b"v2"), (b"k", b"v3")], oldest=None)
-    assert mem.num_entries == 1 and len(mem) == 1
-    assert list(mem.entries()) == [(b"k", 3, b"v3")]
-    assert mem.bytes == len(b"k") + len(b"v3") + ENTRY_OVERHEAD
+def test_memtable_keeps_every_version_until_it_is_flushed() -> None:
+    # a one-shot read that did not register its snapshot may still need any of them
+    mem = _filled([(b"k", b"v1"), (b"k", b"v2"), (b"k", b"v3")])
+    assert mem.num_entries == 3 and len(mem) == 1
+    assert list(mem.entries()) == [(b"k", 3, b"v3"), (b"k", 2, b"v2"), (b"k", 1, b"v1")]
+    assert [mem.get(b"k", s) for s in (1, 2, 3)] == [(1, b"v1"), (2, b"v2"), (3, b"v3")]
+    assert mem.bytes == 3 * (len(b"k") + 2 + ENTRY_OVERHEAD)
 
 
-def test_memtable_pruning_keeps_the_version_the_oldest_snapshot_reads() -> None:
+def test_memtable_apply_adds_one_commit_under_one_sequence() -> None:
     mem = Memtable()
-    mem.put(b"k", 3, b"v3")
-    mem.put(b"k", 7, b"v7", oldest_snapshot=5)  # snapshot 5 reads v3
-    mem.put(b"k", 10, b"v10", oldest_snapshot=5)  # snapshot 8 (> 5) may read v7, snapshot 5 reads v3
+    mem.apply(4, [(b"b", b"2"), (b"a", None)])
     mem._check()
-    assert [s for _, s, _ in mem.entries()] == [10, 7, 3]
-    mem.put(b"k", 12, b"v12", oldest_snapshot=8)  # snapshot 8 reads v7; v3 is read by nobody
-    mem._check()
-    assert [s for _, s, _ in mem.entries()] == [12, 10, 7]
-    assert mem.get(b"k", 8) == (7, b"v7")
-    mem.put(b"k", 13, b"v13", oldest_snapshot=12)  # snapshot 12 reads v12
-    mem._check()
-    assert [s for _, s, _ in mem.entries()] == [13, 12]
-    assert mem.get(b"k", 12) == (12, b"v12")
-
-
-def test_memtable_pruning_keeps_a_delete_an_old_snapshot_reads() -> None:
-    mem = Memtable()
-    mem.put(b"k", 1, b"v1")
-    mem.put(b"k", 2, None, oldest_snapshot=1)
-    mem.put(b"k", 3, b"v3", oldest_snapshot=2)
-    mem._check()
-    assert mem.get(b"k", 2) == (2, None)
-    assert mem.get(b"k", 3) == (3, b"v3")
+    assert list(mem.entries()) == [(b"a", 4, None), (b"b", 4, b"2")]
+    assert mem.min_seq == mem.max_seq == 4
 
 
 def test_memtable_bytes_count_keys_values_and_overhead_of_each_version() -> None:
-    mem = _filled([(b"ab", b"xyz"), (b"ab", None), (b"c", b"")], oldest=0)
+    mem = _filled([(b"ab", b"xyz"), (b"ab", None), (b"c", b"")])
     assert mem.bytes == (2 + 3 + ENTRY_OVERHEAD) + (2 + ENTRY_OVERHEAD) + (1 + ENTRY_OVERHEAD)
     assert mem.num_entries == 3 and len(mem) == 2
 
@@ -157,7 +140,7 @@ def test_memtable_items_survive_inserts_while_iterating(reverse: bool) -> None:
         if len(got) % 50 == 0:
             for j in range(5):
                 seq += 1
-                mem.put(b"%05d" % (int(key) + (1 if j % 2 else -1) * (j * 97 + 1)), seq, b"new", snapshot)
+                mem.put(b"%05d" % (int(key) + (1 if j % 2 else -1) * (j * 97 + 1)) + b"x" * j, seq, b"new")
     mem._check()
     # the snapshot's keys, each once, in order; keys written after the snapshot are not seen
     assert got == sorted(got, reverse=reverse)
@@ -170,30 +153,23 @@ def _ops(draw: st.DrawFn) -> list[tuple[str, bytes, bytes | None]]:
     op = st.one_of(
         st.tuples(st.just("put"), keys, st.one_of(st.none(), st.binary(max_size=4))),
         st.tuples(st.just("snap"), st.just(b""), st.none()),
-        st.tuples(st.just("release"), st.just(b""), st.none()),
     )
     return draw(st.lists(op, max_size=60))
 
 
-@given(_ops(), st.data())
-def test_memtable_matches_a_full_history_model_at_every_live_snapshot(ops: list[tuple[str, bytes, bytes | None]],
-                                                                      data: st.DataObject) -> None:
+@given(_ops())
+def test_memtable_matches_a_full_history_model_at_every_snapshot(ops: list[tuple[str, bytes, bytes | None]]) -> None:
     mem = Memtable()
     history: dict[bytes, list[tuple[int, bytes | None]]] = {}
-    pruned_at: dict[bytes, int | None] = {}  # the oldest snapshot passed at each key's last put
     snaps: list[int] = []
     seq = 0
     for op, key, value in ops:
         if op == "put":
             seq += 1
-            oldest = min(snaps) if snaps else None
-            mem.put(key, seq, value, oldest)
+            mem.put(key, seq, value)
             history.setdefault(key, []).insert(0, (seq, value))
-            pruned_at[key] = oldest
-        elif op == "snap":
+        else:
             bisect.insort(snaps, seq)
-        elif snaps:
-            snaps.pop(data.draw(st.integers(0, len(snaps) - 1)))
         mem._check()
     for snap in [*snaps, seq]:
         model = {}
@@ -206,15 +182,8 @@ def test_memtable_matches_a_full_history_model_at_every_live_snapshot(ops: list[
         ordered = sorted(model)
         assert list(mem.items(None, snap)) == [(k, model[k][1]) for k in ordered]
         assert list(mem.items(None, snap, reverse=True)) == [(k, model[k][1]) for k in reversed(ordered)]
-    # a put keeps the versions newer than the oldest snapshot and the one that snapshot reads, no more
     for key, versions in history.items():
-        oldest = pruned_at[key]
-        if oldest is None:
-            kept = versions[:1]
-        else:
-            newer = [v for v in versions if v[0] > oldest]
-            kept = newer + [v for v in versions if v[0] <= oldest][:1]
-        assert [(s, v) for k, s, v in mem.entries() if k == key] == kept, key
+        assert [(s, v) for k, s, v in mem.entries() if k == key] == versions, key
 
 
 def test_memtable_check_catches_a_broken_invariant() -> None:

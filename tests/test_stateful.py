@@ -4,8 +4,10 @@ Tiny memtables and blocks make flushes and merges happen every few steps;
 keys of up to three bytes from {0x00, a, b, 0xff} collide and share prefixes.
 The machine checks every read (get, scan, cursors, transactions) against the
 model, keeps scans and cursors open across later writes, flushes, merges and
-reopens, and calls ``KV._check()`` after every step.  Transactions have no
-conflict detection in this version: the last commit wins.
+reopens, and calls ``KV._check()`` after every step.  Its model of conflicts
+is SPEC.md §6 read literally: a transaction commits unless a commit after its
+snapshot wrote a key it read (by get or delete, not served by its own writes)
+or a key inside what one of its scans or cursors covered.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 import bisect
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from kvstore import KV, KVTX, ClosedError, Config, Cursor, InvalidCursorError, TxClosedError
+from kvstore import KV, KVTX, ClosedError, Config, ConflictError, Cursor, InvalidCursorError, TxClosedError
 
 Model = dict[bytes, bytes]
 
@@ -66,7 +68,21 @@ class CursorModel:
         else:
             i = bisect.bisect_left(self.keys, key)
             self.pos = i if i < len(self.keys) else None
+        # what the cursor covered: from the seek key to the farthest keys reached (None: past that end)
+        self.lo: bytes | None = key
+        self.hi: bytes | None = key
+        self.reach(not for_prev)
         self.check()
+
+    def reach(self, forward: bool) -> None:
+        key = None if self.pos is None else self.keys[self.pos]
+        if forward:
+            self.hi = None if key is None or self.hi is None else max(self.hi, key)
+        else:
+            self.lo = None if key is None or self.lo is None else min(self.lo, key)
+
+    def covers(self, key: bytes) -> bool:
+        return (self.lo is None or key >= self.lo) and (self.hi is None or key <= self.hi)
 
     def check(self) -> None:
         c = self.cursor
@@ -90,9 +106,11 @@ class CursorModel:
         elif how == "next":
             c.next()
             self.pos = self.pos + 1 if self.pos + 1 < len(self.keys) else None
+            self.reach(True)
         else:
             c.prev()
             self.pos = self.pos - 1 if self.pos > 0 else None
+            self.reach(False)
         self.check()
 
     def rest(self) -> list[tuple[bytes, bytes]]:
@@ -112,12 +130,23 @@ class ScanModel:
 
 
 class TxModel:
-    """A transaction beside its view (snapshot at begin plus own writes) and its pending writes."""
+    """A transaction beside its view (snapshot at begin plus own writes), its pending writes, and what
+    it read: keys, and predicates for the ranges its scans and cursors covered."""
 
-    def __init__(self, tx: KVTX, committed: Model) -> None:
+    def __init__(self, tx: KVTX, committed: Model, start: int) -> None:
         self.tx = tx
         self.view = dict(committed)
         self.writes: dict[bytes, bytes | None] = {}
+        self.start = start  # commits before this index of the machine's history are in its snapshot
+        self.reads: set[bytes] = set()
+        self.ranges: list[Callable[[bytes], bool]] = []
+
+    def read(self, key: bytes) -> None:
+        if key not in self.writes:
+            self.reads.add(key)
+
+    def covers(self, key: bytes) -> bool:
+        return key in self.reads or any(r(key) for r in self.ranges)
 
     def set(self, key: bytes, value: bytes) -> None:
         self.view[key] = value
@@ -144,6 +173,7 @@ class KVMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="kvstore-stateful-")
         self.kv: KV | None = None
         self.model: Model = {}
+        self.history: list[set[bytes]] = []  # the keys each commit wrote, in commit order
         self.txs: list[TxModel] = []
         self.cursors: list[CursorModel] = []
         self.scans: list[ScanModel] = []
@@ -182,17 +212,20 @@ class KVMachine(RuleBasedStateMachine):
     def set(self, key: bytes, value: bytes) -> None:
         self.db.set(key, value)
         self.model[key] = value
+        self.history.append({key})
 
     @rule(items=st.lists(st.tuples(keys, values), min_size=1, max_size=12))
     def set_many(self, items: list[tuple[bytes, bytes]]) -> None:
         for key, value in items:
             self.db.set(key, value)
             self.model[key] = value
+            self.history.append({key})
 
     @rule(key=keys)
     def delete(self, key: bytes) -> None:
         assert self.db.delete(key) is (key in self.model)
-        self.model.pop(key, None)
+        if self.model.pop(key, None) is not None:
+            self.history.append({key})
 
     @rule(key=keys)
     def get(self, key: bytes) -> None:
@@ -225,6 +258,8 @@ class KVMachine(RuleBasedStateMachine):
 
         assert self.db.transact(fn) == len(items)
         apply(self.model, dict(items))
+        if items:
+            self.history.append({k for k, _ in items})
 
     # ------------------------------------------------------------------ long-lived cursors and scans
 
@@ -276,7 +311,7 @@ class KVMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.txs) < MAX_TXS)
     @rule()
     def begin(self) -> None:
-        self.txs.append(TxModel(self.db.new_tx(), self.model))
+        self.txs.append(TxModel(self.db.new_tx(), self.model, len(self.history)))
 
     @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), key=keys, value=values)
@@ -290,6 +325,7 @@ class KVMachine(RuleBasedStateMachine):
     def tx_delete(self, i: int, key: bytes) -> None:
         m = self.txs[i % len(self.txs)]
         assert m.tx.delete(key) is (key in m.view)
+        m.read(key)
         m.delete(key)
 
     @precondition(lambda self: bool(self.txs))
@@ -297,6 +333,7 @@ class KVMachine(RuleBasedStateMachine):
     def tx_get(self, i: int, key: bytes) -> None:
         m = self.txs[i % len(self.txs)]
         assert m.tx.get(key) == m.view.get(key)
+        m.read(key)
 
     @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), start=maybe_keys, end=maybe_keys, prefix=prefixes, reverse=st.booleans())
@@ -304,6 +341,9 @@ class KVMachine(RuleBasedStateMachine):
         m = self.txs[i % len(self.txs)]
         got = list(m.tx.scan(start, end, prefix=prefix, reverse=reverse))
         assert got == expected_scan(m.view, start, end, prefix, reverse)
+        # exhausted: it covers its whole bound
+        m.ranges.append(lambda k: ((start is None or k >= start) and (end is None or k < end)
+                                   and (prefix is None or k.startswith(prefix))))
 
     @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), key=keys, for_prev=st.booleans(), steps=moves, iterate=st.booleans())
@@ -312,23 +352,38 @@ class KVMachine(RuleBasedStateMachine):
         cursor = m.tx.seek_for_prev(key) if for_prev else m.tx.seek(key)
         with cursor:
             cm = CursorModel(cursor, m.view, key, for_prev)
+            m.ranges.append(cm.covers)
             for how in steps:
                 cm.move(how)
             if iterate:
                 assert list(cursor) == cm.rest()
+                cm.pos = None
+                cm.reach(True)  # iterating walks forward past the last key
 
     @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), key=keys, use_with=st.booleans())
     def tx_commit(self, i: int, key: bytes, use_with: bool) -> None:
         m = self.txs.pop(i % len(self.txs))
-        cursor = m.tx.seek(key)
-        it = m.tx.scan(key)
-        if use_with:
-            with m.tx:
-                pass
-        else:
-            m.tx.commit()
-        apply(self.model, m.writes)
+        cursor = m.tx.seek(key)  # covers [key, the key it lands on], or from key on when it finds none
+        m.ranges.append(CursorModel(cursor, m.view, key, for_prev=False).covers)
+        it = m.tx.scan(key)  # never advanced: covers nothing
+        conflict = any(m.covers(k) for written in self.history[m.start:] for k in written)
+        if conflict and m.writes:
+            with pytest.raises(ConflictError):
+                if use_with:
+                    with m.tx:
+                        pass
+                else:
+                    m.tx.commit()
+        else:  # a read-only transaction never conflicts
+            if use_with:
+                with m.tx:
+                    pass
+            else:
+                m.tx.commit()
+            apply(self.model, m.writes)
+            if m.writes:
+                self.history.append(set(m.writes))
         self.ended.append(m.tx)
         with pytest.raises(TxClosedError):
             cursor.next()

@@ -886,14 +886,15 @@ def test_tx_reads_its_own_writes_in_get_seek_and_scan_both_ways(rw: KV) -> None:
 
 
 def test_tx_delete_reports_existence_in_its_own_view(rw: KV) -> None:
-    with rw.new_tx() as tx:
+    with pytest.raises(ConflictError), rw.new_tx() as tx:
         assert tx.delete(b"a") is True
         assert tx.delete(b"a") is False  # already deleted in this transaction
         assert tx.delete(b"b") is False
         tx.set(b"b", b"B")
         assert tx.delete(b"b") is True
         rw.set(b"z", b"after the snapshot")
-        assert tx.delete(b"z") is False
+        assert tx.delete(b"z") is False  # and z, written after the snapshot, was read: a conflict
+    assert rw.get(b"a") is not None and rw.get(b"z") == b"after the snapshot"
 
 
 def test_tx_abort_applies_nothing(rw: KV) -> None:
