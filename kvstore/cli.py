@@ -1,0 +1,470 @@
+"""The ``kvstore`` command (also ``python -m kvstore``): read, edit, verify, back up and inspect a database.
+
+Built on argparse; ``main(argv)`` parses, runs one subcommand and returns
+its exit code (DESIGN.md, "Command line"):
+
+  0  done                      3  the database is locked by another KV
+  1  get: no such key;         4  the database (or a file of it) is corrupt, missing
+     check/inspect: problems      or otherwise unusable
+  2  usage: bad arguments or input (a bad escape, a malformed dump)
+
+Keys and values are read from arguments, and shown, as the body of a
+Python bytes literal (``--hex``: as hex); JSON carries base64.
+
+Invariants:
+  - commands that only read (get, scan, dump, stats, check, inspect, backup's source) open the database
+    read-only and never create one; put, load and shell create a missing one;
+  - stdout carries only answers; every message goes to stderr as one line, never a traceback;
+  - progress is drawn on stderr only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import NoReturn, TextIO
+
+from kvstore.config import Config
+from kvstore.display import ESCAPED, HEX, BytesForm, Progress, Ticker, human_bytes
+from kvstore.dumpfile import DumpError, LoadReport, load, read_dump, write_dump
+from kvstore.errors import CorruptionError, KeyOrValueTooLargeError, LockedError, UnsupportedFormatError
+from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
+from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tree
+from kvstore.shell import ArgumentError, Shell, add_scan_arguments, scan_lines
+from kvstore.store import KV, Stats
+
+__all__ = ["EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNUSABLE", "EXIT_USAGE", "FORWARDED", "main"]
+
+EXIT_OK = 0
+#: ``get``: the key is absent; ``check``, ``inspect``: problems were found.
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_UNUSABLE = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+#: Subcommands that hand every argument after their name to another module's ``main(argv) -> int``:
+#: name -> (one-line help, main).
+FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
+
+#: The subcommands ``build_parser`` defines.
+COMMANDS = ("get", "put", "delete", "scan", "dump", "load", "stats", "check", "compact", "backup", "inspect",
+            "shell")
+
+#: Keys and values committed per transaction by ``load`` (one big pair makes its own transaction).
+LOAD_BATCH_BYTES = 1 << 20
+
+
+class UsageError(Exception):
+    """A bad argument or bad input: exit 2 with this message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class Streams:
+    """The standard streams a command uses (``sys``'s at the time ``main`` runs)."""
+
+    def __init__(self, inp: TextIO, out: TextIO, err: TextIO) -> None:
+        self.inp = inp
+        self.out = out
+        self.err = err
+
+    def say(self, line: str) -> None:
+        """One line of answer on stdout."""
+        self.out.write(line + "\n")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _form(args: argparse.Namespace) -> BytesForm:
+    return HEX if getattr(args, "hex", False) else ESCAPED
+
+
+def _bytes_arg(text: str, form: BytesForm, what: str) -> bytes:
+    try:
+        return form.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def _open(args: argparse.Namespace, *, write: bool = False, create: bool = False) -> KV:
+    return KV.open(args.path, Config(read_only=not write, create_if_missing=create))
+
+
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` and ``word``, plural unless ``n`` is 1: ``1 table``, ``3 tables``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {plural or word + 's'}"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kvstore")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_get(args: argparse.Namespace, io: Streams) -> int:
+    form = _form(args)
+    key = _bytes_arg(args.key, form, "KEY")
+    with _open(args) as kv:
+        value = kv.get(key)
+    if value is None:
+        io.err.write(f"kvstore get: key {form.show(key)} not found\n")
+        return EXIT_NOT_FOUND
+    if args.raw:
+        io.out.flush()
+        io.out.buffer.write(value)
+        io.out.buffer.flush()
+    else:
+        io.say(form.show(value))
+    return EXIT_OK
+
+
+def cmd_put(args: argparse.Namespace, io: Streams) -> int:
+    form = _form(args)
+    if (args.value is None) != args.stdin:
+        raise UsageError("give either VALUE or --stdin (see 'kvstore put --help')")
+    key = _bytes_arg(args.key, form, "KEY")
+    value = io.inp.buffer.read() if args.stdin else _bytes_arg(args.value, form, "VALUE")
+    with _open(args, write=True, create=True) as kv:
+        kv.set(key, value)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
+    form = _form(args)
+    keys = [_bytes_arg(k, form, "KEY") for k in args.keys]
+    with _open(args, write=True) as kv, kv.new_tx() as tx:
+        existed = sum(tx.delete(k) for k in keys)
+    io.say(f"deleted {existed} of {_count(len(keys), 'key')}")
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace, io: Streams) -> int:
+    with _open(args) as kv:
+        for line in scan_lines(kv, args, _form(args)):
+            io.say(line)
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace, io: Streams) -> int:
+    with _open(args) as kv:
+        sequence = kv.stats().sequence
+        target = io.out
+        if args.output is not None:
+            try:
+                target = open(args.output, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        try:
+            with Progress(io.err, "dumping", None) as bar:
+                count = write_dump(kv.scan(), target, sequence=sequence, progress=bar.update)
+        finally:
+            if target is not io.out:
+                target.close()
+    if args.output is not None:
+        io.say(f"dumped {_count(count, 'pair')} at sequence {sequence} to {args.output}")
+    return EXIT_OK
+
+
+def _input_lines(args: argparse.Namespace, io: Streams, bar_label: str) -> tuple[Iterator[str], Progress, str]:
+    if args.input is not None:
+        try:
+            source: TextIO = open(args.input, encoding="utf-8")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.input}: {exc.strerror}") from None
+        name = args.input
+    else:
+        source, name = io.inp, "<stdin>"
+    total = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        st = os.fstat(source.fileno())
+        if stat.S_ISREG(st.st_mode):
+            total = st.st_size
+    bar = Progress(io.err, bar_label, total, as_bytes=True)
+
+    def lines() -> Iterator[str]:
+        read = 0
+        try:
+            for line in source:
+                read += len(line)
+                bar.update(read)
+                yield line
+        finally:
+            if source is not io.inp:
+                source.close()
+
+    return lines(), bar, name
+
+
+def cmd_load(args: argparse.Namespace, io: Streams) -> int:
+    if args.batch_bytes < 1:
+        raise UsageError(f"--batch-bytes must be at least 1, got {args.batch_bytes}")
+    lines, bar, name = _input_lines(args, io, "loading")
+    report = LoadReport()
+    with _open(args, write=True, create=True) as kv, bar:
+        try:
+            load(kv, read_dump(lines, name), report, batch_bytes=args.batch_bytes)
+        except (DumpError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{exc}; {_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}"
+                             " were committed before it") from None
+    io.say(f"loaded {_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
+    with _open(args) as kv:
+        stats = kv.stats()
+    if args.json:
+        io.say(json.dumps(jsonable(stats_tree(stats, args.path)), indent=2))
+    else:
+        for line in stats_lines(stats, args.path, _form(args)):
+            io.say(line)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, io: Streams) -> int:
+    with Ticker(io.err, "checking"):
+        try:
+            with _open(args) as kv:
+                problems = kv.check()
+        except CorruptionError as exc:  # damage found while opening is a finding like any other
+            problems = [str(exc)]
+    if args.json:
+        io.say(json.dumps({"path": args.path, "ok": not problems, "problems": problems}, indent=2))
+    elif not problems:
+        io.say("OK")
+    else:
+        for p in problems:
+            io.say(p)
+        io.say(_count(len(problems), "problem"))
+    return EXIT_NOT_FOUND if problems else EXIT_OK
+
+
+def _size_line(stats: Stats) -> str:
+    entries = _count(stats.memtable_entries, "memtable entry", "memtable entries")
+    return (f"{_count(len(stats.tables), 'table')}, {entries}, "
+            f"{human_bytes(stats.disk_bytes)} on disk ({stats.disk_bytes:,} bytes)")
+
+
+def cmd_compact(args: argparse.Namespace, io: Streams) -> int:
+    with Ticker(io.err, "compacting"):
+        with _open(args, write=True) as kv:
+            before = kv.stats()
+            kv.compact(full=args.full)
+        with _open(args) as kv:  # after close(): the memtable flushed and dropped files deleted
+            after = kv.stats()
+    io.say(f"before  {_size_line(before)}")
+    change = (after.disk_bytes - before.disk_bytes) / before.disk_bytes * 100 if before.disk_bytes else 0.0
+    io.say(f"after   {_size_line(after)}, {change:+.1f}%")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace, io: Streams) -> int:
+    dest = args.dest
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise UsageError(f"{dest} exists and is not an empty directory")
+    with _open(args) as kv:
+        bar = Progress(io.err, "backing up", None)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done, force=done == total)
+
+        try:
+            with bar:
+                done = kv.backup(dest, progress=progress)
+        except FileExistsError as exc:
+            raise UsageError(str(exc)) from None
+    with KV.open(dest, Config(read_only=True)) as copy:  # the copy opens as a database
+        stats = copy.stats()
+    hows = [how for _, how in done]
+    io.say(f"backup of {args.path} at sequence {stats.sequence} in {dest}: {_count(len(done), 'table')}"
+           f" ({hows.count('linked')} linked, {hows.count('copied')} copied, {hows.count('written')} written"
+           f" from the memtable), {human_bytes(stats.disk_bytes)}")
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace, io: Streams) -> int:
+    if args.what == "wal":
+        tree = inspect_wal(args.file)
+    elif args.what == "sst":
+        tree = inspect_sst(args.file, entries=args.entries)
+    else:
+        tree = inspect_meta(args.file)
+    if args.json:
+        io.say(json.dumps(jsonable(tree), indent=2))
+    else:
+        for line in inspect_lines(tree, _form(args), 0 if args.full else SHOWN):
+            io.say(line)
+    problems = tree["problems"]
+    if problems:
+        io.err.write(f"kvstore inspect: {_count(len(problems), 'problem')} in {args.file}\n")
+        return EXIT_UNUSABLE
+    return EXIT_OK
+
+
+def cmd_shell(args: argparse.Namespace, io: Streams) -> int:
+    with _open(args, write=not args.read_only, create=not args.read_only) as kv:
+        return Shell(kv, args.path, _form(args), io.inp, io.out, io.err).run()
+
+
+# ---------------------------------------------------------------------- the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kvstore``: one subparser per command, each with ``handler`` set."""
+    parser = _Parser(
+        prog="kvstore",
+        description="Read, edit, verify, back up and inspect a kvstore database (PATH is its directory). "
+                    "Keys and values are written as the body of a Python bytes literal (a\\x00b, \\\\), "
+                    "or as hex with --hex; JSON output carries them in base64.",
+        epilog="exit codes: 0 ok, 1 key not found (get) or problems found (check, inspect), 2 usage error, "
+               "3 database locked, 4 database corrupt, missing or unusable",
+    )
+    parser.add_argument("--version", action="version", version=f"kvstore {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    hexed = _Parser(add_help=False)
+    hexed.add_argument("--hex", action="store_true", help="keys and values as hex, in arguments and output")
+
+    def command(name: str, handler: Callable[[argparse.Namespace, Streams], int], text: str, *,
+                path: bool = True, parents: tuple[_Parser, ...] = ()) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, parents=list(parents))
+        if path:
+            p.add_argument("path", metavar="PATH", help="the database directory")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("get", cmd_get, "print the value of KEY (exit 1 when absent)", parents=(hexed,))
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--raw", action="store_true", help="write the value's bytes as they are, with no newline")
+
+    p = command("put", cmd_put, "set KEY to VALUE (creates the database when missing)", parents=(hexed,))
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE", nargs="?")
+    p.add_argument("--stdin", action="store_true", help="read the value's bytes, as they are, from stdin")
+
+    p = command("delete", cmd_delete, "delete keys in one transaction", parents=(hexed,))
+    p.add_argument("keys", metavar="KEY", nargs="+")
+
+    p = command("scan", cmd_scan, "print pairs in key order: key TAB value per line", parents=(hexed,))
+    add_scan_arguments(p)
+
+    p = command("dump", cmd_dump, "write every pair as JSON lines (the dump format)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    p = command("load", cmd_load, "set every pair of a dump (creates the database when missing)")
+    p.add_argument("-i", "--input", metavar="FILE", help="read FILE instead of stdin")
+    p.add_argument("--batch-bytes", type=int, default=LOAD_BATCH_BYTES, metavar="N",
+                   help=f"commit each time N bytes of keys and values are pending (default {LOAD_BATCH_BYTES})")
+
+    p = command("stats", cmd_stats, "tables (newest first), memtable, WAL, sizes and counters", parents=(hexed,))
+    p.add_argument("--json", action="store_true", help="JSON (keys in base64)")
+
+    p = command("check", cmd_check, "verify every checksum, order and reference; exit 1 on any problem")
+    p.add_argument("--json", action="store_true", help="JSON: {path, ok, problems}")
+
+    p = command("compact", cmd_compact, "merge tables by the growth-factor policy, and report sizes")
+    p.add_argument("--full", action="store_true", help="merge everything into one table")
+
+    p = command("backup", cmd_backup, "copy the database, as of one snapshot, into DEST (new or empty)")
+    p.add_argument("dest", metavar="DEST", help="a directory that does not exist or is empty")
+
+    p = command("inspect", cmd_inspect, "decode one file and print its structure", path=False)
+    what = p.add_subparsers(dest="what", metavar="KIND", required=True, parser_class=_Parser)
+    shown = _Parser(add_help=False, parents=[hexed])
+    shown.add_argument("--json", action="store_true", help="JSON (keys and values in base64)")
+    shown.add_argument("--full", action="store_true", help=f"show whole keys and values (else cut at {SHOWN} bytes)")
+    w = what.add_parser("wal", parents=[shown], help="a log file NNNNNN.log: header, frames, commits, damage")
+    w.add_argument("file", metavar="FILE")
+    s = what.add_parser("sst", parents=[shown], help="a table file NNNNNN.sst: header, footer, blocks")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--entries", action="store_true", help="every entry of every block too")
+    m = what.add_parser("meta", parents=[shown], help="the meta slots of database PATH and its files")
+    m.add_argument("file", metavar="PATH")
+
+    p = command("shell", cmd_shell, "an interactive prompt (commands also from stdin)", parents=(hexed,))
+    p.add_argument("--read-only", action="store_true", help="open read-only (no put, del or commit)")
+
+    for name, (text, _) in FORWARDED.items():
+        f = sub.add_parser(name, help=text, add_help=False)
+        f.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _oserror_text(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and message for an error a command let out; None for one that is a bug."""
+    if isinstance(exc, UsageError | ArgumentError | DumpError | KeyOrValueTooLargeError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, LockedError):
+        return EXIT_LOCKED, f"{_oserror_text(exc)} (another KV has the database open)"
+    if isinstance(exc, CorruptionError | UnsupportedFormatError):
+        return EXIT_UNUSABLE, f"database unusable: {exc}"
+    if isinstance(exc, OSError):
+        return EXIT_UNUSABLE, _oserror_text(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``kvstore`` command with ``argv`` (default: the process's arguments); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    io = Streams(sys.stdin, sys.stdout, sys.stderr)
+    name = "kvstore"
+    try:
+        if argv and argv[0] in FORWARDED:
+            name = f"kvstore {argv[0]}"
+            return FORWARDED[argv[0]][1](argv[1:])
+        parser = build_parser()
+        if argv and argv[0] in COMMANDS:
+            name = f"kvstore {argv[0]}"
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        handler: Callable[[argparse.Namespace, Streams], int] = args.handler
+        code = handler(args, io)
+        io.out.flush()
+        return code
+    except KeyboardInterrupt:
+        io.err.write(f"{name}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (``kvstore scan db | head``): stop quietly, as a process killed by SIGPIPE
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), io.out.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:  # every error becomes one line and an exit code (re-raised when it is a bug)
+        failure = _failure(exc)
+        if failure is None:
+            if os.environ.get("KVSTORE_TRACEBACK"):
+                raise
+            io.err.write(f"{name}: internal error: {type(exc).__name__}: {exc} (KVSTORE_TRACEBACK=1 shows where)\n")
+            return EXIT_INTERNAL
+        code, message = failure
+        io.err.write(f"{name}: {message}\n")
+        return code
