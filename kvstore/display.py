@@ -218,14 +218,19 @@ class Ticker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    def tick(self, elapsed: float) -> None:
+        """Show ``elapsed`` seconds (the thread calls this every ``interval``)."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._progress._draw(f"{self._progress._label} {elapsed:.1f}s")
+
     def _run(self) -> None:
         start = time.monotonic()
         while not self._stop.wait(self._interval):
-            with self._lock:
-                if not self._stop.is_set():
-                    self._progress._draw(f"{self._progress._label} {time.monotonic() - start:.1f}s")
+            self.tick(time.monotonic() - start)
 
     def __enter__(self) -> Ticker:
+        self._stop.clear()
         if self._progress.enabled:
             self._thread = threading.Thread(target=self._run, name="kvstore-ticker", daemon=True)
             self._thread.start()
