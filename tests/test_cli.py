@@ -532,3 +532,16 @@ def test_load_draws_progress_only_when_stderr_is_a_terminal(db: Path, tmp_path: 
     assert run("load", tmp_path / "quiet", stdin=dump).stderr == b""
     drawn = b"".join(_pty_stderr(["load", str(tmp_path / "loud")], dump))
     assert b"\rloading" in drawn
+
+
+def test_readme_command_line_block_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = f'kvstore() {{ "{sys.executable}" -m kvstore "$@"; }}\nset -eo pipefail\n{block}'
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, env={**ENV, "TMPDIR": str(tmp_path)},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    text = out(result)
+    assert "city:amsterdam\t" in text and "two\\nlines\n" in text and "a\t1\n" in text and "<- newest" in text
+    assert result.stderr == b""
