@@ -183,7 +183,16 @@ class Shell(cmd.Cmd):
                 with contextlib.suppress(OSError):
                     readline.read_history_file(history)
         try:
-            self.cmdloop(self.intro_text if self.interactive else None)
+            intro: str | None = self.intro_text if self.interactive else None
+            while True:
+                try:
+                    self.cmdloop(intro)
+                    break
+                except KeyboardInterrupt:
+                    if not self.interactive:
+                        raise
+                    print("^C (quit, or end of input, leaves the shell)", file=self.stderr)  # drop the line
+                    intro = self.intro = None
         finally:
             if self.tx is not None:
                 self.tx.abort()

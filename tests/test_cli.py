@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import subprocess
 import sys
 import tomllib
@@ -545,3 +546,30 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     text = out(result)
     assert "city:amsterdam\t" in text and "two\\nlines\n" in text and "a\t1\n" in text and "<- newest" in text
     assert result.stderr == b""
+
+
+def test_shell_on_a_terminal_prompts_and_keeps_a_history(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    history = tmp_path / "history"
+    proc = subprocess.Popen([sys.executable, "-m", "kvstore", "shell", str(tmp_path / "db")], stdin=slave,
+                            stdout=slave, stderr=slave, env={**ENV, "KVSTORE_HISTORY": str(history)})
+    os.close(slave)
+    os.write(master, b"put k v\rbegin\rget k\rabort\rquit\r")
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)  # a guard against a shell that never ends
+        if not ready:
+            proc.kill()
+            pytest.fail(f"the shell stopped answering: {b''.join(chunks)!r}")
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    shown = b"".join(chunks).decode()
+    assert "kvstore> " in shown and "kvstore (tx)> " in shown
+    assert history.read_text().splitlines() == ["put k v", "begin", "get k", "abort", "quit"]
