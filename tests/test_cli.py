@@ -555,7 +555,7 @@ def test_shell_on_a_terminal_prompts_and_keeps_a_history(tmp_path: Path) -> None
                             stdout=slave, stderr=slave, env={**ENV, "KVSTORE_HISTORY": str(history)})
     os.close(slave)
     os.write(master, b"put k v\rbegin\rget k\rabort\rquit\r")
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         ready, _, _ = select.select([master], [], [], 60)  # a guard against a shell that never ends
         if not ready:
