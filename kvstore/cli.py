@@ -119,6 +119,7 @@ def _version() -> str:
 
 
 def cmd_get(args: argparse.Namespace, io: Streams) -> int:
+    """``get PATH KEY``: print the value; 1 when the key is absent."""
     form = _form(args)
     key = _bytes_arg(args.key, form, "KEY")
     with _open(args) as kv:
@@ -136,6 +137,7 @@ def cmd_get(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_put(args: argparse.Namespace, io: Streams) -> int:
+    """``put PATH KEY VALUE`` (or ``--stdin``): set one key, creating the database when missing."""
     form = _form(args)
     if (args.value is None) != args.stdin:
         raise UsageError("give either VALUE or --stdin (see 'kvstore put --help')")
@@ -147,6 +149,7 @@ def cmd_put(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
+    """``delete PATH KEY...``: delete keys in one transaction and say how many existed."""
     form = _form(args)
     keys = [_bytes_arg(k, form, "KEY") for k in args.keys]
     with _open(args, write=True) as kv, kv.new_tx() as tx:
@@ -156,6 +159,7 @@ def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_scan(args: argparse.Namespace, io: Streams) -> int:
+    """``scan PATH [options]``: print pairs in key order, as text or JSON lines."""
     with _open(args) as kv:
         for line in scan_lines(kv, args, _form(args)):
             io.say(line)
@@ -163,6 +167,7 @@ def cmd_scan(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_dump(args: argparse.Namespace, io: Streams) -> int:
+    """``dump PATH [-o FILE]``: write every pair of one snapshot in the dump format."""
     with _open(args) as kv:
         sequence = kv.stats().sequence
         target = io.out
@@ -213,6 +218,7 @@ def _input_lines(args: argparse.Namespace, io: Streams, bar_label: str) -> tuple
 
 
 def cmd_load(args: argparse.Namespace, io: Streams) -> int:
+    """``load PATH [-i FILE]``: set every pair of a dump in bounded transactions; 2 on a bad dump."""
     if args.batch_bytes < 1:
         raise UsageError(f"--batch-bytes must be at least 1, got {args.batch_bytes}")
     lines, bar, name = _input_lines(args, io, "loading")
@@ -228,6 +234,7 @@ def cmd_load(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
+    """``stats PATH [--json]``: tables newest first, memtable, WAL, sizes and counters."""
     with _open(args) as kv:
         stats = kv.stats()
     if args.json:
@@ -239,6 +246,7 @@ def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_check(args: argparse.Namespace, io: Streams) -> int:
+    """``check PATH [--json]``: ``kv.check()``, plus damage that stops the open; 1 on any problem."""
     with Ticker(io.err, "checking"):
         try:
             with _open(args) as kv:
@@ -263,6 +271,7 @@ def _size_line(stats: Stats) -> str:
 
 
 def cmd_compact(args: argparse.Namespace, io: Streams) -> int:
+    """``compact PATH [--full]``: merge tables and print the sizes before and after."""
     with Ticker(io.err, "compacting"):
         with _open(args, write=True) as kv:
             before = kv.stats()
@@ -276,6 +285,7 @@ def cmd_compact(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, io: Streams) -> int:
+    """``backup PATH DEST``: ``kv.backup(DEST)`` on a read-only open, then open the copy to prove it."""
     dest = args.dest
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise UsageError(f"{dest} exists and is not an empty directory")
@@ -301,6 +311,7 @@ def cmd_backup(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, io: Streams) -> int:
+    """``inspect wal|sst|meta FILE``: decode one file; 4 when it is damaged."""
     if args.what == "wal":
         tree = inspect_wal(args.file)
     elif args.what == "sst":
@@ -320,6 +331,7 @@ def cmd_inspect(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_shell(args: argparse.Namespace, io: Streams) -> int:
+    """``shell PATH``: the interactive prompt; 1 when any of its commands failed."""
     with _open(args, write=not args.read_only, create=not args.read_only) as kv:
         return Shell(kv, args.path, _form(args), io.inp, io.out, io.err).run()
 
