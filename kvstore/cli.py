@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import NoReturn, TextIO
 
-from kvstore.config import Config
+from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP, Config
 from kvstore.display import ESCAPED, HEX, BytesForm, Progress, Ticker, human_bytes
 from kvstore.dumpfile import DumpError, LoadReport, load, read_dump, write_dump
 from kvstore.errors import CorruptionError, KeyOrValueTooLargeError, LockedError, UnsupportedFormatError
@@ -39,7 +39,8 @@ from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tr
 from kvstore.shell import ArgumentError, Shell, add_scan_arguments, scan_lines
 from kvstore.store import KV, Stats
 
-__all__ = ["EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNUSABLE", "EXIT_USAGE", "FORWARDED", "main"]
+__all__ = ["EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNUSABLE", "EXIT_USAGE", "FORWARDED", "main",
+           "open_config"]
 
 EXIT_OK = 0
 #: ``get``: the key is absent; ``check``, ``inspect``: problems were found.
@@ -99,8 +100,15 @@ def _bytes_arg(text: str, form: BytesForm, what: str) -> bytes:
         raise UsageError(f"{what}: {exc}") from None
 
 
+def open_config(*, write: bool, create: bool) -> Config:
+    """The ``Config`` of the command's opens: read-only unless ``write``; keys and values up to what the
+    formats hold (not the defaults' 64 MiB), so that a dump of any database loads back."""
+    return Config(read_only=not write, create_if_missing=create, max_key_size=MAX_KEY_SIZE_CAP,
+                  max_value_size=MAX_VALUE_SIZE_CAP)
+
+
 def _open(args: argparse.Namespace, *, write: bool = False, create: bool = False) -> KV:
-    return KV.open(args.path, Config(read_only=not write, create_if_missing=create))
+    return KV.open(args.path, open_config(write=write, create=create))
 
 
 def _count(n: int, word: str, plural: str | None = None) -> str:
@@ -301,7 +309,7 @@ def cmd_backup(args: argparse.Namespace, io: Streams) -> int:
                 done = kv.backup(dest, progress=progress)
         except FileExistsError as exc:
             raise UsageError(str(exc)) from None
-    with KV.open(dest, Config(read_only=True)) as copy:  # the copy opens as a database
+    with KV.open(dest, open_config(write=False, create=False)) as copy:  # the copy opens as a database
         stats = copy.stats()
     hows = [how for _, how in done]
     io.say(f"backup of {args.path} at sequence {stats.sequence} in {dest}: {_count(len(done), 'table')}"

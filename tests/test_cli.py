@@ -511,6 +511,16 @@ def test_console_script_entry_point_is_main(capsys: pytest.CaptureFixture[str], 
     assert captured.err == "kvstore get: key zz not found\n"
 
 
+def test_the_command_accepts_keys_and_values_up_to_the_format_limits() -> None:
+    from kvstore.cli import open_config
+    from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP
+
+    for write in (False, True):
+        config = open_config(write=write, create=write)
+        assert (config.max_key_size, config.max_value_size) == (MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP)
+        assert config.read_only is not write and config.create_if_missing is write
+
+
 def _pty_stderr(args: list[str], stdin: bytes) -> Iterator[bytes]:
     master, slave = os.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "kvstore", *args], stdin=subprocess.PIPE,
