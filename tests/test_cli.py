@@ -512,7 +512,7 @@ def test_console_script_entry_point_is_main(capsys: pytest.CaptureFixture[str], 
 
 
 def test_the_command_accepts_keys_and_values_up_to_the_format_limits() -> None:
-    from kvstore.cli import open_config
+    from kvstore.commands import open_config
     from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP
 
     for write in (False, True):

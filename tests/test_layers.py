@@ -1,7 +1,7 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
 errors -> config, record, fs, simfs -> sorted_array, sorted_file, wal, metadata -> merge -> store, then the
-command line above it: display -> dumpfile, inspector, report -> shell -> cli -> __main__.  A module imports
+command line above it: display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.  A module imports
 only modules of lower layers, never a sibling or a higher layer.
 """
 
@@ -21,10 +21,11 @@ LAYERS: list[set[str]] = [
     {"merge"},
     {"store"},
     # the command line, above the engine: byte display, then the dump format, file inspectors and
-    # renderings, then the shell, the command and ``python -m kvstore``
+    # renderings, then the shell, the commands, their parser and ``python -m kvstore``
     {"display"},
     {"dumpfile", "inspector", "report"},
     {"shell"},
+    {"commands"},
     {"cli"},
     {"__main__"},
 ]
