@@ -511,6 +511,23 @@ def test_console_script_entry_point_is_main(capsys: pytest.CaptureFixture[str], 
     assert captured.err == "kvstore get: key zz not found\n"
 
 
+def test_a_forwarded_command_gets_every_later_argument(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from kvstore import cli
+
+    seen: list[list[str]] = []
+
+    def other_main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 5
+
+    monkeypatch.setitem(cli.FORWARDED, "other", ("another module's command", other_main))
+    assert main(["other", "--flag", "x", "-h"]) == 5
+    assert seen == [["--flag", "x", "-h"]]
+    assert main(["--help"]) == 0
+    assert "another module's command" in capsys.readouterr().out
+
+
 def test_the_command_accepts_keys_and_values_up_to_the_format_limits() -> None:
     from kvstore.commands import open_config
     from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP
