@@ -4,8 +4,8 @@ Built on argparse; ``main(argv)`` parses, runs one subcommand and returns
 its exit code (DESIGN.md, "Command line"):
 
   0  done                      3  the database is locked by another KV
-  1  get: no such key;         4  the database (or a file of it) is corrupt, missing
-     check/inspect: problems      or otherwise unusable
+  1  get: no such key;         4  the database (or the file inspect reads) is corrupt,
+     check: problems found        missing or otherwise unusable
   2  usage: bad arguments or input (a bad escape, a malformed dump)
 
 Keys and values are read from arguments, and shown, as the body of a
@@ -67,7 +67,10 @@ FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
 COMMANDS = ("get", "put", "delete", "scan", "dump", "load", "stats", "check", "compact", "backup", "inspect",
             "shell")
 
+
 class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error raised as ``UsageError`` (one line, exit 2) instead of printed."""
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -89,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read, edit, verify, back up and inspect a kvstore database (PATH is its directory). "
                     "Keys and values are written as the body of a Python bytes literal (a\\x00b, \\\\), "
                     "or as hex with --hex; JSON output carries them in base64.",
-        epilog="exit codes: 0 ok, 1 key not found (get) or problems found (check, inspect), 2 usage error, "
-               "3 database locked, 4 database corrupt, missing or unusable",
+        epilog="exit codes: 0 ok, 1 key not found (get) or problems found (check), 2 usage error, "
+               "3 database locked, 4 database (or inspected file) corrupt, missing or unusable",
     )
     parser.add_argument("--version", action="version", version=f"kvstore {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 EXIT_OK = 0
-#: ``get``: the key is absent; ``check``, ``inspect``: problems were found.
+#: ``get``: the key is absent; ``check``: problems were found.
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
