@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kvstore import KV, Config, record
 from kvstore.fs import OSFileSystem
 from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
@@ -88,3 +92,45 @@ def test_inspect_meta_of_a_directory_without_slots_and_with_a_missing_table(tmp_
     (tmp_path / "db" / name).unlink()
     tree = inspect_meta(str(tmp_path / "db"))
     assert any(f"{name}: table named by the meta is missing" in p for p in tree["problems"])
+
+
+@pytest.fixture(scope="module")
+def table_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a table holding 59 values and a delete, in a few blocks."""
+    tmp_path = tmp_path_factory.mktemp("table")
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(60):
+            kv.set(b"k%03d" % i, b"v" * (i % 9))
+        kv.delete(b"k010")
+        kv.compact(full=True)
+        name = kv.stats().tables[0].name
+    return (tmp_path / "db" / name).read_bytes()
+
+
+@given(data=st.data())
+def test_inspect_sst_names_every_flipped_byte_and_never_raises(tmp_path_factory: pytest.TempPathFactory,
+                                                              table_bytes: bytes, data: st.DataObject) -> None:
+    tmp = tmp_path_factory.mktemp("flip")
+    table = table_bytes
+    damaged = bytearray(table)
+    at = data.draw(st.integers(0, len(table) - 1))
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(table)))
+    path = tmp / "000005.sst"
+    path.write_bytes(bytes(damaged[:cut]) if cut < len(table) else bytes(damaged))
+    tree = inspect_sst(str(path), entries=True)
+    assert tree["problems"], f"byte {at} flipped (cut at {cut}) and nothing noticed"
+
+
+@given(data=st.data())
+def test_inspect_wal_never_raises_on_damage(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    tmp = tmp_path_factory.mktemp("wal")
+    log = _log(tmp, 4).read_bytes()
+    damaged = bytearray(log)
+    at = data.draw(st.integers(0, len(log) - 1))
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    path = tmp / "000007.log"
+    path.write_bytes(bytes(damaged[: data.draw(st.integers(0, len(log)))]))
+    tree = inspect_wal(str(path))
+    assert tree["kind"] == "wal" and isinstance(tree["problems"], list)
+
