@@ -358,6 +358,16 @@ def test_compact_full_reports_sizes_before_and_after(db: Path) -> None:
         assert len(kv.stats().tables) == 1 and kv.get(b"late") == b"1" and kv.get(b"k007") is None
 
 
+def test_compact_by_policy_keeps_every_pair(db: Path) -> None:
+    with KV.open(db, Config(read_only=True)) as kv:
+        expected = dict(kv.scan())
+    result = run("compact", db)
+    assert result.returncode == 0 and out(result).startswith("before  ")
+    with KV.open(db, Config(read_only=True)) as kv:
+        assert dict(kv.scan()) == expected and kv.check() == []
+        assert kv.stats().memtable_entries == 0  # closed: the memtable went to a table
+
+
 # ---------------------------------------------------------------------- backup
 
 
