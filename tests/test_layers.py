@@ -1,7 +1,8 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
-errors -> config, record, fs, simfs -> sorted_array, sorted_file, wal, metadata -> merge -> store:
-a module imports only modules of lower layers, never a sibling or a higher layer.
+errors -> config, record, fs, simfs -> sorted_array, sorted_file, wal, metadata -> merge -> store, then the
+command line above it: display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.  A module imports
+only modules of lower layers, never a sibling or a higher layer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ LAYERS: list[set[str]] = [
     {"sorted_array", "sorted_file", "wal", "metadata"},
     {"merge"},
     {"store"},
+    # the command line, above the engine: byte display, then the dump format, file inspectors and
+    # renderings, then the shell, the commands, their parser and ``python -m kvstore``
+    {"display"},
+    {"dumpfile", "inspector", "report"},
+    {"shell"},
+    {"commands"},
+    {"cli"},
+    {"__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # Modules that may join the package beside the core (SPEC §1: "more flat modules may appear where a real need

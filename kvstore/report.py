@@ -1,0 +1,181 @@
+"""Text and JSON renderings of what the command line reports: stats, check results, inspected files.
+
+Text shows keys and values in a ``BytesForm`` (escaped or hex), cut to a
+readable length with the full size beside them; JSON carries every byte,
+base64-encoded, and nothing else differs between the two (DESIGN.md,
+"Command line").
+
+Invariants:
+  - ``jsonable`` output holds only JSON types; each ``bytes`` becomes its base64 text;
+  - text renderings never cut a key or value without saying how long it is.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kvstore.display import BytesForm, human_bytes
+from kvstore.store import Stats
+
+__all__ = ["inspect_lines", "jsonable", "shorten", "stats_lines", "stats_tree"]
+
+#: Bytes of a key or value shown in summaries before it is cut.
+SHOWN = 48
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every ``bytes`` inside it replaced by its base64 text (tuples become lists)."""
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def shorten(data: bytes | None, form: BytesForm, limit: int = SHOWN) -> str:
+    """``data`` in ``form``, cut after ``limit`` bytes with its length beside it; ``-`` for None."""
+    if data is None:
+        return "-"
+    if limit and len(data) > limit:
+        return f"{form.show(data[:limit])}... ({len(data):,} bytes)"
+    return form.show(data)
+
+
+def stats_tree(stats: Stats, path: str) -> dict[str, Any]:
+    """The fields ``kvstore stats --json`` prints (keys as bytes; pass through ``jsonable``)."""
+    return {
+        "path": path,
+        "sequence": stats.sequence,
+        "tables": [{"name": t.name, "file_number": t.file_number, "entries": t.entries, "deletes": t.deletes,
+                    "bytes": t.bytes, "smallest": t.smallest, "largest": t.largest,
+                    "min_sequence": t.min_sequence, "max_sequence": t.max_sequence} for t in stats.tables],
+        "memtable": {"entries": stats.memtable_entries, "bytes": stats.memtable_bytes,
+                     "immutable": stats.immutable_memtables},
+        "wal_bytes": stats.wal_bytes,
+        "disk_bytes": stats.disk_bytes,
+        "bytes_written": stats.bytes_written,
+        "user_bytes": stats.user_bytes,
+        "write_amplification": stats.write_amplification if stats.user_bytes else None,
+        "flushes": stats.flushes,
+        "merges": stats.merges,
+        "live_snapshots": stats.live_snapshots,
+        "cache": {"hits": stats.cache_hits, "misses": stats.cache_misses},
+        "recovery": list(stats.recovery),
+        "failed": stats.failed,
+    }
+
+
+def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
+    """``kvstore stats`` as text: one line per fact, then one per table, newest first."""
+    n = len(stats.tables)
+    lines = [
+        f"path          {path}",
+        f"sequence      {stats.sequence:,}",
+        f"tables        {n} (newest first)" if n else "tables        none",
+    ]
+    for t in stats.tables:
+        lines.append(f"  {t.name}  {t.entries:>10,} entries {t.deletes:>8,} deletes {human_bytes(t.bytes):>10}"
+                     f"  seq {t.min_sequence}..{t.max_sequence}  keys {shorten(t.smallest, form, 24)}"
+                     f" .. {shorten(t.largest, form, 24)}")
+    amp = f"{stats.write_amplification:.2f}" if stats.user_bytes else "n/a: nothing written since open"
+    lines += [
+        f"memtable      {stats.memtable_entries:,} entries, {human_bytes(stats.memtable_bytes)}"
+        f" ({stats.immutable_memtables} frozen)",
+        f"wal           {human_bytes(stats.wal_bytes)}",
+        f"disk          {human_bytes(stats.disk_bytes)}",
+        f"written       {human_bytes(stats.bytes_written)} by the engine for {human_bytes(stats.user_bytes)}"
+        f" of keys and values since open; write amplification {amp}",
+        f"work          {stats.flushes} flushes, {stats.merges} merges since open",
+        f"snapshots     {stats.live_snapshots} live",
+        f"cache         {stats.cache_hits:,} hits, {stats.cache_misses:,} misses",
+    ]
+    lines += [f"recovery      {note}" for note in stats.recovery]
+    if stats.failed is not None:
+        lines.append(f"failed        {stats.failed}")
+    return lines
+
+
+def _header_line(h: dict[str, Any]) -> str:
+    if "magic" not in h:
+        return "header    (cut short)"
+    state = "ok" if h["ok"] else "BAD"
+    return (f"header    magic {h['magic']}  version {h['version']}  file number {h['file_number']}"
+            f"  crc {h['crc']} {state}")
+
+
+def _wal_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
+    lines = [f"log       {tree['file']}  {tree['size']:,} bytes", _header_line(tree["header"])]
+    for f in tree["frames"]:
+        lines.append(f"frame @{f['offset']}  {f['length']} bytes  crc {f['crc']}  sequence {f['sequence']}"
+                     f"  durable offset {f['durable_offset']}  {len(f['writes'])} writes")
+        for w in f["writes"]:
+            if w["value"] is None:
+                lines.append(f"    delete {shorten(w['key'], form, limit)}")
+            else:
+                lines.append(f"    set    {shorten(w['key'], form, limit)} = {shorten(w['value'], form, limit)}")
+    if "valid_end" in tree:
+        lines.append(f"end       {len(tree['frames'])} frames, valid up to offset {tree['valid_end']}"
+                     f" of {tree['size']}")
+    return lines
+
+
+def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
+    lines = [f"table     {tree['file']}  {tree['size']:,} bytes", _header_line(tree["header"])]
+    foot = tree.get("footer")
+    if foot is not None:
+        lines.append(f"footer    @{foot['offset']}  index @{foot['index'][0]} ({foot['index'][1]} bytes)"
+                     f"  bloom @{foot['bloom'][0]} ({foot['bloom'][1]})  properties @{foot['properties'][0]}"
+                     f" ({foot['properties'][1]})  file number {foot['file_number']}  crc {foot['crc']}"
+                     f" {'ok' if foot['ok'] else 'BAD'}")
+    props = tree.get("properties")
+    if props is not None:
+        lines.append(f"props     {props['entries']:,} entries ({props['deletes']:,} deletes)  sequences"
+                     f" {props['min_seq']}..{props['max_seq']}  keys {shorten(props['smallest'], form, limit)}"
+                     f" .. {shorten(props['largest'], form, limit)}")
+    bloom = tree.get("bloom")
+    if bloom is not None:
+        lines.append(f"bloom     {bloom['bits']:,} bits, {bloom['probes']} probes" if bloom["bits"] else
+                     "bloom     none")
+    for i, b in enumerate(tree.get("blocks", ())):
+        if "error" in b:
+            lines.append(f"block {i:<4}@{b['offset']}  {b['size']} bytes  BAD: {b['error']}")
+            continue
+        lines.append(f"block {i:<4}@{b['offset']}  {b['size']} bytes  {b['count']} entries"
+                     f"  {shorten(b['first_key'], form, limit)} .. {shorten(b['last_key'], form, limit)}")
+        for e in b.get("entries", ()):
+            shown = "DELETE" if e["value"] is None else shorten(e["value"], form, limit)
+            lines.append(f"    {shorten(e['key'], form, limit)} @{e['sequence']} = {shown}")
+    return lines
+
+
+def _meta_lines(tree: dict[str, Any]) -> list[str]:
+    lines = [f"directory {tree['directory']}"]
+    for s in tree["slots"]:
+        if not s["present"]:
+            lines.append(f"{s['name']}     absent")
+        elif not s["valid"]:
+            lines.append(f"{s['name']}     INVALID: {s.get('error')}")
+        else:
+            mark = "  <- newest" if s["newest"] else ""
+            lines.append(f"{s['name']}     valid  version {s['version']}  next_file {s['next_file']}"
+                         f"  log_number {s['log_number']}  last_sequence {s['last_sequence']}"
+                         f"  tables {s['tables']}{mark}")
+    for f in tree.get("files", ()):
+        lines.append(f"  {f['name']}  {f['role']}")
+    return lines
+
+
+def inspect_lines(tree: dict[str, Any], form: BytesForm, limit: int = SHOWN) -> list[str]:
+    """A tree of ``kvstore.inspector`` as text, its problems last (``limit`` 0 shows every byte)."""
+    kind = tree["kind"]
+    if kind == "wal":
+        lines = _wal_lines(tree, form, limit)
+    elif kind == "sst":
+        lines = _sst_lines(tree, form, limit)
+    else:
+        lines = _meta_lines(tree)
+    lines += [f"PROBLEM   {p}" for p in tree["problems"]]
+    return lines

@@ -1,0 +1,136 @@
+"""The file inspectors (kvstore.inspector): every part decoded, each problem named where it was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore import KV, Config, record
+from kvstore.fs import OSFileSystem
+from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
+from kvstore.wal import WalWriter
+
+CONFIG = Config(background=False, sync=False, memtable_size=4096, block_size=256)
+
+
+def _log(tmp_path: Path, commits: int) -> Path:
+    path = tmp_path / "000007.log"
+    wal = WalWriter.create(OSFileSystem(), str(tmp_path), str(path), 7)
+    for seq in range(1, commits + 1):
+        wal.append(seq, [(b"k%d" % seq, b"v"), (b"gone", None)], sync=True)
+    wal.close()
+    return path
+
+
+def test_inspect_wal_lists_every_commit_with_its_offsets(tmp_path: Path) -> None:
+    tree = inspect_wal(str(_log(tmp_path, 3)))
+    assert tree["problems"] == [] and tree["header"]["file_number"] == 7
+    frames = tree["frames"]
+    assert [f["sequence"] for f in frames] == [1, 2, 3]
+    assert frames[0]["offset"] == record.FILE_HEADER.size
+    assert [f["durable_offset"] for f in frames[1:]] == [f["offset"] for f in frames[1:]]  # each synced
+    assert frames[0]["writes"] == [{"key": b"k1", "value": b"v", "kind": "value"},
+                                   {"key": b"gone", "value": None, "kind": "delete"}]
+    assert tree["valid_end"] == tree["size"]
+
+
+def test_inspect_wal_tells_corruption_before_the_durable_point_from_a_torn_tail(tmp_path: Path) -> None:
+    path = _log(tmp_path, 3)
+    tree = inspect_wal(str(path))
+    second = tree["frames"][1]["offset"]
+    data = bytearray(path.read_bytes())
+    data[second + 12] ^= 0xFF  # inside frame 2, which frame 3 says was durable
+    path.write_bytes(bytes(data))
+    tree = inspect_wal(str(path))
+    assert [f["sequence"] for f in tree["frames"]] == [1]
+    assert tree["damage"]["offset"] == second and tree["damage"]["torn_tail"] is False
+    assert "an open refuses it" in tree["problems"][0]
+
+
+def test_inspect_wal_of_a_log_renamed_to_another_number_names_both(tmp_path: Path) -> None:
+    path = _log(tmp_path, 1)
+    renamed = path.rename(tmp_path / "000008.log")
+    tree = inspect_wal(str(renamed))
+    assert [f["sequence"] for f in tree["frames"]] == [1]  # decoded under the header's number
+    assert any("header names file number 7, the name 8" in p for p in tree["problems"])
+
+
+def test_inspect_sst_of_a_file_shorter_than_header_and_footer(tmp_path: Path) -> None:
+    path = tmp_path / "000001.sst"
+    path.write_bytes(b"KVST" + b"\x00" * 30)
+    tree = inspect_sst(str(path))
+    assert any("shorter than header and footer" in p for p in tree["problems"])
+
+
+def test_inspect_sst_agrees_with_the_table_the_engine_wrote(tmp_path: Path) -> None:
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(200):
+            kv.set(b"k%03d" % i, b"v" * (i % 7))
+        kv.compact(full=True)
+        table = kv.stats().tables[0]
+    tree = inspect_sst(str(tmp_path / "db" / table.name), entries=True)
+    assert tree["problems"] == []
+    props = tree["properties"]
+    assert (props["entries"], props["smallest"], props["largest"]) == (table.entries, table.smallest, table.largest)
+    keys = [e["key"] for b in tree["blocks"] for e in b["entries"]]
+    assert keys == [b"k%03d" % i for i in range(200)]
+    assert tree["blocks"][0]["offset"] == record.FILE_HEADER.size
+    assert tree["footer"]["offset"] == table.bytes - record.FOOTER.size
+
+
+def test_inspect_meta_of_a_directory_without_slots_and_with_a_missing_table(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    tree = inspect_meta(str(tmp_path / "empty"))
+    assert tree["newest"] is None and tree["problems"] == []
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(300):
+            kv.set(b"k%03d" % i, b"v")
+        name = kv.stats().tables[0].name
+    (tmp_path / "db" / name).unlink()
+    tree = inspect_meta(str(tmp_path / "db"))
+    assert any(f"{name}: table named by the meta is missing" in p for p in tree["problems"])
+
+
+@pytest.fixture(scope="module")
+def table_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a table holding 59 values and a delete, in a few blocks."""
+    tmp_path = tmp_path_factory.mktemp("table")
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(60):
+            kv.set(b"k%03d" % i, b"v" * (i % 9))
+        kv.delete(b"k010")
+        kv.compact(full=True)
+        name = kv.stats().tables[0].name
+    return (tmp_path / "db" / name).read_bytes()
+
+
+@given(data=st.data())
+def test_inspect_sst_names_every_flipped_byte_and_never_raises(tmp_path_factory: pytest.TempPathFactory,
+                                                              table_bytes: bytes, data: st.DataObject) -> None:
+    tmp = tmp_path_factory.mktemp("flip")
+    table = table_bytes
+    damaged = bytearray(table)
+    at = data.draw(st.integers(0, len(table) - 1))
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(table)))
+    path = tmp / "000005.sst"
+    path.write_bytes(bytes(damaged[:cut]) if cut < len(table) else bytes(damaged))
+    tree = inspect_sst(str(path), entries=True)
+    assert tree["problems"], f"byte {at} flipped (cut at {cut}) and nothing noticed"
+
+
+@given(data=st.data())
+def test_inspect_wal_never_raises_on_damage(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    tmp = tmp_path_factory.mktemp("wal")
+    log = _log(tmp, 4).read_bytes()
+    damaged = bytearray(log)
+    at = data.draw(st.integers(0, len(log) - 1))
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    path = tmp / "000007.log"
+    path.write_bytes(bytes(damaged[: data.draw(st.integers(0, len(log)))]))
+    tree = inspect_wal(str(path))
+    assert tree["kind"] == "wal" and isinstance(tree["problems"], list)
+
