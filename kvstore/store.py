@@ -1551,15 +1551,19 @@ class KV:
         self._check_open()
         problems: list[str] = []
         with self._exclusive(), self._meta_lock:  # no commit, flush or merge changes the files meanwhile
+            pin = _Reader(self, None)  # keeps these tables' files until the check is done
             tables = list(self._tables)
             meta = self._meta
             problems.extend(self._check_metas_and_logs())
-        for t in tables:
-            try:  # the header, footer, index, bloom and properties, read again from disk
-                TableReader(self._fs, t.reader.path, t.reader.file_number, BlockCache(0)).close()
-            except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
-                problems.append(str(exc))
-            problems.extend(t.reader.verify())
+        try:
+            for t in tables:
+                try:  # the header, footer, index, bloom and properties, read again from disk
+                    TableReader(self._fs, t.reader.path, t.reader.file_number, BlockCache(0)).close()
+                except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
+                    problems.append(str(exc))
+                problems.extend(t.reader.verify())
+        finally:
+            pin.release()
         for newer, older in itertools.pairwise(tables):
             if newer.reader.num_entries and older.reader.num_entries and newer.reader.min_seq <= older.reader.max_seq:
                 problems.append(f"{table_name(newer.reader.file_number)}: sequences {newer.reader.min_seq}.. "
