@@ -158,6 +158,8 @@ class Stats:
     write_stalls: int = 0
     #: Seconds commits spent waiting so.
     stall_seconds: float = 0.0
+    #: Keys of committed write sets kept because a live transaction may conflict with them.
+    tracked_writes: int = 0
 
     @property
     def write_amplification(self) -> float:
@@ -1542,7 +1544,8 @@ class KV:
                 flushes=self._flushes, merges=self._merges, bytes_written=self._bytes_written,
                 user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
                 cache_misses=self._cache.misses, recovery=tuple(self._recovery_notes), failed=self._failed,
-                write_stalls=self._write_stalls, stall_seconds=self._stall_seconds)
+                write_stalls=self._write_stalls, stall_seconds=self._stall_seconds,
+                tracked_writes=sum(len(keys) for _, keys in self._recent_log))
 
     def check(self) -> list[str]:
         """Verify every checksum and order of every live table, the meta's references and the sequence
