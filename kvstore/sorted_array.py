@@ -71,12 +71,30 @@ class Memtable:
         with self.lock:
             self._put(key, seq, value)
 
-    def apply(self, seq: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        """Add every write of one commit under sequence ``seq``, taking the lock once."""
+    def apply_many(self, commits: Sequence[tuple[int, Sequence[tuple[bytes, bytes | None]]]]) -> int:
+        """Add the writes of several commits, each under its sequence, taking the lock once; returns the
+        bytes of keys and values added."""
+        data = self._data
+        added = 0
+        count = 0
         with self.lock:
-            put = self._put
-            for key, value in writes:
-                put(key, seq, value)
+            for seq, writes in commits:
+                assert seq >= self.max_seq, (seq, self.max_seq)
+                for key, value in writes:
+                    versions = data.get(key)
+                    if versions is None:
+                        data[key] = [(seq, value)]
+                    else:
+                        assert versions[-1][0] < seq, (key, seq)
+                        versions.append((seq, value))
+                    added += len(key) if value is None else len(key) + len(value)
+                count += len(writes)
+                if not self.min_seq:
+                    self.min_seq = seq
+                self.max_seq = seq
+            self.bytes += added + count * ENTRY_OVERHEAD
+            self.entries_count += count
+        return added
 
     def _put(self, key: bytes, seq: int, value: bytes | None) -> None:
         assert seq >= self.max_seq, (seq, self.max_seq)

@@ -990,26 +990,35 @@ class KV:
         with self._wq_lock:
             self._check_writable()
             w = _Writer(kind, writes, sync, tx, snapshot)
-            self._writers.append(w)
-            self._wait_turn(w)
-        if not w.done:
-            self._lead()
+            writers = self._writers
+            writers.append(w)
+            if len(writers) > 1:
+                self._wait_turn(w)
+            group = None if w.done else self._take_group(w)
+        if group is not None:
+            self._lead(group)
         if w.error is not None:
             raise w.error
         return w
 
-    def _lead(self) -> None:
-        """Carry out the group at the head of the write queue (this thread's request first)."""
-        with self._wq_lock:
-            head = self._writers[0]
-            group = [head]
-            if head.kind in (_COMMIT, _DELETE):
-                size = sum(len(k) + len(v or b"") for k, v in head.writes)
-                for w in itertools.islice(self._writers, 1, None):
-                    if w.kind not in (_COMMIT, _DELETE) or size > _GROUP_BYTES:
-                        break
-                    size += sum(len(k) + len(v or b"") for k, v in w.writes)
-                    group.append(w)
+    def _take_group(self, head: _Writer) -> list[_Writer]:
+        """The requests the leader ``head`` carries out together (under ``_wq_lock``): the commits queued
+        behind it, up to ``_GROUP_BYTES`` of keys and values; any other request goes alone."""
+        writers = self._writers
+        if len(writers) == 1 or head.kind > _DELETE:
+            return [head]
+        group = [head]
+        size = sum(len(k) + len(v or b"") for k, v in head.writes)
+        for w in itertools.islice(writers, 1, None):
+            if w.kind > _DELETE or size > _GROUP_BYTES:
+                break
+            size += sum(len(k) + len(v or b"") for k, v in w.writes)
+            group.append(w)
+        return group
+
+    def _lead(self, group: list[_Writer]) -> None:
+        """Carry out ``group``, at the head of the write queue (this thread's request first)."""
+        head = group[0]
         try:
             self._check_writable(queued=True)
             if head.kind == _ROTATE:
@@ -1024,13 +1033,15 @@ class KV:
                     w.error = exc if w is head else _copy_error(exc)
         finally:
             with self._wq_lock:
+                popleft = self._writers.popleft
                 for w in group:
-                    popped = self._writers.popleft()
+                    popped = popleft()
                     assert popped is w
                     w.done = True
                     if w.cond is not None:
                         w.cond.notify()
-                self._wake_head()
+                if self._writers:
+                    self._wake_head()
 
     def _wait_turn(self, w: _Writer) -> None:
         """Wait (under ``_wq_lock``) until ``w`` is answered or at the head of the queue."""
@@ -1052,6 +1063,7 @@ class KV:
         members: list[_Writer] = []
         ahead: dict[bytes, bytes | None] = {}  # what the accepted members ahead wrote
         seq = self._seq
+        last = group[-1]
         for w in group:
             if w.kind == _DELETE:
                 key = w.writes[0][0]
@@ -1070,7 +1082,8 @@ class KV:
             seq += 1
             accepted.append((seq, w.writes))
             members.append(w)
-            ahead.update(w.writes)
+            if w is not last:
+                ahead.update(w.writes)
         if not accepted:
             return
         wal = self._wal
@@ -1081,11 +1094,7 @@ class KV:
         except OSError as exc:
             raise self._fail(exc, "writing the WAL") from exc
         mem = self._mem
-        user = 0
-        for number, writes in accepted:
-            mem.apply(number, writes)
-            for key, value in writes:
-                user += len(key) + (0 if value is None else len(value))
+        user = mem.apply_many(accepted)
         with self._lock:
             self._bytes_written += wal.size - before
             self._user_bytes += user
@@ -1096,7 +1105,8 @@ class KV:
                     self._recent_log.append((number, keys))
                     for key in keys:
                         recent[key] = number
-            self._forget_write_sets()
+            if self._recent_log:
+                self._forget_write_sets()
             self._seq = seq
         if mem.bytes >= self._config.memtable_size:
             self._make_room()

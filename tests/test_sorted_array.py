@@ -65,12 +65,13 @@ def test_memtable_keeps_every_version_until_it_is_flushed() -> None:
     assert mem.bytes == 3 * (len(b"k") + 2 + ENTRY_OVERHEAD)
 
 
-def test_memtable_apply_adds_one_commit_under_one_sequence() -> None:
+def test_memtable_apply_many_adds_each_commit_under_its_sequence() -> None:
     mem = Memtable()
-    mem.apply(4, [(b"b", b"2"), (b"a", None)])
+    added = mem.apply_many([(4, [(b"b", b"2"), (b"a", None)]), (5, [(b"b", b"33")])])
     mem._check()
-    assert list(mem.entries()) == [(b"a", 4, None), (b"b", 4, b"2")]
-    assert mem.min_seq == mem.max_seq == 4
+    assert added == len(b"b2") + len(b"a") + len(b"b33")
+    assert list(mem.entries()) == [(b"a", 4, None), (b"b", 5, b"33"), (b"b", 4, b"2")]
+    assert mem.min_seq == 4 and mem.max_seq == 5 and mem.num_entries == 3
 
 
 def test_memtable_bytes_count_keys_values_and_overhead_of_each_version() -> None:
