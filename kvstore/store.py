@@ -598,6 +598,23 @@ _GROUP_BYTES = 1 << 20
 _MAX_IMMUTABLE = 2
 
 
+def _yielding(entries: Iterator[T], every: int = 256) -> Iterator[T]:
+    """``entries``, handing the interpreter lock to any thread waiting for it every ``every`` items.
+
+    A background flush or merge is CPU-bound Python: without this it keeps
+    the lock for the whole switch interval (5 ms) each time a committing or
+    reading thread lets it go for a system call, so foreground work would
+    crawl while tables are written.
+    """
+    sleep = time.sleep
+    while True:
+        chunk = list(itertools.islice(entries, every))
+        if not chunk:
+            return
+        yield from chunk
+        sleep(0)
+
+
 def _copy_error(exc: BaseException) -> BaseException:
     """A fresh exception like ``exc`` for another thread to raise (one object raised twice shares a traceback)."""
     try:
@@ -1322,7 +1339,10 @@ class KV:
         file = fs.open(path, create=True)
         try:
             writer = TableWriter(file, number, self._config.block_size, self._config.bloom_bits_per_key)
-            writer.add_all(compact_entries(sources, snapshots, bottom))
+            entries = compact_entries(sources, snapshots, bottom)
+            if threading.current_thread() in self._threads:
+                entries = _yielding(entries)
+            writer.add_all(entries)
             if writer.entries == 0:
                 file.close()
                 fs.unlink(path)
