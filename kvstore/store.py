@@ -347,10 +347,11 @@ class _Reader:
     def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
         snap = self.snapshot
         levels: list[Iterator[Item]] = []
-        if self.pending is not None and self.pending.writes:
+        if self.pending is not None:  # live: the transaction's later writes are seen when reached
             levels.append(self.pending.items(start, snap, reverse, inclusive))
         for mem in self.view.mems:
-            levels.append(mem.items(start, snap, reverse, inclusive))
+            if len(mem):  # keys written into it from now on are past the snapshot
+                levels.append(mem.items(start, snap, reverse, inclusive))
         for reader in self.view.readers:
             levels.append(reader.items(start, snap, reverse, inclusive))
         return merge_items(levels, reverse)
@@ -380,30 +381,10 @@ class _Reader:
             kv._collect_soon()
 
 
-def _ranged(items: Iterator[tuple[bytes, bytes]], lo: bytes | None, hi: bytes | None,
-            reverse: bool) -> Iterator[tuple[bytes, bytes]]:
-    if not reverse:
-        if hi is None:
-            yield from items
-            return
-        for kv in items:
-            if kv[0] >= hi:
-                return
-            yield kv
-    else:
-        if lo is None:
-            yield from items
-            return
-        for kv in items:
-            if kv[0] < lo:
-                return
-            yield kv
-
-
 class _Scan(Iterator[tuple[bytes, bytes]]):
     """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go."""
 
-    __slots__ = ("_reader", "_owns", "_gen", "_tx", "_range", "_lo", "_hi", "_reverse")
+    __slots__ = ("_reader", "_owns", "_gen", "_tx", "_range", "_lo", "_hi", "_reverse", "_stop")
 
     def __init__(self, reader: _Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
         self._reader = reader
@@ -414,24 +395,28 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
         if reader.tx is not None:  # a transaction's scan: what it walks joins the read set
             self._range = _Range()
             reader.tx.ranges.append(self._range)
+        self._stop = lo if reverse else hi  # the bound in the direction of travel
         if lo is not None and hi is not None and lo >= hi:
             self._gen: Iterator[tuple[bytes, bytes]] = iter(())
         else:
-            self._gen = _ranged(reader.items(hi if reverse else lo, reverse, not reverse), lo, hi, reverse)
+            self._gen = reader.items(hi if reverse else lo, reverse, not reverse)
 
     def __iter__(self) -> _Scan:
         return self
 
     def __next__(self) -> tuple[bytes, bytes]:
         self._reader.check()
-        try:
-            item = next(self._gen)
-        except StopIteration:
+        item = next(self._gen, None)
+        stop = self._stop
+        if item is not None and stop is not None and (item[0] < stop if self._reverse else item[0] >= stop):
+            item = None
+            self._gen = iter(())
+        if item is None:
             done = self._range
             if done is not None:  # exhausted: the whole bound is covered
                 done.lo, done.hi, done.hi_inclusive, done.active = self._lo, self._hi, self._hi is None, True
             self.close()
-            raise
+            raise StopIteration
         r = self._range
         if r is not None:
             if not self._reverse:  # walked [lo, key]
