@@ -993,10 +993,16 @@ class KV:
             self._check_writable()
             w = _Writer(kind, writes, sync, tx, snapshot)
             writers = self._writers
-            writers.append(w)
-            if len(writers) > 1:
-                self._wait_turn(w)
-            group = None if w.done else self._take_group(w)
+            if not writers and not sync and kind == _COMMIT:
+                # nobody leads and nothing waits for an fsync: carry it out holding the queue's lock (a
+                # writer arriving meanwhile waits for the lock instead of for its turn)
+                self._carry_out([w])
+                group = None
+            else:
+                writers.append(w)
+                if len(writers) > 1:
+                    self._wait_turn(w)
+                group = None if w.done else self._take_group(w)
         if group is not None:
             self._lead(group)
         if w.error is not None:
@@ -1019,7 +1025,24 @@ class KV:
         return group
 
     def _lead(self, group: list[_Writer]) -> None:
-        """Carry out ``group``, at the head of the write queue (this thread's request first)."""
+        """Carry out ``group``, at the head of the write queue (this thread's request first), then
+        answer its members and wake the next head."""
+        try:
+            self._carry_out(group)
+        finally:
+            with self._wq_lock:
+                popleft = self._writers.popleft
+                for w in group:
+                    popped = popleft()
+                    assert popped is w
+                    w.done = True
+                    if w.cond is not None:
+                        w.cond.notify()
+                if self._writers:
+                    self._wake_head()
+
+    def _carry_out(self, group: list[_Writer]) -> None:
+        """Do what ``group`` asks; an error becomes every unanswered member's outcome."""
         head = group[0]
         try:
             self._check_writable(queued=True)
@@ -1033,17 +1056,6 @@ class KV:
             for w in group:
                 if not w.done and w.error is None:
                     w.error = exc if w is head else _copy_error(exc)
-        finally:
-            with self._wq_lock:
-                popleft = self._writers.popleft
-                for w in group:
-                    popped = popleft()
-                    assert popped is w
-                    w.done = True
-                    if w.cond is not None:
-                        w.cond.notify()
-                if self._writers:
-                    self._wake_head()
 
     def _wait_turn(self, w: _Writer) -> None:
         """Wait (under ``_wq_lock``) until ``w`` is answered or at the head of the queue."""
