@@ -225,7 +225,7 @@ def _walk_prefix(tx: KVTX, how: str, prefix: bytes) -> list[bytes]:
 READS = ["scan", "reverse-scan", "prefix-scan", "cursor", "seek_for_prev"]
 
 
-@pytest.mark.parametrize("how", READS)
+@pytest.mark.parametrize("how", READS, ids=str)
 def test_tx_write_skew_on_a_predicate_is_a_conflict(kv: KV, how: str) -> None:
     """G2: two doctors on call; each transaction reads who is on call and, seeing two, takes one off.
     The second commit conflicts: its read of the range covered the key the first one wrote."""
@@ -243,7 +243,7 @@ def test_tx_write_skew_on_a_predicate_is_a_conflict(kv: KV, how: str) -> None:
     assert [k for k, _ in kv.scan(prefix=b"oncall/")] == [b"oncall/bob"]
 
 
-@pytest.mark.parametrize("how", READS)
+@pytest.mark.parametrize("how", READS, ids=str)
 def test_tx_phantom_insert_into_a_read_range_is_a_conflict(kv: KV, how: str) -> None:
     """Each transaction counts the tasks under a prefix and inserts one if there are fewer than three.
     The second commit conflicts: the key the first one inserted did not exist when it read (a phantom)."""
@@ -260,7 +260,7 @@ def test_tx_phantom_insert_into_a_read_range_is_a_conflict(kv: KV, how: str) -> 
     assert [k for k, _ in kv.scan(prefix=b"task/")] == [b"task/1", b"task/2", b"task/3a"]
 
 
-@pytest.mark.parametrize("how", READS)
+@pytest.mark.parametrize("how", READS, ids=str)
 def test_tx_a_read_range_emptied_after_the_snapshot_is_a_conflict(kv: KV, how: str) -> None:
     """A later commit deletes every key a scan or cursor saw: the reader's write must not land."""
     kv.set(b"a", b"sentinel")
@@ -300,7 +300,7 @@ def test_tx_read_made_after_a_later_commit_still_conflicts(xy: KV) -> None:
     _commit_conflicts(xy, tx)
 
 
-@pytest.mark.parametrize("writer", ["set", "delete", "tx"])
+@pytest.mark.parametrize("writer", ["set", "delete", "tx"], ids=str)
 def test_tx_conflicts_with_every_kind_of_later_commit(xy: KV, writer: str) -> None:
     """One-operation ``kv.set`` and ``kv.delete`` are commits like a transaction's."""
     tx = xy.new_tx()
@@ -508,24 +508,30 @@ def test_tx_disjoint_reads_and_writes_never_conflict(kv: KV) -> None:
     assert _state(kv) == {b"a": b"0", b"b": b"1", b"c": b"0", b"d": b"2"}
 
 
-@pytest.mark.parametrize("writer", ["set", "tx-begun-before", "tx-begun-after"])
+@pytest.mark.parametrize("writer", ["set", "tx", "tx-while-an-older-transaction-is-open"], ids=str)
 def test_tx_writes_committed_before_the_snapshot_never_conflict(xy: KV, writer: str) -> None:
-    """Only commits after ``new_tx()`` count, however long before it the writer began."""
+    """Only commits after ``new_tx()`` count, even while an older transaction keeps their write sets."""
+    older = xy.new_tx()
+    assert older.get(b"unrelated") is None
     if writer == "set":
         xy.set(X, b"11")
     else:
         other = xy.new_tx()
+        assert other.get(X) == b"10"
         other.set(X, b"11")
         other.commit()
+    if writer != "tx-while-an-older-transaction-is-open":
+        older.abort()
     tx = xy.new_tx()
     assert tx.get(X) == b"11"
     assert list(tx.scan()) == [(X, b"11"), (Y, b"20")]
     tx.set(X, b"12")
     tx.commit()
     assert xy.get(X) == b"12"
+    older.abort()
 
 
-@pytest.mark.parametrize("rival_end", ["abort", "conflict", "dropped"])
+@pytest.mark.parametrize("rival_end", ["abort", "conflict", "dropped"], ids=str)
 def test_tx_writes_of_a_rival_that_never_committed_never_conflict(xy: KV, rival_end: str) -> None:
     """A rival that aborted, got ``ConflictError`` or was dropped wrote nothing anyone can conflict with."""
     rival, tx = xy.new_tx(), xy.new_tx()
@@ -544,7 +550,7 @@ def test_tx_writes_of_a_rival_that_never_committed_never_conflict(xy: KV, rival_
     assert xy.get(X) == b"10" and xy.get(Z) == b"from tx"
 
 
-@pytest.mark.parametrize("own", ["set", "delete"])
+@pytest.mark.parametrize("own", ["set", "delete"], ids=str)
 def test_tx_get_answered_by_its_own_buffered_write_is_not_a_read(xy: KV, own: str) -> None:
     """The choice in DESIGN.md ("Isolation"): a get of a key the transaction already wrote reads its own
     buffer, not the database, so a later commit of that key is no conflict (the writes are blind; the

@@ -528,7 +528,7 @@ def test_list_append_history_has_no_cycle(tmp_path: pathlib.Path, background: bo
 # ---------------------------------------------------------------- group commit
 
 
-@pytest.mark.parametrize("how", ["config-sync", "commit-sync"])
+@pytest.mark.parametrize("how", ["config-sync", "commit-sync"], ids=str)
 def test_concurrent_durable_commits_share_fsyncs_and_each_is_durable_when_it_returns(how: str) -> None:
     """Eight threads commit twelve durable transactions each (``Config(sync=True)`` through
     ``transact``, or ``commit(sync=True)`` over ``sync=False``) while each WAL fsync takes 10 ms.
