@@ -71,10 +71,12 @@ def _config(background: bool, **changes: object) -> Config:
 
 
 def run_threads(workers: Sequence[Callable[[], None]],
-                readers: Sequence[Callable[[threading.Event], None]] = (), *, timeout: float = JOIN_TIMEOUT) -> None:
+                readers: Sequence[Callable[[threading.Event], None]] = (), *, timeout: float = JOIN_TIMEOUT,
+                barriers: Sequence[threading.Barrier] = ()) -> None:
     """Run ``workers`` and ``readers`` in threads; readers run until the Event they get is set, which
-    happens once every worker returned (or one thread raised).  Re-raises the first exception; a
-    thread still running ``timeout`` seconds after it was due to end fails the test as a deadlock."""
+    happens once every worker returned (or one thread raised, which also breaks ``barriers`` so that
+    nobody waits at them for a thread that is gone).  Re-raises the first exception; a thread still
+    running ``timeout`` seconds after it was due to end fails the test as a deadlock."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -84,6 +86,8 @@ def run_threads(workers: Sequence[Callable[[], None]],
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
             errors.append(exc)
             stop.set()
+            for barrier in barriers:
+                barrier.abort()
 
     reader_threads = [threading.Thread(target=wrap, args=(r, stop), daemon=True) for r in readers]
     worker_threads = [threading.Thread(target=wrap, args=(w,), daemon=True) for w in workers]
@@ -253,6 +257,10 @@ def _check_total(balances: dict[bytes, int]) -> None:
 
 @BACKGROUND
 def test_bank_transfers_keep_the_total_for_every_reader(tmp_path: pathlib.Path, background: bool) -> None:
+    """Four threads make 60 transfers each between eight accounts through ``transact`` (every sixth time
+    all four from the same account at once) while readers sum the balances in transactions (scans both
+    ways, gets) and in snapshots (scans, cursors both ways): every sum is the starting total, and so is
+    the final state, before and after a reopen."""
     kv = KV.open(tmp_path / "db", _config(background))
     with kv.new_tx() as tx:
         for account in ACCOUNTS:
@@ -308,7 +316,7 @@ def test_bank_transfers_keep_the_total_for_every_reader(tmp_path: pathlib.Path, 
             if stop.is_set():
                 return
 
-    run_threads([transfers(seed) for seed in range(4)], [in_transactions, in_snapshots])
+    run_threads([transfers(seed) for seed in range(4)], [in_transactions, in_snapshots], barriers=[together.barrier])
     assert len(done) == 4 * 60
     final = _balances(kv.scan(prefix=b"acct/"))
     _check_total(final)
@@ -358,7 +366,7 @@ def test_counter_increments_from_many_threads_are_each_counted_once(
             got.append(kv.transact(functools.partial(increment, i=i, attempt=itertools.count()), attempts=ATTEMPTS))
 
     try:
-        run_threads([worker] * threads)
+        run_threads([worker] * threads, barriers=[together.barrier])
         total = threads * increments
         assert kv.get(b"counter") == b"%d" % total
         assert sorted(got) == list(range(1, total + 1))  # each transact returned the value it committed
@@ -498,7 +506,7 @@ def test_list_append_history_has_no_cycle(tmp_path: pathlib.Path, background: bo
             if stop.is_set():
                 return
 
-    run_threads([writer(w) for w in range(3)], [observer])
+    run_threads([writer(w) for w in range(3)], [observer], barriers=[together.barrier])
     final = {key: _decode(kv.get(key)) for key in LISTS}
     _exercised_flushes(kv)
     kv.close()
@@ -568,7 +576,7 @@ def test_concurrent_durable_commits_share_fsyncs_and_each_is_durable_when_it_ret
 
         return worker
 
-    run_threads([committer(t) for t in range(threads)])
+    run_threads([committer(t) for t in range(threads)], barriers=[barrier])
     total = threads * commits
     fsyncs = _log_fsyncs(fs, fsyncs0)
     assert kv.stats().sequence == seq0 + total
@@ -648,7 +656,7 @@ def test_a_failed_group_fsync_fails_every_member_and_stops_the_kv(caplog: pytest
         return worker
 
     with caplog.at_level(logging.ERROR, logger="kvstore"):
-        run_threads([committer(t) for t in range(threads)])
+        run_threads([committer(t) for t in range(threads)], barriers=[barrier])
     assert any("failed" in o for o in outcomes.values())
     for t, outcome in outcomes.items():
         if "failed" in outcome:
@@ -829,7 +837,7 @@ def test_snapshots_taken_before_many_commits_see_only_their_start(tmp_path: path
             resume.set()
 
     assert start[0][0] == GENERATION[0]
-    run_threads([scanner, reverse_scanner, cursor, backward_cursor, transaction, writer])
+    run_threads([scanner, reverse_scanner, cursor, backward_cursor, transaction, writer], barriers=[began])
     assert kv.check() == []
     kv.close()
 
