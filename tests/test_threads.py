@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-import attrs
 import pytest
 
 from kvstore import KV, KVTX, ClosedError, Config, FailedError
@@ -229,9 +228,9 @@ def slow(suffix: str, seconds: float) -> Callable[[str, str], None]:
 
 
 def _stalls(kv: KV) -> tuple[int, float]:
-    """``stats().write_stalls`` and ``stats().stall_seconds``, read by name (fields of background work)."""
-    fields = attrs.asdict(kv.stats(), recurse=False)
-    return fields["write_stalls"], fields["stall_seconds"]
+    """``stats().write_stalls`` and ``stats().stall_seconds``."""
+    stats = kv.stats()
+    return stats.write_stalls, stats.stall_seconds
 
 
 def _log_fsyncs(fs: SimFS, since: int = 0) -> int:
