@@ -231,28 +231,58 @@ def open_chunk(chunk: bytes, path: str, file_number: int, offset: int) -> bytes:
 def encode_block(keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None]) -> bytes:
     """A block payload: keys and values back to back, then the four per-entry arrays, then the count."""
     n = len(keys)
-    data = []
-    klens = []
-    vlens = []
-    kinds = []
-    for key, value in zip(keys, values):
-        data.append(key)
-        klens.append(len(key))
-        if value is None:
-            vlens.append(0)
-            kinds.append(0)
-        else:
-            data.append(value)
-            vlens.append(len(value))
-            kinds.append(1)
-    data.append(_block_arrays(n).pack(*klens, *vlens, *seqs, *kinds))
+    data: list[bytes | None] = [None] * (2 * n)
+    data[0::2] = keys
+    data[1::2] = values
+    klens = list(map(len, keys))
+    if None in values:
+        vlens = [0 if value is None else len(value) for value in values]
+        kinds = bytes(0 if value is None else 1 for value in values)
+        data = [part for part in data if part is not None]
+    else:
+        vlens = list(map(len, values))  # type: ignore[arg-type]
+        kinds = b"\x01" * n
+    data.append(_block_arrays(n).pack(*klens, *vlens, *seqs, kinds))
     data.append(BLOCK_COUNT.pack(n))
-    return b"".join(data)
+    return b"".join(data)  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=512)
 def _block_arrays(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}H{n}I{n}Q{n}B")
+    """key_len u16[n] | value_len u32[n] | seq u64[n] | kind u8[n], the kinds as one bytes object."""
+    return struct.Struct(f"<{n}H{n}I{n}Q{n}s")
+
+
+class _DataLayouts:
+    """Structs that slice a block's data area (keys and values) in one call, keyed by the bytes of its
+    length arrays.  Blocks of fixed-size keys and values share a handful of layouts, so a layout is
+    compiled only the second time its lengths are seen (a one-off costs no compile) and at most
+    ``limit`` are kept."""
+
+    __slots__ = ("_seen", "_structs", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[bytes] = set()
+        self._structs: dict[bytes, struct.Struct] = {}
+
+    def get(self, lengths: bytes, klens: Sequence[int], vlens: Sequence[int]) -> struct.Struct | None:
+        """The struct for these lengths, or None while they are new."""
+        found = self._structs.get(lengths)
+        if found is not None:
+            return found
+        if lengths not in self._seen:
+            if len(self._seen) >= 4 * self.limit:
+                self._seen.clear()
+            self._seen.add(lengths)
+            return None
+        if len(self._structs) >= self.limit:
+            self._structs.clear()
+        found = self._structs[lengths] = struct.Struct("<" + "".join(map("{}s{}s".format, klens, vlens)))
+        return found
+
+
+_LAYOUTS = _DataLayouts(64)
 
 
 def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
@@ -267,24 +297,35 @@ def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], l
     fields = _block_arrays(n).unpack_from(payload, data_end)
     klens = fields[:n]
     vlens = fields[n : 2 * n]
-    kinds = fields[3 * n :]
+    kinds: bytes = fields[-1]
     if sum(klens) + sum(vlens) != data_end:
         raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
-    keys: list[bytes] = []
-    values: list[bytes | None] = []
-    kappend = keys.append
-    vappend = values.append
-    pos = 0
-    for klen, vlen, kind in zip(klens, vlens, kinds):
-        end = pos + klen
-        kappend(payload[pos:end])
-        pos = end + vlen
-        if kind == 1:
-            vappend(payload[end:pos])
-        elif kind == 0 and vlen == 0:
-            vappend(None)
-        else:
-            raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
+    layout = _LAYOUTS.get(payload[data_end : data_end + 6 * n], klens, vlens)
+    if layout is None:
+        parts: list[bytes] = []
+        append = parts.append
+        pos = 0
+        for klen, vlen in zip(klens, vlens):
+            end = pos + klen
+            append(payload[pos:end])
+            pos = end + vlen
+            append(payload[end:pos])
+    else:
+        parts = list(layout.unpack_from(payload))
+    keys = parts[0::2]
+    values: list[bytes | None]
+    if kinds.count(1) == n:
+        values = parts[1::2]  # type: ignore[assignment]
+    else:
+        values = []
+        vappend = values.append
+        for value, vlen, kind in zip(parts[1::2], vlens, kinds):
+            if kind == 1:
+                vappend(value)
+            elif kind == 0 and vlen == 0:
+                vappend(None)
+            else:
+                raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
     return keys, list(fields[2 * n : 3 * n]), values
 
 
