@@ -168,7 +168,7 @@ class _SQLite(_Engine):
         self.lock = threading.Lock()
         self.c = sqlite3.connect(os.path.join(path, "kv.sqlite"), isolation_level=None, check_same_thread=False)
         self.c.execute("PRAGMA journal_mode=WAL")
-        self.c.execute("PRAGMA synchronous=%s" % ("FULL" if sync else "OFF"))
+        self.c.execute(f"PRAGMA synchronous={'FULL' if sync else 'OFF'}")
         self.c.execute("CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -296,7 +296,7 @@ class _Run:
         if "fillsync" in want:
             m = max(1, n // 100)
             db, _ = self._fresh("sync", True)
-            self._record("fillsync", lambda: self._puts(db, _shuffled(m, 3)))
+            self._record("fillsync", lambda: self._puts(db, _shuffled(m, 3), range(m)))
             db.close()
         if "concurrent_sync" in want:
             per = max(1, n // 400)
@@ -337,37 +337,38 @@ class _Run:
         kbytes = KEY_SIZE + self.value_size
         if "overwrite" in want:
             idx = _random_indices(rng, n, n)
-            self._record("overwrite", lambda: self._puts(db, [perm[i] for i in idx]))
+            self._record("overwrite", lambda: self._puts(db, perm, idx))
         if "readrandom" in want:
             idx = _random_indices(rng, n, n)
-            self._record("readrandom", lambda: self._reads(db, [key_of(perm[i]) for i in idx], True))
+            self._record("readrandom", lambda: self._reads(db, perm, idx, key_of, True))
         if "readmissing" in want:
             idx = _random_indices(rng, n, n)
-            self._record("readmissing", lambda: self._reads(db, [missing_key_of(perm[i]) for i in idx], False))
+            self._record("readmissing", lambda: self._reads(db, perm, idx, missing_key_of, False))
         if "readseq" in want:
             self._record("readseq", lambda: self._readseq(db, n, kbytes))
         if "readreverse" in want:
             self._record("readreverse", lambda: self._readreverse(db, n, kbytes))
         if "seekrandom" in want:
             idx = _random_indices(rng, max(1, n // 10), n)
-            self._record("seekrandom", lambda: self._seeks(db, [key_of(perm[i]) for i in idx], kbytes))
+            self._record("seekrandom", lambda: self._seeks(db, perm, idx, kbytes))
         db.close()
 
-    def _puts(self, db: _Engine, order: Sequence[int]) -> tuple[int, int, str | None]:
+    def _puts(self, db: _Engine, ids: Sequence[int], idx: Sequence[int]) -> tuple[int, int, str | None]:
         put, nextv = db.put, self.values.next
-        for j in order:
-            put(key_of(j), nextv())
-        return len(order), len(order) * (KEY_SIZE + self.value_size), None
+        for i in idx:
+            put(key_of(ids[i]), nextv())
+        return len(idx), len(idx) * (KEY_SIZE + self.value_size), None
 
-    def _reads(self, db: _Engine, keys: list[bytes], expect: bool) -> tuple[int, int, str | None]:
+    def _reads(self, db: _Engine, ids: Sequence[int], idx: Sequence[int], make_key: Callable[[int], bytes],
+               expect: bool) -> tuple[int, int, str | None]:
         get, found, nbytes = db.get, 0, 0
-        for key in keys:
-            value = get(key)
+        for i in idx:
+            value = get(make_key(ids[i]))
             if value is not None:
                 found += 1
-                nbytes += len(key) + len(value)
-        wrong = len(keys) - found if expect else found
-        return len(keys), nbytes, (f"{wrong} of {len(keys)} lookups wrong" if wrong else None)
+                nbytes += KEY_SIZE + len(value)
+        wrong = len(idx) - found if expect else found
+        return len(idx), nbytes, (f"{wrong} of {len(idx)} lookups wrong" if wrong else None)
 
     def _readseq(self, db: _Engine, expected: int, kbytes: int) -> tuple[int, int, str | None]:
         scan, start, rows, last = db.scan, b"", 0, b""
@@ -394,14 +395,15 @@ class _Run:
             end = chunk[-1][0]
         return rows, rows * kbytes, None if rows == expected else f"the scan saw {rows} rows, expected {expected}"
 
-    def _seeks(self, db: _Engine, keys: list[bytes], kbytes: int) -> tuple[int, int, str | None]:
+    def _seeks(self, db: _Engine, ids: Sequence[int], idx: Sequence[int], kbytes: int) -> tuple[int, int, str | None]:
         scan, short, rows = db.scan, 0, 0
-        for key in keys:
+        for i in idx:
+            key = key_of(ids[i])
             chunk = scan(key, SEEK_NEXT)
             if not chunk or chunk[0][0] != key:
                 short += 1
             rows += len(chunk)
-        return len(keys), rows * kbytes, (f"{short} seeks did not land on their key" if short else None)
+        return len(idx), rows * kbytes, (f"{short} seeks did not land on their key" if short else None)
 
     def _threads(self, db: _Engine, lists: list[Pairs]) -> tuple[int, int, str | None]:
         errors: list[str] = []
@@ -429,43 +431,41 @@ class _Run:
 
 
 def _line(name: str, figures: dict[str, Any]) -> str:
-    line = "%-15s : %11.3f micros/op;" % (name, figures["micros_per_op"])
+    line = f"{name:<15} : {figures['micros_per_op']:11.3f} micros/op;"
     if figures["mb_per_sec"] > 0:
-        line += " %6.1f MB/s" % figures["mb_per_sec"]
+        line += f" {figures['mb_per_sec']:6.1f} MB/s"
     if not figures["ok"]:
-        line += " (PROBLEM: %s)" % figures["problem"]
+        line += f" (PROBLEM: {figures['problem']})"
     return line
 
 
 def _report(results: dict[str, dict[str, Any]], chosen: Sequence[str], num: int, value_size: int) -> list[str]:
-    out = ["Keys:       %d bytes each" % KEY_SIZE, "Values:     %d bytes each" % value_size,
-           "Entries:    %d" % num, "-" * 48]
+    out = [f"Keys:       {KEY_SIZE} bytes each", f"Values:     {value_size} bytes each", f"Entries:    {num}",
+           "-" * 48]
     for engine, res in results.items():
         if len(results) > 1:
-            out.append("[%s]" % engine)
-        for name in chosen:
-            if name in res["workloads"]:
-                out.append(_line(name, res["workloads"][name]))
+            out.append(f"[{engine}]")
+        out.extend(_line(name, res["workloads"][name]) for name in chosen if name in res["workloads"])
         if "write_amplification" in res:
-            out.append("%-15s : %.2f (engine bytes written per user byte, fillrandom)" % (
-                "write amp", res["write_amplification"]))
+            out.append(f"{'write amp':<15} : {res['write_amplification']:.2f} "
+                       "(bytes the engine wrote per byte of keys and values, fillrandom)")
         if "disk_bytes" in res:
-            out.append("%-15s : %.2f MiB (after fillrandom and close)" % ("disk", res["disk_bytes"] / 2**20))
+            out.append(f"{'disk':<15} : {res['disk_bytes'] / 2**20:.2f} MiB (after fillrandom and close)")
         if "reopen_ms" in res:
-            out.append("%-15s : %.3f ms (open + first get)" % ("reopen", res["reopen_ms"]))
-        out.append("%-15s : %.1f MiB (this process, so far)" % ("peak RSS", res["peak_rss_mib"]))
+            out.append(f"{'reopen':<15} : {res['reopen_ms']:.3f} ms (open + first get)")
+        out.append(f"{'peak RSS':<15} : {res['peak_rss_mib']:.1f} MiB (this process, so far)")
     if "kvstore" in results and len(results) > 1:
         ours = results["kvstore"]["workloads"]
         for other, res in results.items():
             if other == "kvstore":
                 continue
             out.append("-" * 48)
-            out.append("kvstore / %s (ops/s ratio, > 1 = kvstore faster)" % other)
+            out.append(f"kvstore / {other} (ops/s ratio, > 1 = kvstore faster)")
             for name in chosen:
                 a, b = ours.get(name), res["workloads"].get(name)
                 if a and b and a["ops_per_sec"] and b["ops_per_sec"]:
-                    out.append("%-15s : %6.2fx  (%.3f vs %.3f micros/op)" % (
-                        name, a["ops_per_sec"] / b["ops_per_sec"], a["micros_per_op"], b["micros_per_op"]))
+                    out.append(f"{name:<15} : {a['ops_per_sec'] / b['ops_per_sec']:6.2f}x  "
+                               f"({a['micros_per_op']:.3f} vs {b['micros_per_op']:.3f} micros/op)")
     return out
 
 

@@ -56,14 +56,16 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
     Cost: O(log levels) per key of every level walked.
     """
     if len(iters) == 1:
-        for key, value in iters[0]:
-            if value is not None:
-                yield key, value
+        for item in iters[0]:
+            if item[1] is not None:
+                yield item  # type: ignore[misc]
         return
-    heap: list[tuple[bytes, int, bytes | None, Iterator[Item]]] = []
+    # heap entries: (key, level, item, iterator); the level (negated going backward) orders equal keys
+    # newest first and is never equal between two entries, so items and iterators are never compared
+    heap: list[tuple[bytes, int, Item, Iterator[Item]]] = []
     for prio, it in enumerate(iters):
-        for key, value in it:
-            heap.append((key, -prio if reverse else prio, value, it))
+        for item in it:
+            heap.append((item[0], -prio if reverse else prio, item, it))
             break
     if not reverse:
         heapq.heapify(heap)
@@ -71,20 +73,26 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
     else:
         _heapify_max(heap)
         replace, pop = _heapreplace_max, _heappop_max
-    while heap:
-        key, prio, value, it = heap[0]
-        winner = value
+    while len(heap) > 1:
+        key, prio, winner, it = heap[0]
         while True:
             nxt = next(it, None)
             if nxt is None:
                 pop(heap)
             else:
-                replace(heap, (nxt[0], prio, nxt[1], it))
+                replace(heap, (nxt[0], prio, nxt, it))
             if not heap or heap[0][0] != key:
                 break
-            _, prio, _, it = heap[0]
-        if winner is not None:
-            yield key, winner
+            _, prio, _, it = heap[0]  # an older level's version of the same key: skipped
+        if winner[1] is not None:
+            yield winner  # type: ignore[misc]
+    if heap:  # one level left: the rest of it, as it comes
+        _, _, item, it = heap[0]
+        if item[1] is not None:
+            yield item  # type: ignore[misc]
+        for item in it:
+            if item[1] is not None:
+                yield item  # type: ignore[misc]
 
 
 def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
+import operator
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import crc32c as _crc32c
 
@@ -253,22 +255,47 @@ def _block_arrays(n: int) -> struct.Struct:
     return struct.Struct(f"<{n}H{n}I{n}Q{n}s")
 
 
-class _DataLayouts:
-    """Structs that slice a block's data area (keys and values) in one call, keyed by the bytes of its
-    length arrays.  Blocks of fixed-size keys and values share a handful of layouts, so a layout is
-    compiled only the second time its lengths are seen (a one-off costs no compile) and at most
-    ``limit`` are kept."""
+@functools.lru_cache(maxsize=512)
+def _block_lengths(n: int) -> struct.Struct:
+    """The first two arrays of ``_block_arrays(n)``: key_len u16[n] | value_len u32[n]."""
+    return struct.Struct(f"<{n}H{n}I")
 
-    __slots__ = ("_seen", "_structs", "limit")
+
+@functools.lru_cache(maxsize=512)
+def _block_seqs_kinds(n: int) -> struct.Struct:
+    """The last two arrays of ``_block_arrays(n)``: seq u64[n] | kind u8[n], the kinds as one bytes object."""
+    return struct.Struct(f"<{n}Q{n}s")
+
+
+class _Layout:
+    """Where the keys and values of a block with given length arrays lie: a struct that slices out every
+    key, one that slices out every value, and each value's (start, end)."""
+
+    __slots__ = ("size", "keys", "values", "spans")
+
+    def __init__(self, klens: Sequence[int], vlens: Sequence[int]) -> None:
+        self.keys = struct.Struct("<" + "".join(map("{}s{}x".format, klens, vlens)))
+        self.values = struct.Struct("<" + "".join(map("{}x{}s".format, klens, vlens)))
+        self.size = self.keys.size
+        ends = list(itertools.accumulate(itertools.chain.from_iterable(zip(klens, vlens))))
+        self.spans = tuple(zip(ends[0::2], ends[1::2]))
+
+
+class _Layouts:
+    """Block layouts keyed by the bytes of a block's length arrays.  Blocks of fixed-size keys and values
+    share a handful, so a layout is built only the second time its lengths are seen (a one-off costs no
+    build) and at most ``limit`` are kept."""
+
+    __slots__ = ("_seen", "_layouts", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._seen: set[bytes] = set()
-        self._structs: dict[bytes, struct.Struct] = {}
+        self._layouts: dict[bytes, _Layout] = {}
 
-    def get(self, lengths: bytes, klens: Sequence[int], vlens: Sequence[int]) -> struct.Struct | None:
-        """The struct for these lengths, or None while they are new."""
-        found = self._structs.get(lengths)
+    def get(self, lengths: bytes, n: int) -> _Layout | None:
+        """The layout for these length arrays of ``n`` entries, or None while they are new."""
+        found = self._layouts.get(lengths)
         if found is not None:
             return found
         if lengths not in self._seen:
@@ -276,57 +303,130 @@ class _DataLayouts:
                 self._seen.clear()
             self._seen.add(lengths)
             return None
-        if len(self._structs) >= self.limit:
-            self._structs.clear()
-        found = self._structs[lengths] = struct.Struct("<" + "".join(map("{}s{}s".format, klens, vlens)))
+        if len(self._layouts) >= self.limit:
+            self._layouts.clear()
+        fields = _block_lengths(n).unpack(lengths)
+        found = self._layouts[lengths] = _Layout(fields[:n], fields[n:])
         return found
 
 
-_LAYOUTS = _DataLayouts(64)
+_LAYOUTS = _Layouts(64)
+
+
+class BlockEntries:
+    """A block payload, checked, with its keys and sequences decoded and its values sliced out on demand.
+
+    A point read needs every key (to bisect) but one value: ``value(j)`` slices just that one, and
+    ``values()`` decodes them all once (a scan), after which the payload is let go.  Raises
+    ``CorruptSSTableError`` on construction for everything ``decode_block`` rejects.
+    """
+
+    __slots__ = ("keys", "seqs", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
+
+    def __init__(self, payload: bytes, path: str, offset: int) -> None:
+        size = len(payload)
+        if size < BLOCK_COUNT.size:
+            raise CorruptSSTableError(path, offset, "block shorter than its entry count")
+        (n,) = BLOCK_COUNT.unpack_from(payload, size - 4)
+        data_end = size - 4 - BLOCK_ENTRY_ARRAYS * n
+        if data_end < 0:
+            raise CorruptSSTableError(path, offset, f"block claims {n} entries in {size} bytes")
+        lengths_end = data_end + 6 * n
+        layout = _LAYOUTS.get(payload[data_end:lengths_end], n)
+        lens: tuple[int, ...] | None = None
+        if layout is None or layout.size != data_end:
+            lens = _block_lengths(n).unpack_from(payload, data_end)
+            if sum(lens) != data_end:
+                raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
+        fields = _block_seqs_kinds(n).unpack_from(payload, lengths_end)
+        kinds: bytes = fields[-1]
+        if kinds.count(1) != n:
+            if lens is None:
+                lens = _block_lengths(n).unpack_from(payload, data_end)
+            for vlen, kind in zip(lens[n:], kinds):
+                if kind != 1 and (kind != 0 or vlen != 0):
+                    raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
+        keys: list[bytes]
+        if layout is None:
+            assert lens is not None
+            keys = []
+            append = keys.append
+            pos = 0
+            for klen, vlen in zip(lens[:n], lens[n:]):
+                end = pos + klen
+                append(payload[pos:end])
+                pos = end + vlen
+        else:
+            keys = list(layout.keys.unpack_from(payload))
+        self.keys: list[bytes] = keys
+        self.seqs: list[int] = list(fields[:n])
+        self._payload: bytes | None = payload
+        self._kinds = kinds
+        self._layout = layout
+        self._lengths = lens  # None when the layout has them
+        self._values: list[bytes | None] | None = None
+        self._ascending: bool | None = None
+
+    def value(self, j: int) -> bytes | None:
+        """The value of entry ``j`` (None for a delete)."""
+        values = self._values
+        if values is not None:
+            return values[j]
+        if self._kinds[j] == 0:
+            return None
+        payload = self._payload
+        assert payload is not None
+        layout = self._layout
+        if layout is not None:
+            start, end = layout.spans[j]
+            return payload[start:end]
+        lens = self._lengths
+        assert lens is not None
+        n = len(self.keys)
+        start = sum(lens[: j + 1]) + sum(lens[n : n + j])
+        return payload[start : start + lens[n + j]]
+
+    def values(self) -> list[bytes | None]:
+        """Every value, in order (None for a delete); decoded on the first call."""
+        values = self._values
+        if values is not None:
+            return values
+        payload = self._payload
+        assert payload is not None
+        found: list[bytes | None]
+        if self._layout is not None:
+            found = list(self._layout.values.unpack_from(payload))
+        else:
+            lens = self._lengths
+            assert lens is not None
+            n = len(self.keys)
+            found = []
+            append = found.append
+            pos = 0
+            for klen, vlen in zip(lens[:n], lens[n:]):
+                pos += klen
+                append(payload[pos : pos + vlen])
+                pos += vlen
+        kinds = self._kinds
+        if kinds.count(1) != len(kinds):
+            found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
+        self._values = found
+        self._payload = None
+        return found
+
+    def ascending(self) -> bool:
+        """Whether the keys strictly ascend (one version per key); computed on the first call."""
+        ascending = self._ascending
+        if ascending is None:
+            keys = self.keys
+            ascending = self._ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
+        return ascending
 
 
 def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
     """(keys, sequences, values) of a block payload; a value of None is a delete."""
-    size = len(payload)
-    if size < BLOCK_COUNT.size:
-        raise CorruptSSTableError(path, offset, "block shorter than its entry count")
-    (n,) = BLOCK_COUNT.unpack_from(payload, size - 4)
-    data_end = size - 4 - BLOCK_ENTRY_ARRAYS * n
-    if data_end < 0:
-        raise CorruptSSTableError(path, offset, f"block claims {n} entries in {size} bytes")
-    fields = _block_arrays(n).unpack_from(payload, data_end)
-    klens = fields[:n]
-    vlens = fields[n : 2 * n]
-    kinds: bytes = fields[-1]
-    if sum(klens) + sum(vlens) != data_end:
-        raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
-    layout = _LAYOUTS.get(payload[data_end : data_end + 6 * n], klens, vlens)
-    if layout is None:
-        parts: list[bytes] = []
-        append = parts.append
-        pos = 0
-        for klen, vlen in zip(klens, vlens):
-            end = pos + klen
-            append(payload[pos:end])
-            pos = end + vlen
-            append(payload[end:pos])
-    else:
-        parts = list(layout.unpack_from(payload))
-    keys = parts[0::2]
-    values: list[bytes | None]
-    if kinds.count(1) == n:
-        values = parts[1::2]  # type: ignore[assignment]
-    else:
-        values = []
-        vappend = values.append
-        for value, vlen, kind in zip(parts[1::2], vlens, kinds):
-            if kind == 1:
-                vappend(value)
-            elif kind == 0 and vlen == 0:
-                vappend(None)
-            else:
-                raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
-    return keys, list(fields[2 * n : 3 * n]), values
+    entries = BlockEntries(payload, path, offset)
+    return entries.keys, entries.seqs, entries.values()
 
 
 # ---------------------------------------------------------------- table properties and footer
@@ -408,4 +508,9 @@ def decode_meta(buf: bytes, path: str, slot: int) -> tuple[int, int, int, int, l
 def key_hash(key: bytes) -> int:
     """A 32-bit hash of ``key`` that is the same in every process (CRC32C, never ``hash()``)."""
     return _crc32c.crc32c(key)
+
+
+def key_hashes(keys: Iterable[bytes]) -> Iterator[int]:
+    """``key_hash`` of each key, computed without a Python call per key."""
+    return map(_crc32c.crc32c, keys)
 
