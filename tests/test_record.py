@@ -9,6 +9,7 @@ always raise on such damage.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -303,7 +304,7 @@ def test_block_entries_slice_each_value_as_the_whole_decode_does(
         assert [entries.value(j) for j in range(len(keys))] == values
         assert entries.values() == values
         assert [entries.value(j) for j in range(len(keys))] == values
-        assert entries.ascending() == all(a < b for a, b in zip(keys, keys[1:]))
+        assert entries.ascending() == all(a < b for a, b in itertools.pairwise(keys))
 
 
 def test_block_with_known_lengths_and_lengths_not_adding_up_is_corrupt() -> None:
