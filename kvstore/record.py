@@ -72,6 +72,9 @@ assert COMMIT_HEADER.size == 20
 # one write of a commit unit: kind u8 | key_len u16 | value_len u32, then key, then value
 WAL_ENTRY = struct.Struct("<BHI")
 assert WAL_ENTRY.size == 7
+# a commit unit's header and its only write, a VALUE, in one pack (the layouts above, back to back)
+COMMIT_OF_ONE = struct.Struct("<QQIBHI")
+assert COMMIT_OF_ONE.size == COMMIT_HEADER.size + WAL_ENTRY.size
 
 # checked chunk trailer: crc32c u32 over file_number u64 | offset u64 | payload
 CHUNK_CRC = struct.Struct("<I")
@@ -146,6 +149,10 @@ def decode_file_header(buf: bytes, path: str, magic: bytes, file_number: int) ->
 
 def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[bytes, bytes | None]]) -> bytes:
     """The payload of one COMMIT record: its header, then each write (value None is a delete)."""
+    if len(writes) == 1:
+        key, value = writes[0]
+        if value is not None and len(value) < MAX_RECORD_PAYLOAD - COMMIT_OF_ONE.size - len(key):
+            return COMMIT_OF_ONE.pack(sequence, durable_offset, 1, 1, len(key), len(value)) + key + value
     pack = WAL_ENTRY.pack
     parts = [COMMIT_HEADER.pack(sequence, durable_offset, len(writes))]
     append = parts.append
@@ -199,7 +206,8 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
 def encode_frame(log_number: int, rtype: int, payload: bytes) -> bytes:
     """A WAL frame: the 9-byte header and the payload."""
     length = len(payload)
-    value = crc(payload, crc(WAL_CRC_PREFIX.pack(log_number, length, rtype)))
+    checksum = _crc32c.crc32c
+    value = checksum(payload, checksum(WAL_CRC_PREFIX.pack(log_number, length, rtype)))
     return WAL_FRAME.pack(value, length, rtype) + payload
 
 
