@@ -136,13 +136,22 @@ def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int]
                 continue
             yield key, seq, value
         return
-    group: list[Entry] = []
-    for entry in merged:
-        if group and entry[0] != group[0][0]:
-            yield from _retain(group, snapshots, bottom)
-            group = []
-        group.append(entry)
-    if group:
+    entry: Entry | None = next(merged, None)
+    while entry is not None:
+        key = entry[0]
+        nxt = next(merged, None)
+        if nxt is None or nxt[0] != key:  # the usual case, one version: kept unless a bottom delete
+            if entry[2] is not None or not bottom:
+                yield entry
+            entry = nxt
+            continue
+        group = [entry, nxt]
+        entry = None
+        for nxt in merged:
+            if nxt[0] != key:
+                entry = nxt
+                break
+            group.append(nxt)
         yield from _retain(group, snapshots, bottom)
 
 
