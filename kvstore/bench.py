@@ -243,6 +243,7 @@ class _Run:
         self.root = root
         self.values = _Values(value_size)
         self.result: dict[str, Any] = {"engine": engine, "workloads": {}}
+        self._extra: dict[str, int] = {}  # counts a workload body reports beside its figures
 
     def _fresh(self, name: str, sync: bool) -> tuple[_Engine, str]:
         path = os.path.join(self.root, self.engine, name)
@@ -264,6 +265,8 @@ class _Run:
         }
         if problem is not None:
             figures["problem"] = problem
+        figures.update(self._extra)
+        self._extra = {}
         self.result["workloads"][name] = figures
 
     def _fill(self, db: _Engine, order: Sequence[int]) -> tuple[int, int, str | None]:
@@ -368,6 +371,7 @@ class _Run:
                 found += 1
                 nbytes += KEY_SIZE + len(value)
         wrong = len(idx) - found if expect else found
+        self._extra = {"found": found}
         return len(idx), nbytes, (f"{wrong} of {len(idx)} lookups wrong" if wrong else None)
 
     def _readseq(self, db: _Engine, expected: int, kbytes: int) -> tuple[int, int, str | None]:
@@ -403,6 +407,7 @@ class _Run:
             if not chunk or chunk[0][0] != key:
                 short += 1
             rows += len(chunk)
+        self._extra = {"rows": rows}
         return len(idx), rows * kbytes, (f"{short} seeks did not land on their key" if short else None)
 
     def _threads(self, db: _Engine, lists: list[Pairs]) -> tuple[int, int, str | None]:
