@@ -98,23 +98,32 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
 def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
     """Merge per-level entry iterators (newest first) into one stream in table order."""
     if len(sources) == 1:
-        yield from sources[0]
-        return
-    heap: list[tuple[bytes, int, int, bytes | None, Iterator[Entry]]] = []
+        return iter(sources[0])
+    return _merge_entries(sources)
+
+
+def _merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
+    # heap entries: (key, level, entry, iterator): equal keys come newest level first, and a level's own
+    # versions of a key are already newest first
+    heap: list[tuple[bytes, int, Entry, Iterator[Entry]]] = []
     for prio, it in enumerate(sources):
-        for key, seq, value in it:
-            heap.append((key, prio, seq, value, it))
+        for entry in it:
+            heap.append((entry[0], prio, entry, it))
             break
     heapq.heapify(heap)
     replace, pop = heapq.heapreplace, heapq.heappop
-    while heap:
-        key, prio, seq, value, it = heap[0]
-        yield key, seq, value
+    while len(heap) > 1:
+        _, prio, entry, it = heap[0]
+        yield entry
         nxt = next(it, None)
         if nxt is None:
             pop(heap)
         else:
-            replace(heap, (nxt[0], prio, nxt[1], nxt[2], it))
+            replace(heap, (nxt[0], prio, nxt, it))
+    if heap:
+        _, _, entry, it = heap[0]
+        yield entry
+        yield from it
 
 
 def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int], bottom: bool) -> Iterator[Entry]:
@@ -128,31 +137,33 @@ def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int]
     merged = merge_entries(sources)
     if not snapshots:
         last = None
-        for key, seq, value in merged:
+        for entry in merged:
+            key = entry[0]
             if key == last:
                 continue
             last = key
-            if value is None and bottom:
+            if entry[2] is None and bottom:
                 continue
-            yield key, seq, value
+            yield entry
         return
-    entry: Entry | None = next(merged, None)
-    while entry is not None:
-        key = entry[0]
-        nxt = next(merged, None)
-        if nxt is None or nxt[0] != key:  # the usual case, one version: kept unless a bottom delete
-            if entry[2] is not None or not bottom:
-                yield entry
-            entry = nxt
+    pending: Entry | None = None  # the newest version of the current key
+    group: list[Entry] | None = None  # every version of the current key, when it has more than one
+    for entry in merged:
+        if pending is not None and entry[0] == pending[0]:
+            if group is None:
+                group = [pending]
+            group.append(entry)
             continue
-        group = [entry, nxt]
-        entry = None
-        for nxt in merged:
-            if nxt[0] != key:
-                entry = nxt
-                break
-            group.append(nxt)
+        if group is not None:
+            yield from _retain(group, snapshots, bottom)
+            group = None
+        elif pending is not None and (pending[2] is not None or not bottom):
+            yield pending  # the usual case, one version: kept unless a bottom delete
+        pending = entry
+    if group is not None:
         yield from _retain(group, snapshots, bottom)
+    elif pending is not None and (pending[2] is not None or not bottom):
+        yield pending
 
 
 def _retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> list[Entry]:
