@@ -36,6 +36,8 @@ _MASK = 0xFFFFFFFF
 # hashes whose bloom positions are computed together while building a filter
 _BLOOM_CHUNK = 1 << 16
 _BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
+# rows a forward iteration from a start key reads one value at a time before decoding its block's values
+_LEAD_ROWS = 4
 _WRITE_BUFFER = 256 << 10
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
@@ -434,14 +436,29 @@ class TableReader:
         done = None if inclusive else start  # an excluded start's versions may run on into later blocks
         every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
         block = self.block
+        lead = start is not None  # a seek: the first rows' values are sliced one by one (most seeks stop there)
         for b in range(i, len(self._index_keys)):
             entries = block(b)
-            keys, seqs, values = entries.keys, entries.seqs, entries.values()
-            distinct = every and entries.ascending()
+            keys, seqs = entries.keys, entries.seqs
             if j < 0:
                 assert start is not None
                 j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
-            if distinct and keys:
+            if lead:
+                lead = False
+                value = entries.value
+                stop = min(j + _LEAD_ROWS, len(keys))
+                for k in range(j, stop):
+                    key = keys[k]
+                    if key == done or seqs[k] > snapshot:
+                        continue
+                    done = key
+                    yield key, value(k)
+                j = stop
+                if j == len(keys):
+                    j = 0
+                    continue
+            values = entries.values()
+            if every and keys and entries.ascending():
                 if j < len(keys) and keys[j] == done:
                     j += 1  # older versions of the key the previous block ended with
                 if j:
