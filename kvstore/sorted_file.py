@@ -36,8 +36,6 @@ _MASK = 0xFFFFFFFF
 # hashes whose bloom positions are computed together while building a filter
 _BLOOM_CHUNK = 1 << 16
 _BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
-# rows a forward iteration from a start key reads one value at a time before decoding its block's values
-_LEAD_ROWS = 4
 _WRITE_BUFFER = 256 << 10
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
@@ -83,8 +81,12 @@ class Bloom:
                 consume(map(setflag, [h % nbits for h in cur], ones))
                 if probe + 1 < k:
                     cur = [(h + d) & _MASK for h, d in zip(cur, deltas)]
-        bits = int(flags[::-1].translate(_BITS_AS_ASCII), 2).to_bytes(nbytes, "little")
-        return bits + bytes([k])
+        bits = bytearray()
+        for at in range(0, nbits, _BLOOM_CHUNK * 8):  # a piece at a time: the copies stay small
+            piece = flags[at : at + _BLOOM_CHUNK * 8]
+            bits += int(piece[::-1].translate(_BITS_AS_ASCII), 2).to_bytes(len(piece) // 8, "little")
+        bits.append(k)
+        return bytes(bits)
 
     def bits_or_none(self) -> bytes | None:
         """The bit array, or None when this filter filters nothing (empty, or an unknown probe count)."""
@@ -436,7 +438,9 @@ class TableReader:
         done = None if inclusive else start  # an excluded start's versions may run on into later blocks
         every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
         block = self.block
-        lead = start is not None  # a seek: the first rows' values are sliced one by one (most seeks stop there)
+        # a seek: the first block's rows are taken one by one, values sliced as they go (a seek reads a few
+        # rows from each table: decoding the block's values and taking it whole costs more than it saves)
+        lead = start is not None
         for b in range(i, len(self._index_keys)):
             entries = block(b)
             keys, seqs = entries.keys, entries.seqs
@@ -446,17 +450,14 @@ class TableReader:
             if lead:
                 lead = False
                 value = entries.value
-                stop = min(j + _LEAD_ROWS, len(keys))
-                for k in range(j, stop):
+                for k in range(j, len(keys)):
                     key = keys[k]
                     if key == done or seqs[k] > snapshot:
                         continue
                     done = key
                     yield key, value(k)
-                j = stop
-                if j == len(keys):
-                    j = 0
-                    continue
+                j = 0
+                continue
             values = entries.values()
             if every and keys and entries.ascending():
                 if j < len(keys) and keys[j] == done:
