@@ -22,7 +22,7 @@ import collections
 import itertools
 import operator
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from kvstore import record
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
@@ -33,9 +33,6 @@ __all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bl
 #: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
 Block = record.BlockEntries
 _MASK = 0xFFFFFFFF
-# hashes whose bloom positions are computed together while building a filter
-_BLOOM_CHUNK = 1 << 16
-_BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
 _WRITE_BUFFER = 256 << 10
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
@@ -66,25 +63,13 @@ class Bloom:
         nbits = max(64, count * bits_per_key)
         nbytes = (nbits + 7) // 8
         nbits = nbytes * 8
-        # One byte per bit while probing, set from C (map over bytearray.__setitem__) a probe at a time for a
-        # chunk of keys; then the bytes become bits: bit p of the little-endian integer is byte p >> 3, mask
-        # 1 << (p & 7), as the reader probes them.
-        flags = bytearray(nbits)
-        setflag = flags.__setitem__
-        consume = collections.deque[None](maxlen=0).extend
-        ones = itertools.repeat(1)
-        pending = hashes if isinstance(hashes, Sequence) else list(hashes)
-        for at in range(0, len(pending), _BLOOM_CHUNK):
-            cur = pending[at : at + _BLOOM_CHUNK]
-            deltas = [((h >> 17) | (h << 15)) & _MASK for h in cur]
-            for probe in range(k):
-                consume(map(setflag, [h % nbits for h in cur], ones))
-                if probe + 1 < k:
-                    cur = [(h + d) & _MASK for h, d in zip(cur, deltas)]
-        bits = bytearray()
-        for at in range(0, nbits, _BLOOM_CHUNK * 8):  # a piece at a time: the copies stay small
-            piece = flags[at : at + _BLOOM_CHUNK * 8]
-            bits += int(piece[::-1].translate(_BITS_AS_ASCII), 2).to_bytes(len(piece) // 8, "little")
+        bits = bytearray(nbytes)
+        for h in hashes:
+            delta = ((h >> 17) | (h << 15)) & _MASK
+            for _ in range(k):
+                pos = h % nbits
+                bits[pos >> 3] |= 1 << (pos & 7)
+                h = (h + delta) & _MASK
         bits.append(k)
         return bytes(bits)
 
