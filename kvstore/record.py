@@ -292,7 +292,8 @@ class _Layout:
 class _Layouts:
     """Block layouts keyed by the bytes of a block's length arrays.  Blocks of fixed-size keys and values
     share a handful, so a layout is built only the second time its lengths are seen (a one-off costs no
-    build) and at most ``limit`` are kept."""
+    build) and at most ``limit`` are kept.  Shared by every thread without a lock: a layout depends on
+    nothing but its lengths, so a race at worst builds one twice or forgets one."""
 
     __slots__ = ("_seen", "_layouts", "limit")
 
@@ -326,7 +327,9 @@ class BlockEntries:
 
     A point read needs every key (to bisect) but one value: ``value(j)`` slices just that one, and
     ``values()`` decodes them all once (a scan), after which the payload is let go.  Raises
-    ``CorruptSSTableError`` on construction for everything ``decode_block`` rejects.
+    ``CorruptSSTableError`` on construction for everything ``decode_block`` rejects.  Threads may share
+    one (the block cache does): ``values()`` stores the values before it lets the payload go, so a reader
+    that finds the payload gone finds the values.
     """
 
     __slots__ = ("keys", "seqs", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
@@ -383,7 +386,8 @@ class BlockEntries:
         if self._kinds[j] == 0:
             return None
         payload = self._payload
-        assert payload is not None
+        if payload is None:  # another thread decoded the values meanwhile
+            return self.values()[j]
         layout = self._layout
         if layout is not None:
             start, end = layout.spans[j]
@@ -400,7 +404,10 @@ class BlockEntries:
         if values is not None:
             return values
         payload = self._payload
-        assert payload is not None
+        if payload is None:  # another thread decoded them meanwhile
+            values = self._values
+            assert values is not None
+            return values
         found: list[bytes | None]
         if self._layout is not None:
             found = list(self._layout.values.unpack_from(payload))
