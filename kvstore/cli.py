@@ -28,6 +28,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import NoReturn
 
+from kvstore import bench
 from kvstore.commands import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -61,7 +62,10 @@ __all__ = ["COMMANDS", "FORWARDED", "build_parser", "main"]
 
 #: Subcommands that hand every argument after their name to another module's ``main(argv) -> int``:
 #: name -> (one-line help, main).
-FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
+FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "bench": ("run LevelDB db_bench's workloads on a fresh database (--compare sqlite3 beside it)",
+              lambda argv: bench.main(argv, prog="kvstore bench")),
+}
 
 #: The subcommands ``build_parser`` defines.
 COMMANDS = ("get", "put", "delete", "scan", "dump", "load", "stats", "check", "compact", "backup", "inspect",

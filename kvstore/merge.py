@@ -56,14 +56,16 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
     Cost: O(log levels) per key of every level walked.
     """
     if len(iters) == 1:
-        for key, value in iters[0]:
-            if value is not None:
-                yield key, value
+        for item in iters[0]:
+            if item[1] is not None:
+                yield item  # type: ignore[misc]
         return
-    heap: list[tuple[bytes, int, bytes | None, Iterator[Item]]] = []
+    # heap entries: (key, level, item, iterator); the level (negated going backward) orders equal keys
+    # newest first and is never equal between two entries, so items and iterators are never compared
+    heap: list[tuple[bytes, int, Item, Iterator[Item]]] = []
     for prio, it in enumerate(iters):
-        for key, value in it:
-            heap.append((key, -prio if reverse else prio, value, it))
+        for item in it:
+            heap.append((item[0], -prio if reverse else prio, item, it))
             break
     if not reverse:
         heapq.heapify(heap)
@@ -71,42 +73,57 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
     else:
         _heapify_max(heap)
         replace, pop = _heapreplace_max, _heappop_max
-    while heap:
-        key, prio, value, it = heap[0]
-        winner = value
+    while len(heap) > 1:
+        key, prio, winner, it = heap[0]
         while True:
             nxt = next(it, None)
             if nxt is None:
                 pop(heap)
             else:
-                replace(heap, (nxt[0], prio, nxt[1], it))
+                replace(heap, (nxt[0], prio, nxt, it))
             if not heap or heap[0][0] != key:
                 break
-            _, prio, _, it = heap[0]
-        if winner is not None:
-            yield key, winner
+            _, prio, _, it = heap[0]  # an older level's version of the same key: skipped
+        if winner[1] is not None:
+            yield winner  # type: ignore[misc]
+    if heap:  # one level left: the rest of it, as it comes
+        _, _, item, it = heap[0]
+        if item[1] is not None:
+            yield item  # type: ignore[misc]
+        for item in it:
+            if item[1] is not None:
+                yield item  # type: ignore[misc]
 
 
 def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
     """Merge per-level entry iterators (newest first) into one stream in table order."""
     if len(sources) == 1:
-        yield from sources[0]
-        return
-    heap: list[tuple[bytes, int, int, bytes | None, Iterator[Entry]]] = []
+        return iter(sources[0])
+    return _merge_entries(sources)
+
+
+def _merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
+    # heap entries: (key, level, entry, iterator): equal keys come newest level first, and a level's own
+    # versions of a key are already newest first
+    heap: list[tuple[bytes, int, Entry, Iterator[Entry]]] = []
     for prio, it in enumerate(sources):
-        for key, seq, value in it:
-            heap.append((key, prio, seq, value, it))
+        for entry in it:
+            heap.append((entry[0], prio, entry, it))
             break
     heapq.heapify(heap)
     replace, pop = heapq.heapreplace, heapq.heappop
-    while heap:
-        key, prio, seq, value, it = heap[0]
-        yield key, seq, value
+    while len(heap) > 1:
+        _, prio, entry, it = heap[0]
+        yield entry
         nxt = next(it, None)
         if nxt is None:
             pop(heap)
         else:
-            replace(heap, (nxt[0], prio, nxt[1], nxt[2], it))
+            replace(heap, (nxt[0], prio, nxt, it))
+    if heap:
+        _, _, entry, it = heap[0]
+        yield entry
+        yield from it
 
 
 def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int], bottom: bool) -> Iterator[Entry]:
@@ -120,22 +137,33 @@ def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int]
     merged = merge_entries(sources)
     if not snapshots:
         last = None
-        for key, seq, value in merged:
+        for entry in merged:
+            key = entry[0]
             if key == last:
                 continue
             last = key
-            if value is None and bottom:
+            if entry[2] is None and bottom:
                 continue
-            yield key, seq, value
+            yield entry
         return
-    group: list[Entry] = []
+    pending: Entry | None = None  # the newest version of the current key
+    group: list[Entry] | None = None  # every version of the current key, when it has more than one
     for entry in merged:
-        if group and entry[0] != group[0][0]:
+        if pending is not None and entry[0] == pending[0]:
+            if group is None:
+                group = [pending]
+            group.append(entry)
+            continue
+        if group is not None:
             yield from _retain(group, snapshots, bottom)
-            group = []
-        group.append(entry)
-    if group:
+            group = None
+        elif pending is not None and (pending[2] is not None or not bottom):
+            yield pending  # the usual case, one version: kept unless a bottom delete
+        pending = entry
+    if group is not None:
         yield from _retain(group, snapshots, bottom)
+    elif pending is not None and (pending[2] is not None or not bottom):
+        yield pending
 
 
 def _retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> list[Entry]:

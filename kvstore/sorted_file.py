@@ -19,6 +19,8 @@ from __future__ import annotations
 import array
 import bisect
 import collections
+import itertools
+import operator
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -28,7 +30,8 @@ from kvstore.fs import File, FileSystem
 
 __all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bloom_probes"]
 
-Block = tuple[list[bytes], list[int], list["bytes | None"]]
+#: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
+Block = record.BlockEntries
 _MASK = 0xFFFFFFFF
 _WRITE_BUFFER = 256 << 10
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
@@ -69,6 +72,10 @@ class Bloom:
                 h = (h + delta) & _MASK
         bits.append(k)
         return bytes(bits)
+
+    def bits_or_none(self) -> bytes | None:
+        """The bit array, or None when this filter filters nothing (empty, or an unknown probe count)."""
+        return None if self._nbits == 0 or self._k > 30 else self._bits
 
     def may_contain(self, h: int) -> bool:
         """False only when the key with hash ``h`` is certainly absent."""
@@ -166,51 +173,75 @@ class TableWriter:
         self._index_values: list[bytes | None] = []
         self._hashes = array.array("I")
         self._last_key: bytes | None = None
-        self.entries = 0
-        self.deletes = 0
+        self._entries = 0  # in finished blocks
+        self._deletes = 0
         self._min_seq = 0
         self._max_seq = 0
         self._smallest = b""
 
+    @property
+    def entries(self) -> int:
+        """The number of entries added so far."""
+        return self._entries + len(self._keys)
+
+    @property
+    def deletes(self) -> int:
+        """The number of deletes added so far."""
+        return self._deletes + self._values.count(None)
+
     def add(self, key: bytes, seq: int, value: bytes | None) -> None:
         """Append one entry; entries must come in table order."""
-        if key != self._last_key:
-            assert self._last_key is None or key > self._last_key, "keys out of order"
-            if self._bloom_bits:
-                self._hashes.append(record.key_hash(key))
-            if self._last_key is None:
-                self._smallest = key
-            self._last_key = key
-        size = len(key) + (0 if value is None else len(value)) + record.BLOCK_ENTRY_ARRAYS
-        if self._keys and self._block_bytes + size > _MAX_BLOCK_BYTES:
-            self._finish_block()  # only near-4-GiB values: a block's size must fit the index's u32
-        self._keys.append(key)
-        self._seqs.append(seq)
-        self._values.append(value)
-        self._block_bytes += size
-        self.entries += 1
-        if value is None:
-            self.deletes += 1
-        if not self._min_seq or seq < self._min_seq:
-            self._min_seq = seq
-        if seq > self._max_seq:
-            self._max_seq = seq
-        if self._block_bytes >= self._block_size:
-            self._finish_block()
+        self.add_all(((key, seq, value),))
 
     def add_all(self, entries: Iterable[tuple[bytes, int, bytes | None]]) -> None:
-        """Append every entry of an ordered iterable."""
-        add = self.add
+        """Append every entry of an ordered iterable.  Per entry only the block's lists grow; counts,
+        sequence range, key hashes and order checks are done a block at a time (``_finish_block``)."""
+        keys, seqs, values = self._keys, self._seqs, self._values
+        kappend, sappend, vappend = keys.append, seqs.append, values.append
+        overhead = record.BLOCK_ENTRY_ARRAYS
+        block_size = self._block_size
+        nbytes = self._block_bytes
         for key, seq, value in entries:
-            add(key, seq, value)
+            size = len(key) + overhead if value is None else len(key) + len(value) + overhead
+            if nbytes + size > _MAX_BLOCK_BYTES and keys:
+                self._finish_block()  # only near-4-GiB values: a block's size must fit the index's u32
+                nbytes = 0
+            kappend(key)
+            sappend(seq)
+            vappend(value)
+            nbytes += size
+            if nbytes >= block_size:
+                self._finish_block()
+                nbytes = 0
+        self._block_bytes = nbytes
 
     def _finish_block(self) -> None:
-        payload = record.encode_block(self._keys, self._seqs, self._values)
-        offset, size = self._emit(payload)
-        self._index_keys.append(self._keys[-1])
-        self._index_seqs.append(self._seqs[-1])
+        keys, seqs, values = self._keys, self._seqs, self._values
+        last = self._last_key
+        assert last is None or keys[0] >= last, "keys out of order"
+        assert all(map(operator.le, keys, itertools.islice(keys, 1, None))), "keys out of order"
+        if last is None:
+            self._smallest = keys[0]
+        if self._bloom_bits:
+            if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+                distinct: Iterable[bytes] = itertools.islice(keys, 1, None) if keys[0] == last else keys
+            else:
+                distinct = [k for k, prev in zip(keys, [last, *keys]) if k != prev]
+            self._hashes.extend(record.key_hashes(distinct))
+        self._entries += len(keys)
+        self._deletes += values.count(None)
+        low = min(seqs)
+        if not self._min_seq or low < self._min_seq:
+            self._min_seq = low
+        self._max_seq = max(self._max_seq, *seqs)
+        self._last_key = keys[-1]
+        offset, size = self._emit(record.encode_block(keys, seqs, values))
+        self._index_keys.append(keys[-1])
+        self._index_seqs.append(seqs[-1])
         self._index_values.append(record.INDEX_VALUE.pack(offset, size))
-        self._keys, self._seqs, self._values = [], [], []
+        keys.clear()
+        seqs.clear()
+        values.clear()
         self._block_bytes = 0
 
     def _emit(self, payload: bytes) -> tuple[int, int]:
@@ -304,6 +335,10 @@ class TableReader:
         del iseqs
         bloom_payload = self._chunk(*bloom)  # checked even when empty (bloom_bits_per_key=0): every byte is
         self._bloom = Bloom(bloom_payload) if bloom_payload else None
+        # the filter's fields, probed inline by get(); None when there is nothing to filter with
+        self._bloom_bits = self._bloom.bits_or_none() if self._bloom is not None else None
+        self._bloom_nbits = len(bloom_payload) * 8 - 8
+        self._bloom_probes = range(bloom_payload[-1] if bloom_payload else 0)
         (self.num_entries, self.deletes, self.min_seq, self.max_seq,
          self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
         if self._index_keys and self._index_keys[-1] != self.largest:
@@ -327,12 +362,12 @@ class TableReader:
 
     def block(self, i: int) -> Block:
         """Data block ``i`` decoded, through the cache."""
-        cache_key = (self.file_number, self._offsets[i])
+        offset = self._offsets[i]
+        cache_key = (self.file_number, offset)
         hit = self._cache.get(cache_key)
         if hit is not None:
             return hit
-        offset = self._offsets[i]
-        block = record.decode_block(self._chunk(offset, self._sizes[i]), self.path, offset)
+        block = record.BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
         self._cache.put(cache_key, block, self._sizes[i])
         return block
 
@@ -343,19 +378,28 @@ class TableReader:
     def get(self, key: bytes, snapshot: int, key_hash: int | None = None) -> tuple[int, bytes | None] | None:
         """The newest version of ``key`` at or before ``snapshot``, or None.  Reads at most one block
         (more only when the key's versions span blocks)."""
-        bloom = self._bloom
-        if bloom is not None and not bloom.may_contain(record.key_hash(key) if key_hash is None else key_hash):
-            return None
+        bits = self._bloom_bits
+        if bits is not None:  # Bloom.may_contain, inline: this runs for every table a get passes
+            h = record.key_hash(key) if key_hash is None else key_hash
+            nbits = self._bloom_nbits
+            delta = ((h >> 17) | (h << 15)) & _MASK
+            for _ in self._bloom_probes:
+                pos = h % nbits
+                if not bits[pos >> 3] & (1 << (pos & 7)):
+                    return None
+                h = (h + delta) & _MASK
         index_keys = self._index_keys
         i = bisect.bisect_left(index_keys, key)
         nblocks = len(index_keys)
         while i < nblocks:
-            keys, seqs, values = self.block(i)
+            block = self.block(i)
+            keys = block.keys
             j = bisect.bisect_left(keys, key)
             n = len(keys)
             while j < n and keys[j] == key:
-                if seqs[j] <= snapshot:
-                    return seqs[j], values[j]
+                seq = block.seqs[j]
+                if seq <= snapshot:
+                    return seq, block.value(j)
                 j += 1
             if j < n or index_keys[i] != key:
                 return None
@@ -377,17 +421,44 @@ class TableReader:
             i = bisect.bisect_left(self._index_keys, start)
             j = -1
         done = None if inclusive else start  # an excluded start's versions may run on into later blocks
+        every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
+        block = self.block
+        # a seek: the first block's rows are taken one by one, values sliced as they go (a seek reads a few
+        # rows from each table: decoding the block's values and taking it whole costs more than it saves)
+        lead = start is not None
         for b in range(i, len(self._index_keys)):
-            keys, seqs, values = self.block(b)
+            entries = block(b)
+            keys, seqs = entries.keys, entries.seqs
             if j < 0:
                 assert start is not None
                 j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
-            for k in range(j, len(keys)):
-                key = keys[k]
-                if key == done or seqs[k] > snapshot:
-                    continue
-                done = key
-                yield key, values[k]
+            if lead:
+                lead = False
+                value = entries.value
+                for k in range(j, len(keys)):
+                    key = keys[k]
+                    if key == done or seqs[k] > snapshot:
+                        continue
+                    done = key
+                    yield key, value(k)
+                j = 0
+                continue
+            values = entries.values()
+            if every and keys and entries.ascending():
+                if j < len(keys) and keys[j] == done:
+                    j += 1  # older versions of the key the previous block ended with
+                if j:
+                    yield from zip(itertools.islice(keys, j, None), itertools.islice(values, j, None))
+                else:
+                    yield from zip(keys, values)
+                done = keys[-1]
+            else:
+                for k in range(j, len(keys)):
+                    key = keys[k]
+                    if key == done or seqs[k] > snapshot:
+                        continue
+                    done = key
+                    yield key, values[k]
             j = 0
 
     def _backward(self, start: bytes | None, snapshot: int, inclusive: bool) -> Iterator[tuple[bytes, bytes | None]]:
@@ -404,13 +475,32 @@ class TableReader:
         cur: bytes | None = None
         found = False
         cand: bytes | None = None
+        every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
+        index_keys = self._index_keys
+        block = self.block
         while b >= 0:
-            keys, seqs, values = self.block(b)
+            entries = block(b)
+            keys, seqs, values = entries.keys, entries.seqs, entries.values()
             if j is None:
                 k = len(keys) - 1
             else:
                 assert start is not None
                 k = (bisect.bisect_right(keys, start) if inclusive else bisect.bisect_left(keys, start)) - 1
+            # whole when no version of its keys is elsewhere: not in the block before (whose last key is
+            # index_keys[b - 1]) nor pending from the block after (cur)
+            if (every and k >= 0 and entries.ascending() and (b == 0 or index_keys[b - 1] != keys[0])
+                    and cur != keys[k]):
+                if found:
+                    yield cur, cand  # type: ignore[misc]
+                    found = False
+                cur = None
+                if k == len(keys) - 1:
+                    yield from zip(reversed(keys), reversed(values))
+                else:
+                    yield from zip(reversed(keys[: k + 1]), reversed(values[: k + 1]))
+                b -= 1
+                j = None
+                continue
             while k >= 0:
                 key = keys[k]
                 if key != cur:
@@ -433,16 +523,25 @@ class TableReader:
         ``CorruptSSTableError`` on entries out of order, which a merge must never copy on."""
         last_key: bytes | None = None
         last_seq = 0
+        lt, islice = operator.lt, itertools.islice
         for b in range(len(self._index_keys)):
             offset = self._offsets[b]
             hit = self._cache.get((self.file_number, offset))
-            if hit is None:
-                hit = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
-            for key, seq, value in zip(*hit):
-                if last_key is not None and (key < last_key or (key == last_key and seq >= last_seq)):
-                    raise CorruptSSTableError(self.path, offset, f"entries out of order at {key!r}")
-                last_key, last_seq = key, seq
-                yield key, seq, value
+            if hit is not None:
+                keys, seqs, values = hit.keys, hit.seqs, hit.values()
+            else:
+                keys, seqs, values = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+            if not keys:
+                continue
+            # in order: keys ascend, and the versions of one key have descending sequences
+            if last_key is not None and (keys[0] < last_key or (keys[0] == last_key and seqs[0] >= last_seq)):
+                raise CorruptSSTableError(self.path, offset, f"entries out of order at {keys[0]!r}")
+            if not all(map(lt, keys, islice(keys, 1, None))):
+                for key, prev, seq, prev_seq in zip(islice(keys, 1, None), keys, islice(seqs, 1, None), seqs):
+                    if key < prev or (key == prev and seq >= prev_seq):
+                        raise CorruptSSTableError(self.path, offset, f"entries out of order at {key!r}")
+            last_key, last_seq = keys[-1], seqs[-1]
+            yield from zip(keys, seqs, values)
 
     def verify(self) -> list[str]:
         """Read every block past the cache and check checksums and order; problems found, as text."""

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ from kvstore.errors import CorruptionError
 from kvstore.fs import File, FileSystem
 
 __all__ = ["LogReplay", "WalWriter", "replay_log"]
+
+_COMMIT = int(record.RecordType.COMMIT)
 
 Writes = list[tuple[bytes, "bytes | None"]]
 
@@ -78,21 +81,22 @@ class WalWriter:
 
     def append(self, sequence: int, writes: Sequence[tuple[bytes, bytes | None]], sync: bool) -> None:
         """Write one commit unit; with ``sync`` it is durable (with all before it) when this returns."""
-        payload = record.encode_commit(sequence, self.durable, writes)
-        frame = record.encode_frame(self.log_number, record.RecordType.COMMIT, payload)
+        frame = record.encode_frame(self.log_number, _COMMIT, record.encode_commit(sequence, self.durable, writes))
         self._file.append(frame)
         self.size += len(frame)
         if sync:
             self.sync()
 
     def append_many(self, commits: Sequence[tuple[int, Sequence[tuple[bytes, bytes | None]]]], sync: bool) -> None:
-        """Write several commit units (a commit group) with one append and at most one fsync; with ``sync``
-        every one of them (and all before) is durable when this returns."""
-        durable, number, commit = self.durable, self.log_number, record.RecordType.COMMIT
-        data = b"".join(record.encode_frame(number, commit, record.encode_commit(seq, durable, writes))
-                        for seq, writes in commits)
-        self._file.append(data)
-        self.size += len(data)
+        """Write several commit units, (sequence, writes) in sequence order, with one append and, with
+        ``sync``, one fsync: the group-commit path.  Each frame is the one ``append`` would write (all
+        record the same durable offset); when this returns with ``sync`` every one of them is durable."""
+        assert all(a[0] < b[0] for a, b in itertools.pairwise(commits)), "sequences out of order"
+        durable, number, frame, commit = self.durable, self.log_number, record.encode_frame, record.encode_commit
+        data = b"".join([frame(number, _COMMIT, commit(seq, durable, writes)) for seq, writes in commits])
+        if data:
+            self._file.append(data)
+            self.size += len(data)
         if sync:
             self.sync()
 

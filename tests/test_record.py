@@ -9,6 +9,7 @@ always raise on such damage.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -290,6 +291,28 @@ def test_block_round_trips_any_entries(entries: list[tuple[bytes, int, bytes | N
     seqs = [s for _, s, _ in entries]
     values = [v for _, _, v in entries]
     assert record.decode_block(record.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
+def test_block_entries_slice_each_value_as_the_whole_decode_does(
+        block: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
+    keys, seqs, values = block
+    payload = record.encode_block(keys, seqs, values)
+    for _ in range(3):  # a layout is built the second time its lengths are seen, and used from then on
+        entries = record.BlockEntries(payload, PATH, 20)
+        assert (entries.keys, entries.seqs) == (keys, seqs)
+        assert [entries.value(j) for j in range(len(keys))] == values
+        assert entries.values() == values
+        assert [entries.value(j) for j in range(len(keys))] == values
+        assert entries.ascending() == all(a < b for a, b in itertools.pairwise(keys))
+
+
+def test_block_with_known_lengths_and_lengths_not_adding_up_is_corrupt() -> None:
+    payload = record.encode_block([b"a", b"b"], [2, 1], [b"x", b"y"])
+    for _ in range(2):
+        record.decode_block(payload, PATH, 20)
+    with pytest.raises(CorruptSSTableError, match="add up"):
+        record.decode_block(b"z" + payload, PATH, 20)  # the same length arrays, one more data byte
 
 
 def test_block_claiming_more_entries_than_fit_is_corrupt() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from kvstore import record, sorted_file
 from kvstore.errors import CorruptionError, CorruptSSTableError
 from kvstore.fs import OSFileSystem
-from kvstore.sorted_file import BlockCache, Bloom, TableInfo, TableReader, TableWriter, bloom_probes
+from kvstore.sorted_file import Block, BlockCache, Bloom, TableInfo, TableReader, TableWriter, bloom_probes
 
 Entry = tuple[bytes, int, "bytes | None"]
 FS = OSFileSystem()
@@ -287,6 +287,28 @@ def test_table_opened_under_another_file_number_is_corrupt(tmp_path: pathlib.Pat
 # ---------------------------------------------------------------- bloom filter
 
 
+def _reference_bloom(hashes: list[int], bits_per_key: int) -> bytes:
+    """The filter as DESIGN.md describes it, one key and one probe at a time."""
+    k = bloom_probes(bits_per_key)
+    nbits = (max(64, len(hashes) * bits_per_key) + 7) // 8 * 8
+    bits = bytearray(nbits // 8)
+    for h in hashes:
+        delta = ((h >> 17) | (h << 15)) & 0xFFFFFFFF
+        for _ in range(k):
+            pos = h % nbits
+            bits[pos >> 3] |= 1 << (pos & 7)
+            h = (h + delta) & 0xFFFFFFFF
+    return bytes(bits) + bytes([k])
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 1000, (1 << 16) + 3], ids=lambda n: f"{n}keys")
+@pytest.mark.parametrize("bits", [1, 10, 64], ids=lambda b: f"{b}bits")
+def test_bloom_build_sets_the_bits_the_design_describes(count: int, bits: int) -> None:
+    hashes = [record.key_hash(b"key%d" % i) for i in range(count)]
+    assert Bloom.build(hashes, count, bits) == _reference_bloom(hashes, bits)
+    assert Bloom.build(iter(hashes), count, bits) == _reference_bloom(hashes, bits)
+
+
 def test_bloom_probe_count_is_bits_times_ln2() -> None:
     assert bloom_probes(10) == 7
     assert bloom_probes(1) == 1
@@ -337,15 +359,16 @@ def test_bloom_empty_or_unknown_filter_filters_nothing() -> None:
 # ---------------------------------------------------------------- block cache
 
 
-def _block(n: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
-    return [b"k%d" % n], [n], [b"v"]
+def _block(n: int) -> Block:
+    return Block(record.encode_block([b"k%d" % n], [n], [b"v"]), "block", 20)
 
 
 def test_block_cache_counts_hits_and_misses() -> None:
     cache = BlockCache(1000)
     assert cache.get((1, 20)) is None
-    cache.put((1, 20), _block(1), 100)
-    assert cache.get((1, 20)) == _block(1)
+    block = _block(1)
+    cache.put((1, 20), block, 100)
+    assert cache.get((1, 20)) is block
     assert cache.get((2, 20)) is None
     assert (cache.hits, cache.misses) == (1, 2)
 
@@ -424,6 +447,22 @@ def test_table_verify_finds_a_flipped_byte_in_a_data_block(tmp_path: pathlib.Pat
         assert (info.value.path, info.value.offset) == (path, second)
     finally:
         reader.close()
+
+
+def test_table_writer_counts_entries_and_deletes_before_finish(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "000009.sst")
+    file = FS.open(path, create=True)
+    try:
+        writer = TableWriter(file, 9, 64, 10)
+        assert (writer.entries, writer.deletes) == (0, 0)
+        writer.add(b"a", 5, b"x")
+        writer.add_all([(b"a", 3, None), (b"b", 4, b"y" * 100), (b"c", 2, None)])
+        assert (writer.entries, writer.deletes) == (4, 2)
+        info = writer.finish()
+        assert (info.entries, info.deletes, info.min_seq, info.max_seq) == (4, 2, 2, 5)
+        assert (info.smallest, info.largest) == (b"a", b"c")
+    finally:
+        file.close()
 
 
 def test_table_writer_starts_a_new_block_before_an_entry_that_would_overflow_the_u32_size(

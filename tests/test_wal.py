@@ -64,6 +64,89 @@ def test_wal_append_then_replay_round_trips(tmp_path: pathlib.Path, sync: bool) 
     assert result.valid_end == result.size == os.path.getsize(path)
 
 
+class _AppendCountingFile:
+    """An OSFile that counts appends and fsyncs."""
+
+    def __init__(self, file: OSFile) -> None:
+        self.file = file
+        self.path = file.path
+        self.appends = 0
+        self.fsyncs = 0
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self.file.pread(size, offset)
+
+    def append(self, data: bytes) -> None:
+        self.appends += 1
+        self.file.append(data)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        self.file.write_at(offset, data)
+
+    def truncate(self, size: int) -> None:
+        self.file.truncate(size)
+
+    def fsync(self) -> None:
+        self.fsyncs += 1
+        self.file.fsync()
+
+    def size(self) -> int:
+        return self.file.size()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _counting_wal(tmp_path: pathlib.Path, number: int) -> tuple[WalWriter, _AppendCountingFile]:
+    path = log_path(str(tmp_path), number)
+    WalWriter.create(FS, str(tmp_path), path, number).close()
+    file = _AppendCountingFile(FS.open(path, write=True))
+    return WalWriter(FS, path, number, file, file.size()), file
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "nosync"])
+def test_wal_append_many_writes_every_commit_with_one_append_and_at_most_one_fsync(tmp_path: pathlib.Path,
+                                                                                 sync: bool) -> None:
+    wal, file = _counting_wal(tmp_path, 4)
+    try:
+        wal.append_many(list(enumerate(COMMITS, start=1)), sync)
+        assert (file.appends, file.fsyncs) == (1, 1 if sync else 0)
+        assert wal.size == os.path.getsize(wal.path)
+        assert wal.durable == (wal.size if sync else record.FILE_HEADER.size)
+    finally:
+        wal.close()
+    result = replay_log(FS, wal.path, 4, last=True)
+    assert result.commits == _expected(COMMITS) and result.damage is None
+
+
+def test_wal_append_many_writes_the_frames_append_writes(tmp_path: pathlib.Path) -> None:
+    one = tmp_path / "one"
+    many = tmp_path / "many"
+    one.mkdir()
+    many.mkdir()
+    path, _ = _log(one, COMMITS, sync=False, number=5)
+    wal = WalWriter.create(FS, str(many), log_path(str(many), 5), 5)
+    try:
+        wal.append_many(list(enumerate(COMMITS[:2], start=1)), sync=False)
+        wal.append_many(list(enumerate(COMMITS[2:], start=3)), sync=False)
+    finally:
+        wal.close()
+    assert pathlib.Path(path).read_bytes() == pathlib.Path(wal.path).read_bytes()
+
+
+def test_wal_append_many_of_nothing_writes_nothing_but_still_syncs(tmp_path: pathlib.Path) -> None:
+    wal, file = _counting_wal(tmp_path, 6)
+    try:
+        wal.append(1, [(b"k", b"v")], sync=False)
+        wal.append_many([], sync=True)
+        assert (file.appends, file.fsyncs) == (1, 1)
+        assert wal.durable == wal.size
+        wal.append_many([], sync=True)
+        assert file.fsyncs == 1  # nothing new to make durable
+    finally:
+        wal.close()
+
+
 def test_wal_new_log_holds_only_its_header(tmp_path: pathlib.Path) -> None:
     path, _ = _log(tmp_path, [])
     assert os.path.getsize(path) == record.FILE_HEADER.size
