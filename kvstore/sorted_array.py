@@ -1,4 +1,5 @@
-"""The memtable: a versioned sorted table in memory, on ``sortedcontainers.SortedDict``.
+"""The memtable: a versioned sorted table in memory: a dict of versions beside a ``sortedcontainers.SortedList``
+of its keys.
 
 Each key maps to its versions, oldest first, as ``(sequence, value)`` pairs
 where a value of ``None`` is a delete.  Every version stays until the
@@ -12,7 +13,7 @@ sortedcontainers' index is not safe to read while a key is inserted.  On disk
 the memtable exists only as the WAL (DESIGN.md, "Write path").
 
 Invariants:
-  - keys are in ascending byte order (SortedDict);
+  - ``_keys`` holds exactly the keys of ``_data``, in ascending byte order;
   - each version list is non-empty with strictly increasing sequences;
   - ``bytes`` is the sum of ``len(key) + len(value) + ENTRY_OVERHEAD`` over stored versions;
   - ``max_seq`` is the largest sequence stored (0 when empty), ``min_seq`` the smallest.
@@ -24,13 +25,14 @@ import itertools
 import threading
 from collections.abc import Iterator, Sequence
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedList
 
 __all__ = ["ENTRY_OVERHEAD", "Memtable"]
 
 #: Bytes charged per stored version beside its key and value (sequence, kind, lengths).
 ENTRY_OVERHEAD = 16
-# keys fetched per step of an iterator
+# keys fetched per step of an iterator: few at first (a seek often reads a handful), then many
+_FIRST_CHUNK = 16
 _CHUNK = 256
 
 Version = tuple[int, "bytes | None"]
@@ -45,7 +47,8 @@ class Memtable:
     """
 
     def __init__(self) -> None:
-        self._data: SortedDict[bytes, list[Version]] = SortedDict()
+        self._data: dict[bytes, list[Version]] = {}
+        self._keys: SortedList[bytes] = SortedList()  # the keys of _data, ascending; a key enters _data first
         #: Held while the key index changes and while an iterator reads a chunk of it.
         self.lock = threading.Lock()
         self.bytes = 0
@@ -75,6 +78,7 @@ class Memtable:
         """Add the writes of several commits, each under its sequence, taking the lock once; returns the
         bytes of keys and values added."""
         data = self._data
+        add = self._keys.add
         added = 0
         count = 0
         with self.lock:
@@ -84,6 +88,7 @@ class Memtable:
                     versions = data.get(key)
                     if versions is None:
                         data[key] = [(seq, value)]
+                        add(key)
                     else:
                         assert versions[-1][0] < seq, (key, seq)
                         versions.append((seq, value))
@@ -101,6 +106,7 @@ class Memtable:
         versions = self._data.get(key)
         if versions is None:
             self._data[key] = [(seq, value)]
+            self._keys.add(key)
         else:
             assert versions[-1][0] < seq, (key, seq)
             versions.append((seq, value))
@@ -119,23 +125,24 @@ class Memtable:
                     return version
         return None
 
-    def _chunk(self, last: bytes | None, reverse: bool, inclusive: bool) -> list[tuple[bytes, list[Version]]]:
-        """The next keys (with their version lists) after ``last`` in the direction of travel."""
+    def _chunk(self, last: bytes | None, reverse: bool, inclusive: bool,
+               size: int) -> list[tuple[bytes, list[Version]]]:
+        """The next ``size`` keys (with their version lists) after ``last`` in the direction of travel."""
         data = self._data
+        keys = self._keys
         with self.lock:
-            keys = data.keys()
             if not reverse:
                 if last is None:
                     i = 0
                 else:
-                    i = data.bisect_left(last) if inclusive else data.bisect_right(last)
-                chunk = keys[i : i + _CHUNK]
+                    i = keys.bisect_left(last) if inclusive else keys.bisect_right(last)
+                chunk = keys[i : i + size]
             else:
                 if last is None:
                     j = len(keys)
                 else:
-                    j = data.bisect_right(last) if inclusive else data.bisect_left(last)
-                chunk = keys[max(0, j - _CHUNK) : j]
+                    j = keys.bisect_right(last) if inclusive else keys.bisect_left(last)
+                chunk = keys[max(0, j - size) : j]
                 chunk.reverse()
             return [(key, data[key]) for key in chunk]
 
@@ -150,8 +157,9 @@ class Memtable:
         seen twice.
         """
         last = start
+        size = _FIRST_CHUNK
         while True:
-            chunk = self._chunk(last, reverse, inclusive)
+            chunk = self._chunk(last, reverse, inclusive, size)
             if not chunk:
                 return
             for key, versions in chunk:
@@ -161,13 +169,14 @@ class Memtable:
                         break
             last = chunk[-1][0]
             inclusive = False
+            size = _CHUNK
 
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every stored version as (key, sequence, value), keys ascending, sequences descending."""
         last: bytes | None = None
         inclusive = True
         while True:
-            chunk = self._chunk(last, False, inclusive)
+            chunk = self._chunk(last, False, inclusive, _CHUNK)
             if not chunk:
                 return
             for key, versions in chunk:
@@ -178,13 +187,14 @@ class Memtable:
 
     def _check(self) -> None:
         """Assert the invariants (O(n)); for tests."""
-        keys = list(self._data.keys())
-        assert keys == sorted(keys)
+        keys = list(self._keys)
+        assert keys == sorted(self._data) and len(set(keys)) == len(keys)
         total = 0
         count = 0
         top = 0
         bottom = 0
-        for key, versions in self._data.items():
+        for key in keys:
+            versions = self._data[key]
             assert versions, key
             seqs = [s for s, _ in versions]
             assert all(a < b for a, b in itertools.pairwise(seqs)), (key, seqs)

@@ -384,7 +384,7 @@ class _Reader:
 class _Scan(Iterator[tuple[bytes, bytes]]):
     """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go."""
 
-    __slots__ = ("_reader", "_owns", "_gen", "_tx", "_range", "_lo", "_hi", "_reverse", "_stop")
+    __slots__ = ("_reader", "_owns", "_gen", "_tx", "_range", "_lo", "_hi", "_reverse", "_stop", "_done")
 
     def __init__(self, reader: _Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
         self._reader = reader
@@ -396,6 +396,7 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
             self._range = _Range()
             reader.tx.ranges.append(self._range)
         self._stop = lo if reverse else hi  # the bound in the direction of travel
+        self._done = False  # exhausted: StopIteration from now on, as iterators do
         if lo is not None and hi is not None and lo >= hi:
             self._gen: Iterator[tuple[bytes, bytes]] = iter(())
         else:
@@ -405,7 +406,11 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
         return self
 
     def __next__(self) -> tuple[bytes, bytes]:
-        self._reader.check()
+        reader = self._reader
+        if reader.released or reader.kv._closed or (reader.tx is not None and reader.tx.closed):
+            if self._done and not reader.kv._closed and (reader.tx is None or not reader.tx.closed):
+                raise StopIteration
+            reader.check()
         item = next(self._gen, None)
         stop = self._stop
         if item is not None and stop is not None and (item[0] < stop if self._reverse else item[0] >= stop):
@@ -415,6 +420,7 @@ class _Scan(Iterator[tuple[bytes, bytes]]):
             done = self._range
             if done is not None:  # exhausted: the whole bound is covered
                 done.lo, done.hi, done.hi_inclusive, done.active = self._lo, self._hi, self._hi is None, True
+            self._done = True
             self.close()
             raise StopIteration
         r = self._range
@@ -560,7 +566,7 @@ class _Writer:
     the lead to the next writer (LevelDB's write group).
     """
 
-    __slots__ = ("kind", "writes", "sync", "tx", "snapshot", "cond", "done", "error", "existed", "frozen")
+    __slots__ = ("kind", "writes", "sync", "tx", "snapshot", "cond", "done", "error", "existed", "frozen", "reader")
 
     def __init__(self, kind: int, writes: list[tuple[bytes, bytes | None]], sync: bool,
                  tx: _TxState | None, snapshot: int) -> None:
@@ -574,6 +580,7 @@ class _Writer:
         self.error: BaseException | None = None
         self.existed = True
         self.frozen: Memtable | None = None  # the memtable a _ROTATE request froze
+        self.reader: _Reader | None = None  # a committing transaction's reader, let go once published
 
 
 _COMMIT, _DELETE, _ROTATE, _BARRIER = range(4)
@@ -987,11 +994,15 @@ class KV:
         raise AssertionError("unreachable")
 
     def _write(self, kind: int, writes: list[tuple[bytes, bytes | None]], sync: bool,
-               tx: _TxState | None = None, snapshot: int = 0) -> _Writer:
+               reader: _Reader | None = None) -> _Writer:
         """Queue one request and wait until a leader (this thread or another) has carried it out."""
         with self._wq_lock:
             self._check_writable()
-            w = _Writer(kind, writes, sync, tx, snapshot)
+            if reader is None:
+                w = _Writer(kind, writes, sync, None, 0)
+            else:
+                w = _Writer(kind, writes, sync, reader.tx, reader.snapshot)
+                w.reader = reader
             writers = self._writers
             if not writers and not sync and kind == _COMMIT:
                 # nobody leads and nothing waits for an fsync: carry it out holding the queue's lock (a
@@ -1122,6 +1133,9 @@ class KV:
             if self._recent_log:
                 self._forget_write_sets()
             self._seq = seq
+        for w in members:  # a committed transaction's snapshot keeps nothing alive from here on
+            if w.reader is not None:
+                w.reader.release()
         if mem.bytes >= self._config.memtable_size:
             self._make_room()
 
@@ -1936,7 +1950,7 @@ class KVTX:
             if writes:
                 kv = self._kv
                 kv._write(_COMMIT, sorted(writes.items()), kv._config.sync if sync is None else bool(sync),
-                          self._state, self._reader.snapshot)
+                          self._reader)
         finally:
             self._close()
 
