@@ -1208,9 +1208,9 @@ class KV:
         """Stop accepting writes after an error on the durability path or in background work."""
         if isinstance(exc, FailedError):
             return exc  # already stopped, said and logged where it happened
+        log.error("kvstore stopped after an error while %s: %s", what, exc)  # before anyone can see it stopped
         if self._failed is None:
             self._failed = f"{what}: {exc}"
-        log.error("kvstore stopped after an error while %s: %s", what, exc)
         with self._cond:
             self._cond.notify_all()
         code = getattr(exc, "errno", None) or errno.EIO
