@@ -156,34 +156,34 @@ class Memtable:
         iterating are found by key, never by position, so none is skipped or
         seen twice.
         """
-        last = start
-        size = _FIRST_CHUNK
-        while True:
-            chunk = self._chunk(last, reverse, inclusive, size)
-            if not chunk:
-                return
+        for chunk in self._chunks(start, reverse, inclusive, _FIRST_CHUNK):
             for key, versions in chunk:
                 for seq, value in reversed(versions):
                     if seq <= snapshot:
                         yield key, value
                         break
-            last = chunk[-1][0]
-            inclusive = False
-            size = _CHUNK
 
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every stored version as (key, sequence, value), keys ascending, sequences descending."""
-        last: bytes | None = None
-        inclusive = True
-        while True:
-            chunk = self._chunk(last, False, inclusive, _CHUNK)
-            if not chunk:
-                return
+        for chunk in self._chunks(None, False, True, _CHUNK):
             for key, versions in chunk:
                 for seq, value in reversed(versions):
                     yield key, seq, value
+
+    def _chunks(self, start: bytes | None, reverse: bool, inclusive: bool,
+                first: int) -> Iterator[list[tuple[bytes, list[Version]]]]:
+        """Successive chunks of keys with their version lists from ``start`` on, ``first`` keys, then
+        ``_CHUNK`` at a time; each chunk is found by key after the last one."""
+        last = start
+        size = first
+        while True:
+            chunk = self._chunk(last, reverse, inclusive, size)
+            if not chunk:
+                return
+            yield chunk
             last = chunk[-1][0]
             inclusive = False
+            size = _CHUNK
 
     def _check(self) -> None:
         """Assert the invariants (O(n)); for tests."""
