@@ -21,7 +21,6 @@ write that passes it short, then ``ENOSPC``.
     >>> fs = SimFS()
     >>> kv = KV.open("/db", Config(sync=False), fs=fs)
     >>> kv.set(b"a", b"1")                         # in the OS, not on disk
-    >>> kv.new_tx().commit(sync=True)              # nothing to write: syncs nothing
     >>> after = fs.crash_image(CrashMode.DROP)     # power loss now
     >>> KV.open("/db", fs=after).get(b"a") is None
     True

@@ -566,7 +566,8 @@ class _Writer:
     the lead to the next writer (LevelDB's write group).
     """
 
-    __slots__ = ("kind", "writes", "sync", "tx", "snapshot", "cond", "done", "error", "existed", "frozen", "reader")
+    __slots__ = ("kind", "writes", "sync", "tx", "snapshot", "cond", "done", "error", "existed", "frozen", "reader",
+                 "taken")
 
     def __init__(self, kind: int, writes: list[tuple[bytes, bytes | None]], sync: bool,
                  tx: _TxState | None, snapshot: int) -> None:
@@ -581,6 +582,7 @@ class _Writer:
         self.existed = True
         self.frozen: Memtable | None = None  # the memtable a _ROTATE request froze
         self.reader: _Reader | None = None  # a committing transaction's reader, let go once published
+        self.taken = False  # a leader took it into its group: the leader answers it and takes it off
 
 
 _COMMIT, _DELETE, _ROTATE, _BARRIER = range(4)
@@ -610,9 +612,11 @@ def _yielding(entries: Iterator[T], every: int = 256) -> Iterator[T]:
 def _copy_error(exc: BaseException) -> BaseException:
     """A fresh exception like ``exc`` for another thread to raise (one object raised twice shares a traceback)."""
     try:
-        return type(exc)(*exc.args)
+        copy = type(exc)(*exc.args)
     except Exception:  # noqa: BLE001 - an exception type with another constructor: raise it as it is
         return exc
+    copy.__cause__ = exc.__cause__
+    return copy
 
 
 class KV:
@@ -677,6 +681,7 @@ class KV:
         self._writers: collections.deque[_Writer] = collections.deque()
         self._closed = False
         self._closing = False
+        self._closed_event = threading.Event()
         self._failed: str | None = None
         self._read_only = config.read_only
         self._file_lock: FileLock | None = None
@@ -911,7 +916,7 @@ class KV:
         try:
             return self._get_in(view, key, snapshot)
         except (OSError, ValueError, CorruptionError):
-            if self._closed:  # closed by another thread while this read was under way
+            if self._closing:  # closed by another thread while this read was under way
                 raise ClosedError("the KV is closed") from None
             raise
         finally:
@@ -1032,6 +1037,7 @@ class KV:
             if w.kind > _DELETE or size > _GROUP_BYTES:
                 break
             size += sum(len(k) + len(v or b"") for k, v in w.writes)
+            w.taken = True
             group.append(w)
         return group
 
@@ -1059,6 +1065,8 @@ class KV:
             self._check_writable(queued=True)
             if head.kind == _ROTATE:
                 head.frozen = self._make_room()
+                if head.frozen is None and self._imms:  # nothing new: wait for what is already frozen
+                    head.frozen = self._imms[0][0]
             elif head.kind == _COMMIT or head.kind == _DELETE:
                 self._commit_group(group)
         except BaseException as exc:  # noqa: BLE001 - every member not yet answered shares the outcome
@@ -1066,14 +1074,29 @@ class KV:
                 exc = self._fail(exc, "writing the WAL")
             for w in group:
                 if not w.done and w.error is None:
-                    w.error = exc if w is head else _copy_error(exc)
+                    if w is head:
+                        w.error = exc
+                    elif self._failed is not None and not isinstance(exc, FailedError):
+                        w.error = FailedError(errno.EIO, f"the KV stopped after an error ({self._failed})")
+                    else:
+                        w.error = _copy_error(exc)
 
     def _wait_turn(self, w: _Writer) -> None:
-        """Wait (under ``_wq_lock``) until ``w`` is answered or at the head of the queue."""
-        while not w.done and self._writers[0] is not w:
-            if w.cond is None:
-                w.cond = threading.Condition(self._wq_lock)
-            w.cond.wait()
+        """Wait (under ``_wq_lock``) until ``w`` is answered or at the head of the queue.  Interrupted
+        (``KeyboardInterrupt`` in the wait), it leaves the queue, so the writers behind it go on."""
+        try:
+            while not w.done and self._writers[0] is not w:
+                if w.cond is None:
+                    w.cond = threading.Condition(self._wq_lock)
+                w.cond.wait()
+        except BaseException:
+            if not w.done and not w.taken:
+                if self._writers and self._writers[0] is w:
+                    self._writers.popleft()
+                    self._wake_head()
+                else:
+                    self._writers.remove(w)
+            raise
 
     def _wake_head(self) -> None:
         """Wake the writer now at the head of the queue (under ``_wq_lock``)."""
@@ -1090,6 +1113,8 @@ class KV:
         seq = self._seq
         last = group[-1]
         for w in group:
+            if not w.writes:
+                continue  # a transaction that wrote nothing: no conflict, no sequence (it may sync)
             if w.kind == _DELETE:
                 key = w.writes[0][0]
                 if key in ahead:
@@ -1109,19 +1134,40 @@ class KV:
             members.append(w)
             if w is not last:
                 ahead.update(w.writes)
-        if not accepted:
-            return
         wal = self._wal
         assert wal is not None
+        if not accepted:
+            if any(w.sync for w in group if w.error is None):  # a sync asked for: all before it durable
+                try:
+                    wal.sync()
+                except OSError as exc:
+                    raise self._fail(exc, "syncing the WAL") from exc
+            return
         before = wal.size
         try:
             wal.append_many(accepted, any(w.sync for w in members))
         except OSError as exc:
             raise self._fail(exc, "writing the WAL") from exc
+        try:
+            self._publish(accepted, members, seq, wal.size - before)
+        except BaseException as exc:  # the frames are in the log: going on would reuse their sequences
+            failed = self._fail(exc, "applying a commit")
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stopped, and let through
+                raise
+            raise failed from exc
+        for w in members:  # a committed transaction's snapshot keeps nothing alive from here on
+            if w.reader is not None:
+                w.reader.release()
+        if self._mem.bytes >= self._config.memtable_size:
+            self._make_room()
+
+    def _publish(self, accepted: list[tuple[int, list[tuple[bytes, bytes | None]]]], members: list[_Writer],
+                 seq: int, logged: int) -> None:
+        """Apply a logged group to the memtable and make it visible at sequence ``seq``."""
         mem = self._mem
         user = mem.apply_many(accepted)
         with self._lock:
-            self._bytes_written += wal.size - before
+            self._bytes_written += logged
             self._user_bytes += user
             if self._tx_snapshots:  # a live transaction may conflict with these: remember what they wrote
                 recent = self._recent_keys
@@ -1133,11 +1179,6 @@ class KV:
             if self._recent_log:
                 self._forget_write_sets()
             self._seq = seq
-        for w in members:  # a committed transaction's snapshot keeps nothing alive from here on
-            if w.reader is not None:
-                w.reader.release()
-        if mem.bytes >= self._config.memtable_size:
-            self._make_room()
 
     def _exists(self, key: bytes) -> bool:
         """Whether ``key`` has a value at the latest sequence (the caller leads the write queue)."""
@@ -1420,7 +1461,8 @@ class KV:
     def _write_meta(self, meta: Meta) -> None:
         self._metastore.write(meta)
         self._meta = meta
-        self._bytes_written += record.FILE_HEADER.size + record.META_BODY.size + 8 * len(meta.tables) + 4
+        with self._lock:
+            self._bytes_written += record.FILE_HEADER.size + record.META_BODY.size + 8 * len(meta.tables) + 4
 
     def _install_view(self) -> None:
         """Make the current memtables and tables the view new readers take (under ``_lock``)."""
@@ -1647,9 +1689,13 @@ class KV:
     def _exclusive(self) -> Iterator[None]:
         """Lead the write queue for the block: no commit or memtable swap runs until it ends."""
         with self._wq_lock:
+            if self._closing:
+                raise ClosedError("the KV is closed")
             w = _Writer(_BARRIER, [], False, None, 0)
             self._writers.append(w)
             self._wait_turn(w)
+            if w.done:  # answered by close(): it never led
+                raise w.error if w.error is not None else ClosedError("the KV is closed")
         try:
             yield
         finally:
@@ -1757,12 +1803,15 @@ class KV:
         KV, raises ``ClosedError``.  Raises ``FailedError`` when the final flush fails (the KV is closed
         anyway; reopening recovers from the WAL)."""
         with self._wq_lock:
-            if self._closing:
-                return
+            closing = self._closing
             self._closing = True  # new writes raise ClosedError from here on
-            w = _Writer(_BARRIER, [], False, None, 0)
-            self._writers.append(w)
-            self._wait_turn(w)
+            if not closing:
+                w = _Writer(_BARRIER, [], False, None, 0)
+                self._writers.append(w)
+                self._wait_turn(w)
+        if closing:  # closed, or another thread is closing it: return once that is done
+            self._closed_event.wait()
+            return
         try:  # this thread now leads the write queue, and nothing queues behind it
             self._stop_background()
             if not self._read_only and self._failed is None:
@@ -1807,6 +1856,7 @@ class KV:
                     if waiting.cond is not None:
                         waiting.cond.notify()
                 self._writers.clear()
+            self._closed_event.set()
 
     def _make_room_on_close(self) -> None:
         """Flush the memtable and any immutable one inline (the background threads have stopped)."""
@@ -1947,10 +1997,16 @@ class KVTX:
         self._check()
         try:
             writes = self._pending.writes
+            kv = self._kv
+            durable = kv._config.sync if sync is None else bool(sync)
             if writes:
-                kv = self._kv
-                kv._write(_COMMIT, sorted(writes.items()), kv._config.sync if sync is None else bool(sync),
-                          self._reader)
+                entry = record.WAL_ENTRY.size
+                size = record.COMMIT_HEADER.size + sum(entry + len(k) + len(v or b"") for k, v in writes.items())
+                if size > record.MAX_RECORD_PAYLOAD:  # refused here, not in a group it would fail whole
+                    raise KeyOrValueTooLargeError(f"transaction encodes to {size} bytes, the WAL limit is 4 GiB")
+                kv._write(_COMMIT, sorted(writes.items()), durable, self._reader)
+            elif durable and not kv._read_only:  # nothing to write, but every commit before it becomes durable
+                kv._write(_COMMIT, [], True, self._reader)
         finally:
             self._close()
 

@@ -400,8 +400,10 @@ class CrashMachine(RuleBasedStateMachine):
     def tx_commit(self, sync: bool) -> None:
         assert self.tx is not None
         tx, self.tx = self.tx, None
-        if not tx.writes:  # nothing to write: not a commit, and it syncs nothing
+        if not tx.writes:  # nothing to write: not a commit, but a sync makes every commit before it durable
             tx.tx.commit(sync=sync)
+            if sync:
+                self.all_durable()
             return
         if any(tx.covers(k) for c in self.commits[tx.start:] for k in c.writes):
             with pytest.raises(ConflictError):  # a commit after its snapshot wrote what it read
