@@ -52,7 +52,7 @@ from kvstore.fs import FileLock
 from kvstore.metadata import META_NAMES
 from kvstore.simfs import CrashMode, SimFile, SimFS
 
-__all__ = ["CheckingFS", "CheckingFile"]
+__all__ = ["CheckingFS", "CheckingFile", "DelegatingFS"]
 
 _NUMBERED = re.compile(r"^(\d{6,})\.(sst|log)$")
 MetaFields = tuple[int, int, int, int, list[int]]
@@ -96,7 +96,25 @@ class CheckingFile:
         self._inner.close()
 
 
-class CheckingFS:
+class DelegatingFS:
+    """The read-only half of the ``FileSystem`` protocol, passed to ``inner``: a base for wrappers."""
+
+    inner: SimFS
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return self.inner.isdir(path)
+
+    def mkdir(self, path: str) -> None:
+        self.inner.mkdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+
+class CheckingFS(DelegatingFS):
     """A ``FileSystem`` over ``inner`` (a ``SimFS``) that asserts the protocol; see the module docstring."""
 
     def __init__(self, inner: SimFS | None = None, *, created: set[str] | None = None,
@@ -272,18 +290,6 @@ class CheckingFS:
         if create and key is not None:
             self.created.add(key)
         return CheckingFile(self, result[0])
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def isdir(self, path: str) -> bool:
-        return self.inner.isdir(path)
-
-    def mkdir(self, path: str) -> None:
-        self.inner.mkdir(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.inner.listdir(path)
 
     def rename(self, src: str, dst: str) -> None:
         if self._up():

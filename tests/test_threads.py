@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from checkfs import DelegatingFS
 
 from kvstore import KV, KVTX, ClosedError, Config, FailedError
 from kvstore.fs import File, FileLock
@@ -172,7 +173,7 @@ class HookFile:
         self._inner.close()
 
 
-class HookFS:
+class HookFS(DelegatingFS):
     """A ``FileSystem`` over a ``SimFS`` that calls ``before(op, path)`` ahead of every create, write,
     truncate and fsync of a file (to slow it down, hold it at a gate, or fail it by raising)."""
 
@@ -188,18 +189,6 @@ class HookFS:
         if create:
             self.before("create", path)
         return HookFile(self, self.inner.open(path, write=write, create=create))
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def isdir(self, path: str) -> bool:
-        return self.inner.isdir(path)
-
-    def mkdir(self, path: str) -> None:
-        self.inner.mkdir(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.inner.listdir(path)
 
     def rename(self, src: str, dst: str) -> None:
         self.inner.rename(src, dst)
@@ -231,6 +220,18 @@ def _stalls(kv: KV) -> tuple[int, float]:
     """``stats().write_stalls`` and ``stats().stall_seconds``."""
     stats = kv.stats()
     return stats.write_stalls, stats.stall_seconds
+
+
+def _assert_stopped(kv: KV, caplog: pytest.LogCaptureFixture) -> None:
+    """``kv`` failed: it says so, refuses writes with ``FailedError``, logged it at ERROR; then close it."""
+    assert kv.stats().failed is not None
+    with pytest.raises(FailedError):
+        kv.set(b"after", b"v")
+    with pytest.raises(FailedError), kv.new_tx() as tx:
+        tx.set(b"after", b"v")
+    assert any(r.name == "kvstore" and r.levelno == logging.ERROR for r in caplog.records)
+    with contextlib.suppress(FailedError):
+        kv.close()
 
 
 def _log_fsyncs(fs: SimFS, since: int = 0) -> int:
@@ -660,14 +661,7 @@ def test_a_failed_group_fsync_fails_every_member_and_stops_the_kv(caplog: pytest
     for t, outcome in outcomes.items():
         if "failed" in outcome:
             assert "ok" not in outcome[outcome.index("failed"):], f"thread {t}: {outcome}"
-    assert kv.stats().failed is not None
-    with pytest.raises(FailedError):
-        kv.set(b"after", b"v")
-    with pytest.raises(FailedError), kv.new_tx() as tx:
-        tx.set(b"after", b"v")
-    assert any(r.name == "kvstore" and r.levelno == logging.ERROR for r in caplog.records)
-    with contextlib.suppress(FailedError):
-        kv.close()
+    _assert_stopped(kv, caplog)
     assert hooked.violations == []
     with KV.open("/db", Config(background=False), fs=fs.crash_image(CrashMode.DROP)) as crashed:
         state = dict(crashed.scan())
@@ -973,14 +967,7 @@ def test_an_error_in_a_background_flush_fails_the_kv(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.ERROR, logger="kvstore"):
         run_threads([writer])
     assert hit.is_set()
-    assert kv.stats().failed is not None
-    with pytest.raises(FailedError):
-        kv.set(b"after", b"v")
-    with pytest.raises(FailedError), kv.new_tx() as tx:
-        tx.set(b"after", b"v")
-    assert any(r.name == "kvstore" and r.levelno == logging.ERROR for r in caplog.records)
-    with contextlib.suppress(FailedError):
-        kv.close()
+    _assert_stopped(kv, caplog)
     with KV.open("/db", Config(background=False), fs=fs.crash_image(CrashMode.KILL)) as again:
         keys = [k for k, _ in again.scan()]
     assert keys in (acked, acked + failed)  # the write that raised FailedError: outcome unknown
