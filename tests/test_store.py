@@ -676,6 +676,8 @@ def test_exhausted_or_closed_scan_releases_its_snapshot(kv: KV) -> None:
     assert kv.stats().live_snapshots == 1
     list(scan)
     assert kv.stats().live_snapshots == 0
+    with pytest.raises(StopIteration):  # exhausted stays exhausted, as iterators do
+        next(scan)
     scan = kv.scan()
     next(scan)
     scan.close()  # type: ignore[attr-defined]
