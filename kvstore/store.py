@@ -1947,10 +1947,17 @@ class KVTX:
     def set(self, key: Bytes, value: Bytes) -> None:
         """Buffer ``key = value``."""
         kv = self._kv
-        key = kv._key(key)
-        value = kv._value(value)
-        self._check()
-        self._pending.put(key, value)
+        config = kv._config
+        if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of KV._key, inline
+            key = kv._key(key)
+        if type(value) is not bytes or len(value) > config.max_value_size:
+            value = kv._value(value)
+        if self._state.closed or kv._closed:
+            self._check()
+        pending = self._pending
+        if key not in pending.writes:
+            pending._sorted = None
+        pending.writes[key] = value
 
     def delete(self, key: Bytes) -> bool:
         """Buffer a delete of ``key``; True when the key exists in this transaction's view."""
