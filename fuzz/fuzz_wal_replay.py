@@ -11,7 +11,7 @@ import contextlib
 
 from harness import ALLOWED, FIX, fix_wal, header_number, run
 
-from kvstore import wal
+from kvstore import filenames, wal
 from kvstore.simfs import SimFS
 
 
@@ -25,7 +25,7 @@ def check(data: bytes) -> None:
         body = fix_wal(body, number)
     fs = SimFS()
     fs.mkdir("/db")
-    path = wal.log_path("/db", 1)
+    path = filenames.log_path("/db", 1)
     file = fs.open(path, create=True)
     file.append(body)
     file.close()

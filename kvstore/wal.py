@@ -221,8 +221,3 @@ def _later_durable_claim(buf: bytes, damaged: int, log_number: int) -> int:
         _, durable, _ = record.COMMIT_HEADER.unpack_from(buf, p + fsize)
         best = max(best, durable)
     return best
-
-
-def log_path(dirpath: str, number: int) -> str:
-    """The path of log ``number`` in ``dirpath``."""
-    return os.path.join(dirpath, f"{number:06d}.log")

@@ -1,6 +1,6 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
-errors -> config, record, fs, simfs -> sorted_array, sorted_file, wal, metadata -> merge -> store, then the
+errors -> config, record, fs, simfs -> filenames -> sorted_array, sorted_file, wal, metadata -> merge -> store, then the
 benchmark and the command line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli
 -> __main__.  A module imports only modules of lower layers, never a sibling or a higher layer.
 """
@@ -17,6 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "record", "fs", "simfs"},
+    {"filenames"},
     {"sorted_array", "sorted_file", "wal", "metadata"},
     {"merge"},
     {"store"},

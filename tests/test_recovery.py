@@ -20,7 +20,8 @@ import attrs
 import pytest
 
 from kvstore import KV, Config, CorruptionError, OSFileSystem, record
-from kvstore.wal import WalWriter, log_path
+from kvstore.filenames import log_path
+from kvstore.wal import WalWriter
 
 CONFIG = Config(background=False)
 SMALL = Config(background=False, memtable_size=2048, block_size=256)

@@ -10,7 +10,8 @@ import pytest
 from kvstore import record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.fs import OSFile, OSFileSystem
-from kvstore.wal import WalWriter, log_path, replay_log
+from kvstore.filenames import log_path
+from kvstore.wal import WalWriter, replay_log
 
 FS = OSFileSystem()
 Writes = list[tuple[bytes, "bytes | None"]]
