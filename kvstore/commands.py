@@ -2,8 +2,10 @@
 
 Each ``cmd_NAME(args, io)`` takes what ``cli.build_parser`` parsed and the
 standard streams, does its work and returns the exit code; a bad argument
-raises ``UsageError`` and any other error propagates for ``cli.main`` to
-turn into its exit code and one line (DESIGN.md, "Command line").
+raises ``UsageError`` (a key or value that does not parse: the shell's
+``ArgumentError``, from the one parser both use) and any other error
+propagates for ``cli.main`` to turn into its exit code and one line
+(DESIGN.md, "Command line").
 
 Invariants:
   - commands that only read (get, scan, dump, stats, check, inspect, backup's source) open the database
@@ -27,7 +29,7 @@ from kvstore.dumpfile import DumpError, LoadReport, load, read_dump, write_dump
 from kvstore.errors import CorruptionError
 from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
 from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tree
-from kvstore.shell import Shell, scan_lines
+from kvstore.shell import Shell, parse_bytes, scan_lines
 from kvstore.store import KV, Stats
 
 __all__ = [
@@ -75,13 +77,6 @@ def _form(args: argparse.Namespace) -> BytesForm:
     return HEX if getattr(args, "hex", False) else ESCAPED
 
 
-def _bytes_arg(text: str, form: BytesForm, what: str) -> bytes:
-    try:
-        return form.parse(text)
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
-
-
 def open_config(*, write: bool, create: bool) -> Config:
     """The ``Config`` of the command's opens: read-only unless ``write``; keys and values up to what the
     formats hold (not the defaults' 64 MiB), so that a dump of any database loads back."""
@@ -104,7 +99,7 @@ def _count(n: int, word: str, plural: str | None = None) -> str:
 def cmd_get(args: argparse.Namespace, io: Streams) -> int:
     """``get PATH KEY``: print the value; 1 when the key is absent."""
     form = _form(args)
-    key = _bytes_arg(args.key, form, "KEY")
+    key = parse_bytes(args.key, form, "KEY")
     with _open(args) as kv:
         value = kv.get(key)
     if value is None:
@@ -124,8 +119,8 @@ def cmd_put(args: argparse.Namespace, io: Streams) -> int:
     form = _form(args)
     if (args.value is None) != args.stdin:
         raise UsageError("give either VALUE or --stdin (see 'kvstore put --help')")
-    key = _bytes_arg(args.key, form, "KEY")
-    value = io.inp.buffer.read() if args.stdin else _bytes_arg(args.value, form, "VALUE")
+    key = parse_bytes(args.key, form, "KEY")
+    value = io.inp.buffer.read() if args.stdin else parse_bytes(args.value, form, "VALUE")
     with _open(args, write=True, create=True) as kv:
         kv.set(key, value)
     return EXIT_OK
@@ -134,7 +129,7 @@ def cmd_put(args: argparse.Namespace, io: Streams) -> int:
 def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
     """``delete PATH KEY...``: delete keys in one transaction and say how many existed."""
     form = _form(args)
-    keys = [_bytes_arg(k, form, "KEY") for k in args.keys]
+    keys = [parse_bytes(k, form, "KEY") for k in args.keys]
     with _open(args, write=True) as kv, kv.new_tx() as tx:
         existed = sum(tx.delete(k) for k in keys)
     io.say(f"deleted {existed} of {_count(len(keys), 'key')}")

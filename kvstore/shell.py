@@ -30,7 +30,7 @@ from kvstore.errors import ConflictError, KVError
 from kvstore.report import stats_lines
 from kvstore.store import KV, KVTX
 
-__all__ = ["ArgumentError", "Shell", "add_scan_arguments", "scan_lines"]
+__all__ = ["ArgumentError", "Shell", "add_scan_arguments", "parse_bytes", "scan_lines"]
 
 
 class ArgumentError(ValueError):
@@ -49,22 +49,26 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text: key TAB value per line (default); jsonl: base64 JSON per line")
 
 
-def _parse_bytes(text: str | None, form: BytesForm, what: str) -> bytes | None:
-    if text is None:
-        return None
+def parse_bytes(text: str, form: BytesForm, what: str) -> bytes:
+    """The bytes ``text`` stands for in ``form``, for the command line and the shell alike; raises
+    ``ArgumentError`` naming the argument ``what`` when ``text`` does not parse."""
     try:
         return form.parse(text)
     except ValueError as exc:
         raise ArgumentError(f"{what}: {exc}") from None
 
 
+def _optional_bytes(text: str | None, form: BytesForm, what: str) -> bytes | None:
+    return None if text is None else parse_bytes(text, form, what)
+
+
 def scan_lines(source: KV | KVTX, args: argparse.Namespace, form: BytesForm) -> Iterator[str]:
     """The lines ``scan`` prints for ``args`` (parsed by ``add_scan_arguments``) over ``source``."""
     if args.limit is not None and args.limit < 0:
         raise ArgumentError(f"--limit must be 0 or more, got {args.limit}")
-    start = _parse_bytes(args.start, form, "--from")
-    end = _parse_bytes(args.end, form, "--to")
-    prefix = _parse_bytes(args.prefix, form, "--prefix")
+    start = _optional_bytes(args.start, form, "--from")
+    end = _optional_bytes(args.end, form, "--to")
+    prefix = _optional_bytes(args.prefix, form, "--prefix")
     if args.limit == 0:
         return
     scan = source.scan(start, end, prefix=prefix, reverse=args.reverse)
@@ -146,7 +150,7 @@ class Shell(cmd.Cmd):
         words = split(arg)
         if len(words) < least or (most is not None and len(words) > most):
             raise ArgumentError(f"usage: {usage}")
-        return [_parse_bytes(w, self.form, "argument") or b"" for w in words]
+        return [parse_bytes(w, self.form, "argument") for w in words]
 
     @property
     def _source(self) -> KV | KVTX:
