@@ -16,19 +16,18 @@ Invariants:
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
-from kvstore import record
+from kvstore import filenames, record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
+from kvstore.filenames import META_NAMES
 from kvstore.fs import FileSystem, OSFileSystem
-from kvstore.metadata import META_NAMES, MetaStore
+from kvstore.metadata import MetaStore
 from kvstore.wal import replay_log
 
 __all__ = ["inspect_meta", "inspect_sst", "inspect_wal"]
 
 Tree = dict[str, Any]
-_NUMBERED = re.compile(r"^(\d{6,})\.(sst|log)$")
 
 
 def _read(fs: FileSystem, path: str) -> bytes:
@@ -55,13 +54,13 @@ def _header(buf: bytes, path: str, magic: bytes, problems: list[str]) -> Tree:
     return tree
 
 
-def _name_number(path: str, suffix: str) -> int | None:
-    m = _NUMBERED.match(os.path.basename(path))
-    return int(m.group(1)) if m is not None and m.group(2) == suffix else None
+def _name_number(path: str, kind: str) -> int | None:
+    parsed = filenames.parse(os.path.basename(path))
+    return parsed[0] if parsed is not None and parsed[1] == kind else None
 
 
-def _check_name(path: str, suffix: str, header: Tree, problems: list[str]) -> None:
-    named = _name_number(path, suffix)
+def _check_name(path: str, kind: str, header: Tree, problems: list[str]) -> None:
+    named = _name_number(path, kind)
     if named is not None and header.get("ok") and named != header["file_number"]:
         problems.append(f"{path} at offset 0: header names file number {header['file_number']}, the name {named}")
 
@@ -74,8 +73,8 @@ def inspect_wal(path: str, fs: FileSystem | None = None) -> Tree:
     buf = _read(fs, path)
     problems: list[str] = []
     header = _header(buf, path, record.WAL_MAGIC, problems)
-    _check_name(path, "log", header, problems)
-    number = header.get("file_number", _name_number(path, "log") or 0)
+    _check_name(path, filenames.LOG, header, problems)
+    number = header.get("file_number", _name_number(path, filenames.LOG) or 0)
     frames: list[Tree] = []
     tree: Tree = {"kind": "wal", "file": path, "size": len(buf), "header": header, "frames": frames,
                   "problems": problems}
@@ -130,8 +129,8 @@ def inspect_sst(path: str, *, entries: bool = False, fs: FileSystem | None = Non
     buf = _read(OSFileSystem() if fs is None else fs, path)
     problems: list[str] = []
     header = _header(buf, path, record.TABLE_MAGIC, problems)
-    _check_name(path, "sst", header, problems)
-    number = header.get("file_number", _name_number(path, "sst") or 0)
+    _check_name(path, filenames.TABLE, header, problems)
+    number = header.get("file_number", _name_number(path, filenames.TABLE) or 0)
     tree: Tree = {"kind": "sst", "file": path, "size": len(buf), "header": header, "problems": problems}
     foot_at = len(buf) - record.FOOTER.size
     if foot_at < record.FILE_HEADER.size:
@@ -236,18 +235,19 @@ def inspect_meta(dirpath: str, fs: FileSystem | None = None) -> Tree:
     other = {t for _, _, m in metas for t in m.tables} - set(newest.tables)
     files: list[Tree] = []
     for name in sorted(fs.listdir(dirpath)):
-        match = _NUMBERED.match(name)
-        if match is None:
+        parsed = filenames.parse(name)
+        if parsed is None:
             continue
-        n = int(match.group(1))
-        if match.group(2) == "sst":
+        n, kind = parsed
+        if kind == filenames.TABLE:
             role = "live table" if n in newest.tables else ("table the older slot names" if n in other else
                                                              "orphan table (a writable open deletes it)")
         else:
             role = "live log" if n >= newest.log_number else "old log (deleted once no slot needs it)"
         files.append({"name": name, "role": role})
     for n in newest.tables:
-        if not fs.exists(os.path.join(dirpath, f"{n:06d}.sst")):
-            problems.append(f"{os.path.join(dirpath, f'{n:06d}.sst')}: table named by the meta is missing")
+        table = filenames.table_path(dirpath, n)
+        if not fs.exists(table):
+            problems.append(f"{table}: table named by the meta is missing")
     tree["files"] = files
     return tree

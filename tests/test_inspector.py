@@ -94,6 +94,17 @@ def test_inspect_meta_of_a_directory_without_slots_and_with_a_missing_table(tmp_
     assert any(f"{name}: table named by the meta is missing" in p for p in tree["problems"])
 
 
+def test_inspect_meta_lists_only_the_files_an_open_would_touch(tmp_path: Path) -> None:
+    with KV.open(tmp_path, CONFIG) as kv:
+        kv.set(b"k", b"v")
+    past = f"{record.MAX_COUNTER + 1}.sst"  # numbered past the meta's counters: not kvstore's, left alone
+    for name in (past, "000999.sst", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    files = {f["name"]: f["role"] for f in inspect_meta(str(tmp_path))["files"]}
+    assert files["000999.sst"] == "orphan table (a writable open deletes it)"
+    assert past not in files and "notes.txt" not in files
+
+
 @pytest.fixture(scope="module")
 def table_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The bytes of a table holding 59 values and a delete, in a few blocks."""
