@@ -22,7 +22,7 @@ from kvstore import filenames, record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.filenames import META_NAMES
 from kvstore.fs import FileSystem, OSFileSystem
-from kvstore.metadata import MetaStore
+from kvstore.metadata import Meta, MetaStore
 from kvstore.wal import replay_log
 
 __all__ = ["inspect_meta", "inspect_sst", "inspect_wal"]
@@ -36,6 +36,10 @@ def _read(fs: FileSystem, path: str) -> bytes:
         return file.pread(file.size(), 0)
     finally:
         file.close()
+
+
+def _kind(value: bytes | None) -> str:
+    return "delete" if value is None else "value"
 
 
 def _header(buf: bytes, path: str, magic: bytes, problems: list[str]) -> Tree:
@@ -54,15 +58,19 @@ def _header(buf: bytes, path: str, magic: bytes, problems: list[str]) -> Tree:
     return tree
 
 
-def _name_number(path: str, kind: str) -> int | None:
+def _named_header(buf: bytes, path: str, magic: bytes, kind: str, problems: list[str]) -> tuple[Tree, int]:
+    """The header, checked also against the number in the file's name (when it is a ``kind`` name
+    kvstore could have written), and the number frames and chunks are checked with: the header's,
+    else the name's, else 0."""
+    header = _header(buf, path, magic, problems)
     parsed = filenames.parse(os.path.basename(path))
-    return parsed[0] if parsed is not None and parsed[1] == kind else None
-
-
-def _check_name(path: str, kind: str, header: Tree, problems: list[str]) -> None:
-    named = _name_number(path, kind)
-    if named is not None and header.get("ok") and named != header["file_number"]:
+    named = parsed[0] if parsed is not None and parsed[1] == kind else None
+    if named is not None and header["ok"] and named != header["file_number"]:
         problems.append(f"{path} at offset 0: header names file number {header['file_number']}, the name {named}")
+    return header, header.get("file_number", named or 0)
+
+
+# ---------------------------------------------------------------------- logs
 
 
 def inspect_wal(path: str, fs: FileSystem | None = None) -> Tree:
@@ -72,55 +80,84 @@ def inspect_wal(path: str, fs: FileSystem | None = None) -> Tree:
     fs = OSFileSystem() if fs is None else fs
     buf = _read(fs, path)
     problems: list[str] = []
-    header = _header(buf, path, record.WAL_MAGIC, problems)
-    _check_name(path, filenames.LOG, header, problems)
-    number = header.get("file_number", _name_number(path, filenames.LOG) or 0)
+    header, number = _named_header(buf, path, record.WAL_MAGIC, filenames.LOG, problems)
     frames: list[Tree] = []
     tree: Tree = {"kind": "wal", "file": path, "size": len(buf), "header": header, "frames": frames,
                   "problems": problems}
     if not header["ok"]:
         return tree
+    tree["valid_end"] = _frames(buf, path, number, frames)
+    _wal_damage(fs, path, number, tree)
+    return tree
+
+
+def _frames(buf: bytes, path: str, number: int, frames: list[Tree]) -> int:
+    """Each intact frame after the header, appended to ``frames``; returns the offset where they end."""
     pos = record.FILE_HEADER.size
-    fsize = record.WAL_FRAME.size
-    while pos < len(buf):
-        if len(buf) - pos < fsize:
+    while len(buf) - pos >= record.WAL_FRAME.size:
+        frame = _frame(buf, path, number, pos)
+        if frame is None:
             break
-        stored, length, rtype = record.WAL_FRAME.unpack_from(buf, pos)
-        frame: Tree = {"offset": pos, "length": length, "type": rtype, "crc": f"0x{stored:08x}"}
-        if rtype != record.RecordType.COMMIT or length > len(buf) - pos - fsize:
-            break
-        payload = buf[pos + fsize : pos + fsize + length]
-        if record.frame_crc(number, length, rtype, payload) != stored:
-            break
-        try:
-            seq, durable, writes = record.decode_commit(payload, path, pos)
-        except CorruptionError:
-            break  # replay_log below names it
-        frame.update(sequence=seq, durable_offset=durable,
-                     writes=[{"key": k, "value": v, "kind": "delete" if v is None else "value"} for k, v in writes])
         frames.append(frame)
-        pos += fsize + length
-    tree["valid_end"] = pos
+        pos += record.WAL_FRAME.size + frame["length"]
+    return pos
+
+
+def _frame(buf: bytes, path: str, number: int, pos: int) -> Tree | None:
+    """The commit frame at ``pos`` with its writes; None when it is not whole and intact."""
+    fsize = record.WAL_FRAME.size
+    stored, length, rtype = record.WAL_FRAME.unpack_from(buf, pos)
+    if rtype != record.RecordType.COMMIT or length > len(buf) - pos - fsize:
+        return None
+    payload = buf[pos + fsize : pos + fsize + length]
+    if record.frame_crc(number, length, rtype, payload) != stored:
+        return None
+    try:
+        seq, durable, writes = record.decode_commit(payload, path, pos)
+    except CorruptionError:
+        return None  # _wal_damage names it
+    return {"offset": pos, "length": length, "type": rtype, "crc": f"0x{stored:08x}", "sequence": seq,
+            "durable_offset": durable, "writes": [{"key": k, "value": v, "kind": _kind(v)} for k, v in writes]}
+
+
+def _wal_damage(fs: FileSystem, path: str, number: int, tree: Tree) -> None:
+    """The engine's verdict on the log as the last log of a database, in ``tree`` and its problems."""
+    problems = tree["problems"]
     try:
         result = replay_log(fs, path, number, last=True, strict=False)
     except (CorruptionError, UnsupportedFormatError) as exc:
         problems.append(f"{exc} (an open refuses this log)")
-        return tree
-    if result.damage is not None:
-        offset, reason = result.damage
-        verdict = ("corruption before the durable point: an open refuses it (recovery='salvage' keeps the "
-                   "frames before it)" if result.salvaged else
-                   "a torn tail: a writable open cuts the log here, losing no acknowledged durable commit")
-        tree["damage"] = {"offset": offset, "reason": reason, "verdict": verdict, "torn_tail": not result.salvaged}
-        problems.append(f"{path} at offset {offset}: {reason}; {verdict}")
-    return tree
+        return
+    if result.damage is None:
+        return
+    offset, reason = result.damage
+    verdict = ("corruption before the durable point: an open refuses it (recovery='salvage' keeps the "
+               "frames before it)" if result.salvaged else
+               "a torn tail: a writable open cuts the log here, losing no acknowledged durable commit")
+    tree["damage"] = {"offset": offset, "reason": reason, "verdict": verdict, "torn_tail": not result.salvaged}
+    problems.append(f"{path} at offset {offset}: {reason}; {verdict}")
 
 
-def _chunk(buf: bytes, path: str, number: int, place: tuple[int, int], what: str, lo: int, hi: int) -> bytes:
-    off, size = place
-    if off < lo or size < 4 or off + size > hi:
-        raise CorruptionError(path, off, f"the {what} chunk ({off}, {size}) lies outside [{lo}, {hi})")
-    return record.open_chunk(buf[off : off + size], path, number, off)
+# ---------------------------------------------------------------------- tables
+
+
+class _Table:
+    """The bytes of one table under inspection, and the chunks cut out of them."""
+
+    def __init__(self, buf: bytes, path: str, number: int) -> None:
+        self.buf = buf
+        self.path = path
+        self.number = number
+        self.footer_at = len(buf) - record.FOOTER.size
+
+    def chunk(self, place: tuple[int, int], what: str, hi: int | None = None) -> bytes:
+        """The payload of the chunk at ``place`` (offset, size), which must lie between the header and
+        ``hi`` (default: the footer); raises ``CorruptionError`` when it does not or fails its check."""
+        off, size = place
+        lo, hi = record.FILE_HEADER.size, self.footer_at if hi is None else hi
+        if off < lo or size < 4 or off + size > hi:
+            raise CorruptionError(self.path, off, f"the {what} chunk ({off}, {size}) lies outside [{lo}, {hi})")
+        return record.open_chunk(self.buf[off : off + size], self.path, self.number, off)
 
 
 def inspect_sst(path: str, *, entries: bool = False, fs: FileSystem | None = None) -> Tree:
@@ -128,71 +165,102 @@ def inspect_sst(path: str, *, entries: bool = False, fs: FileSystem | None = Non
     entry when ``entries``), each checked on its own."""
     buf = _read(OSFileSystem() if fs is None else fs, path)
     problems: list[str] = []
-    header = _header(buf, path, record.TABLE_MAGIC, problems)
-    _check_name(path, filenames.TABLE, header, problems)
-    number = header.get("file_number", _name_number(path, filenames.TABLE) or 0)
+    header, number = _named_header(buf, path, record.TABLE_MAGIC, filenames.TABLE, problems)
     tree: Tree = {"kind": "sst", "file": path, "size": len(buf), "header": header, "problems": problems}
-    foot_at = len(buf) - record.FOOTER.size
+    table = _Table(buf, path, number)
+    places = _footer(table, tree)
+    if places is not None:
+        index, bloom, props = places
+        _properties(table, props, tree)
+        _bloom(table, bloom, tree)
+        _blocks(table, index, entries, tree)
+    return tree
+
+
+def _footer(table: _Table, tree: Tree) -> tuple[tuple[int, int], ...] | None:
+    """The footer's fields in ``tree``; returns the places of index, bloom and properties, or None
+    when the footer is damaged."""
+    buf, path, foot_at, problems = table.buf, table.path, table.footer_at, tree["problems"]
     if foot_at < record.FILE_HEADER.size:
         problems.append(f"{path} at offset 0: table of {len(buf)} bytes is shorter than header and footer")
-        return tree
+        return None
     foot = buf[foot_at:]
     io, isz, bo, bsz, po, psz, fnum, magic, version, _, stored = record.FOOTER.unpack(foot)
     tree["footer"] = {"offset": foot_at, "index": [io, isz], "bloom": [bo, bsz], "properties": [po, psz],
                       "file_number": fnum, "magic": magic.decode("latin-1"), "version": version,
                       "crc": f"0x{stored:08x}", "ok": True}
     try:
-        index, bloom, props = record.decode_footer(foot, path, foot_at, number)
+        return record.decode_footer(foot, path, foot_at, table.number)
     except (CorruptionError, UnsupportedFormatError) as exc:
         tree["footer"]["ok"] = False
         problems.append(str(exc))
-        return tree
-    lo = record.FILE_HEADER.size
+        return None
+
+
+def _properties(table: _Table, place: tuple[int, int], tree: Tree) -> None:
     try:
-        e, d, smin, smax, small, large = record.decode_props(_chunk(buf, path, number, props, "properties", lo,
-                                                                    foot_at), path, props[0])
-        tree["properties"] = {"entries": e, "deletes": d, "min_seq": smin, "max_seq": smax, "smallest": small,
-                              "largest": large}
+        e, d, smin, smax, small, large = record.decode_props(table.chunk(place, "properties"), table.path, place[0])
+    except CorruptionError as exc:
+        tree["problems"].append(str(exc))
+        return
+    tree["properties"] = {"entries": e, "deletes": d, "min_seq": smin, "max_seq": smax, "smallest": small,
+                          "largest": large}
+
+
+def _bloom(table: _Table, place: tuple[int, int], tree: Tree) -> None:
+    try:
+        payload = table.chunk(place, "bloom")
+    except CorruptionError as exc:
+        tree["problems"].append(str(exc))
+        return
+    tree["bloom"] = {"bits": 8 * max(0, len(payload) - 1), "probes": payload[-1] if payload else 0}
+
+
+def _blocks(table: _Table, index: tuple[int, int], entries: bool, tree: Tree) -> None:
+    """Every data block the index names, in ``tree["blocks"]``, and whether together they hold as
+    many entries as the properties count."""
+    problems = tree["problems"]
+    try:
+        ikeys, _, ivalues = record.decode_block(table.chunk(index, "index"), table.path, index[0])
     except CorruptionError as exc:
         problems.append(str(exc))
-    try:
-        payload = _chunk(buf, path, number, bloom, "bloom", lo, foot_at)
-        tree["bloom"] = {"bits": 8 * max(0, len(payload) - 1), "probes": payload[-1] if payload else 0}
-    except CorruptionError as exc:
-        problems.append(str(exc))
-    try:
-        ikeys, _, ivalues = record.decode_block(_chunk(buf, path, number, index, "index", lo, foot_at), path,
-                                                index[0])
-    except CorruptionError as exc:
-        problems.append(str(exc))
-        return tree
+        return
     blocks: list[Tree] = []
     tree["blocks"] = blocks
     total = 0
     for last_key, value in zip(ikeys, ivalues):
         if value is None or len(value) != record.INDEX_VALUE.size:
-            problems.append(f"{path} at offset {index[0]}: index entry is not an (offset, size) pair")
+            problems.append(f"{table.path} at offset {index[0]}: index entry is not an (offset, size) pair")
             break
-        off, size = record.INDEX_VALUE.unpack(value)
-        block: Tree = {"offset": off, "size": size, "index_key": last_key}
+        block = _block(table, record.INDEX_VALUE.unpack(value), last_key, index[0], entries, problems)
         blocks.append(block)
-        try:
-            keys, seqs, values = record.decode_block(_chunk(buf, path, number, (off, size), "data block", lo,
-                                                            index[0]), path, off)
-        except CorruptionError as exc:
-            block["error"] = str(exc)
-            problems.append(str(exc))
-            continue
-        block.update(count=len(keys), first_key=keys[0] if keys else None, last_key=keys[-1] if keys else None)
-        total += len(keys)
-        if keys and keys[-1] != last_key:
-            problems.append(f"{path} at offset {off}: index key differs from the block's last key")
-        if entries:
-            block["entries"] = [{"key": k, "sequence": s, "value": v, "kind": "delete" if v is None else "value"}
-                                for k, s, v in zip(keys, seqs, values)]
+        total += block.get("count", 0)
     if "properties" in tree and not problems and total != tree["properties"]["entries"]:
-        problems.append(f"{path}: properties count {tree['properties']['entries']} entries, blocks hold {total}")
-    return tree
+        problems.append(f"{table.path}: properties count {tree['properties']['entries']} entries, blocks hold {total}")
+
+
+def _block(table: _Table, place: tuple[int, int], last_key: bytes, hi: int, entries: bool,
+           problems: list[str]) -> Tree:
+    """The data block at ``place`` (which must end before ``hi``, the index), checked against the
+    index's ``last_key``; with its entries when ``entries``."""
+    off, size = place
+    block: Tree = {"offset": off, "size": size, "index_key": last_key}
+    try:
+        keys, seqs, values = record.decode_block(table.chunk(place, "data block", hi), table.path, off)
+    except CorruptionError as exc:
+        block["error"] = str(exc)
+        problems.append(str(exc))
+        return block
+    block.update(count=len(keys), first_key=keys[0] if keys else None, last_key=keys[-1] if keys else None)
+    if keys and keys[-1] != last_key:
+        problems.append(f"{table.path} at offset {off}: index key differs from the block's last key")
+    if entries:
+        block["entries"] = [{"key": k, "sequence": s, "value": v, "kind": _kind(v)}
+                            for k, s, v in zip(keys, seqs, values)]
+    return block
+
+
+# ---------------------------------------------------------------------- meta
 
 
 def inspect_meta(dirpath: str, fs: FileSystem | None = None) -> Tree:
@@ -204,26 +272,12 @@ def inspect_meta(dirpath: str, fs: FileSystem | None = None) -> Tree:
     store = MetaStore(fs, dirpath)
     problems: list[str] = []
     slots: list[Tree] = []
-    metas = []
+    metas: list[tuple[int, int, Meta]] = []
     for slot in (0, 1):
-        entry: Tree = {"name": META_NAMES[slot], "present": False, "valid": False, "newest": False}
-        try:
-            state = store.read_slot(slot)
-        except UnsupportedFormatError as exc:
-            entry.update(present=True, error=str(exc))
-            problems.append(str(exc))
-            slots.append(entry)
-            continue
-        entry["present"] = state.present
-        if state.error is not None:
-            entry["error"] = str(state.error)
-            problems.append(str(state.error))
-        if state.meta is not None:
-            m = state.meta
-            entry.update(valid=True, version=m.version, next_file=m.next_file, log_number=m.log_number,
-                         last_sequence=m.last_sequence, tables=list(m.tables))
-            metas.append((m.version, slot, m))
+        entry, meta = _slot(store, slot, problems)
         slots.append(entry)
+        if meta is not None:
+            metas.append((meta.version, slot, meta))
     tree: Tree = {"kind": "meta", "directory": dirpath, "slots": slots, "newest": None, "problems": problems}
     if not metas:
         if any(s["present"] for s in slots):
@@ -232,22 +286,49 @@ def inspect_meta(dirpath: str, fs: FileSystem | None = None) -> Tree:
     _, newest_slot, newest = max(metas, key=lambda t: t[:2])
     slots[newest_slot]["newest"] = True
     tree["newest"] = META_NAMES[newest_slot]
-    other = {t for _, _, m in metas for t in m.tables} - set(newest.tables)
-    files: list[Tree] = []
-    for name in sorted(fs.listdir(dirpath)):
-        parsed = filenames.parse(name)
-        if parsed is None:
-            continue
-        n, kind = parsed
-        if kind == filenames.TABLE:
-            role = "live table" if n in newest.tables else ("table the older slot names" if n in other else
-                                                             "orphan table (a writable open deletes it)")
-        else:
-            role = "live log" if n >= newest.log_number else "old log (deleted once no slot needs it)"
-        files.append({"name": name, "role": role})
+    older = {t for _, _, m in metas for t in m.tables} - set(newest.tables)
+    tree["files"] = _files(fs, dirpath, newest, older)
     for n in newest.tables:
         table = filenames.table_path(dirpath, n)
         if not fs.exists(table):
             problems.append(f"{table}: table named by the meta is missing")
-    tree["files"] = files
     return tree
+
+
+def _slot(store: MetaStore, slot: int, problems: list[str]) -> tuple[Tree, Meta | None]:
+    """What meta slot ``slot`` holds, and its meta when it is valid."""
+    entry: Tree = {"name": META_NAMES[slot], "present": False, "valid": False, "newest": False}
+    try:
+        state = store.read_slot(slot)
+    except UnsupportedFormatError as exc:
+        entry.update(present=True, error=str(exc))
+        problems.append(str(exc))
+        return entry, None
+    entry["present"] = state.present
+    if state.error is not None:
+        entry["error"] = str(state.error)
+        problems.append(str(state.error))
+    m = state.meta
+    if m is not None:
+        entry.update(valid=True, version=m.version, next_file=m.next_file, log_number=m.log_number,
+                     last_sequence=m.last_sequence, tables=list(m.tables))
+    return entry, m
+
+
+def _files(fs: FileSystem, dirpath: str, newest: Meta, older: set[int]) -> list[Tree]:
+    """Each table and log of the directory, in name order, with its role under the ``newest`` meta
+    (``older``: the tables only the other slot names)."""
+    files: list[Tree] = []
+    for name in sorted(fs.listdir(dirpath)):
+        parsed = filenames.parse(name)
+        if parsed is not None:
+            files.append({"name": name, "role": _role(*parsed, newest, older)})
+    return files
+
+
+def _role(number: int, kind: str, newest: Meta, older: set[int]) -> str:
+    if kind == filenames.LOG:
+        return "live log" if number >= newest.log_number else "old log (deleted once no slot needs it)"
+    if number in newest.tables:
+        return "live table"
+    return "table the older slot names" if number in older else "orphan table (a writable open deletes it)"
