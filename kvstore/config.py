@@ -48,37 +48,51 @@ def _recovery(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None
 
 @attrs.frozen
 class Config:
-    """Tunables of one KV.  Change one with ``attrs.evolve(config, field=value)``.
+    """Tunables of one KV, given to ``KV.open(path, config)``.  Change one with ``attrs.evolve(config, field=value)``.
 
-    >>> Config(memtable_size=1 << 20).block_size
-    4096
-    >>> Config(growth_factor=1.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: Config.growth_factor must be in [2.0, 1000.0], got 1.5
+    Frozen: assigning a field raises ``attrs.exceptions.FrozenInstanceError``.
+    Every field is validated on construction: a value out of range raises
+    ``ValueError`` and a value of the wrong type ``TypeError``, each naming
+    the field; nothing is silently replaced.
+
+    Examples:
+        >>> Config(memtable_size=1 << 20).block_size
+        4096
+        >>> Config(growth_factor=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: Config.growth_factor must be in [2.0, 1000.0], got 1.5
     """
 
-    #: Encoded bytes (keys, values, per-entry overhead) the memtable holds before it is flushed.
     memtable_size: int = attrs.field(default=4 << 20, validator=_positive_int(1, 1 << 40))
-    #: Tables i and i+1 (newest first) merge when size[i+1] <= (growth_factor - 1) * size[i].
+    """Encoded bytes (keys, values, 16 bytes per version) the memtable holds before it is flushed to a table.
+    Default 4 MiB; from 1 byte to 1 TiB.  Memory, table size and replay time at open grow with it."""
     growth_factor: float = attrs.field(default=2.0, validator=_growth)
-    #: Default durability of commit(): True fsyncs the WAL before returning.
+    """Tables i and i+1 (newest first) merge when ``size[i+1] <= (growth_factor - 1) * size[i]``.
+    Default 2.0; from 2.0 to 1000.0.  Larger: fewer tables, more rewriting."""
     sync: bool = attrs.field(default=True, validator=_bool)
-    #: Target size of a table data block, in bytes.
+    """Default durability of ``commit()`` and of one-operation writes: True fsyncs the WAL before returning.
+    Default True.  ``commit(sync=...)`` overrides it for one commit."""
     block_size: int = attrs.field(default=4096, validator=_positive_int(64, 1 << 24))
-    #: Bloom filter bits per key; 0 disables the filter.
+    """Target size of a table data block, in bytes.  Default 4096; from 64 bytes to 16 MiB."""
     bloom_bits_per_key: int = attrs.field(default=10, validator=_positive_int(0, 64))
-    #: Bytes of decoded table blocks kept in the block cache.
+    """Bloom filter bits per key in each table; 0 disables the filter.  Default 10; from 0 to 64."""
     cache_size: int = attrs.field(default=8 << 20, validator=_positive_int(0, 1 << 40))
-    #: Largest key accepted, in bytes.
+    """Bytes of table blocks kept in the block cache, shared by every table of the KV.
+    Default 8 MiB; from 0 (no cache) to 1 TiB."""
     max_key_size: int = attrs.field(default=65535, validator=_positive_int(0, MAX_KEY_SIZE_CAP))
-    #: Largest value accepted, in bytes.
+    """Largest key accepted, in bytes.  Default and cap 65,535 (``MAX_KEY_SIZE_CAP``)."""
     max_value_size: int = attrs.field(default=64 << 20, validator=_positive_int(0, MAX_VALUE_SIZE_CAP))
-    #: Flush and merge in a background thread (this version runs them inline either way).
+    """Largest value accepted, in bytes.  Default 64 MiB; at most ``MAX_VALUE_SIZE_CAP`` (4,294,901,696)."""
     background: bool = attrs.field(default=True, validator=_bool)
-    #: "strict" refuses a damaged WAL before its durable point; "salvage" keeps the longest valid prefix.
+    """Flush and merge in two background threads (True, the default); False runs them inline in the
+    committing thread, deterministic, for tests."""
     recovery: Literal["strict", "salvage"] = attrs.field(default="strict", validator=_recovery)
-    #: Create the directory and a new database when missing.
+    """``"strict"`` (the default) refuses a WAL damaged before its durable point with ``CorruptionError``;
+    ``"salvage"`` keeps the longest valid prefix of the logs and reports what it dropped."""
     create_if_missing: bool = attrs.field(default=True, validator=_bool)
-    #: Open without writing anything (shared lock, WAL replayed in memory).
+    """Create the directory and a new database when missing (True, the default); False raises
+    ``FileNotFoundError`` instead."""
     read_only: bool = attrs.field(default=False, validator=_bool)
+    """Open without writing anything: WAL replayed in memory, a shared lock, writes raise ``ReadOnlyError``.
+    Default False."""
