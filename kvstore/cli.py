@@ -100,57 +100,87 @@ def build_parser() -> argparse.ArgumentParser:
                "3 database locked, 4 database (or inspected file) corrupt, missing or unusable",
     )
     parser.add_argument("--version", action="version", version=f"kvstore {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = _Subcommands(parser)
+    _add_key_commands(sub)
+    _add_database_commands(sub)
+    _add_inspect_command(sub)
+    p = sub.add("shell", cmd_shell, "an interactive prompt (commands also from stdin)", hexed=True)
+    p.add_argument("--read-only", action="store_true", help="open read-only (no put, del or commit)")
+    for name, (text, _) in FORWARDED.items():
+        sub.forward(name, text)
+    return parser
 
-    hexed = _Parser(add_help=False)
-    hexed.add_argument("--hex", action="store_true", help="keys and values as hex, in arguments and output")
 
-    def command(name: str, handler: Callable[[argparse.Namespace, Streams], int], text: str, *,
-                path: bool = True, parents: tuple[_Parser, ...] = ()) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, parents=list(parents))
+class _Subcommands:
+    """The subcommands of a parser, and ``hexed``, the parent parser of the ``--hex`` option."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+        self.hexed = _Parser(add_help=False)
+        self.hexed.add_argument("--hex", action="store_true", help="keys and values as hex, in arguments and output")
+
+    def add(self, name: str, handler: Callable[[argparse.Namespace, Streams], int], text: str, *,
+            path: bool = True, hexed: bool = False) -> argparse.ArgumentParser:
+        """A subcommand ``name`` run by ``handler``, with a PATH argument unless not ``path``."""
+        p: argparse.ArgumentParser = self._sub.add_parser(name, help=text, description=text,
+                                                          parents=[self.hexed] if hexed else [])
         if path:
             p.add_argument("path", metavar="PATH", help="the database directory")
         p.set_defaults(handler=handler)
         return p
 
-    p = command("get", cmd_get, "print the value of KEY (exit 1 when absent)", parents=(hexed,))
+    def forward(self, name: str, text: str) -> None:
+        """A subcommand ``name`` that takes every argument after it as they are (see ``FORWARDED``)."""
+        f = self._sub.add_parser(name, help=text, add_help=False)
+        f.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _add_key_commands(sub: _Subcommands) -> None:
+    """get, put, delete and scan: the commands that read keys and values from their arguments."""
+    p = sub.add("get", cmd_get, "print the value of KEY (exit 1 when absent)", hexed=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("--raw", action="store_true", help="write the value's bytes as they are, with no newline")
 
-    p = command("put", cmd_put, "set KEY to VALUE (creates the database when missing)", parents=(hexed,))
+    p = sub.add("put", cmd_put, "set KEY to VALUE (creates the database when missing)", hexed=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE", nargs="?")
     p.add_argument("--stdin", action="store_true", help="read the value's bytes, as they are, from stdin")
 
-    p = command("delete", cmd_delete, "delete keys in one transaction", parents=(hexed,))
+    p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True)
     p.add_argument("keys", metavar="KEY", nargs="+")
 
-    p = command("scan", cmd_scan, "print pairs in key order: key TAB value per line", parents=(hexed,))
+    p = sub.add("scan", cmd_scan, "print pairs in key order: key TAB value per line", hexed=True)
     add_scan_arguments(p)
 
-    p = command("dump", cmd_dump, "write every pair as JSON lines (the dump format)")
+
+def _add_database_commands(sub: _Subcommands) -> None:
+    """dump, load, stats, check, compact and backup: the commands on a whole database."""
+    p = sub.add("dump", cmd_dump, "write every pair as JSON lines (the dump format)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    p = command("load", cmd_load, "set every pair of a dump (creates the database when missing)")
+    p = sub.add("load", cmd_load, "set every pair of a dump (creates the database when missing)")
     p.add_argument("-i", "--input", metavar="FILE", help="read FILE instead of stdin")
     p.add_argument("--batch-bytes", type=int, default=LOAD_BATCH_BYTES, metavar="N",
                    help=f"commit each time N bytes of keys and values are pending (default {LOAD_BATCH_BYTES})")
 
-    p = command("stats", cmd_stats, "tables (newest first), memtable, WAL, sizes and counters", parents=(hexed,))
+    p = sub.add("stats", cmd_stats, "tables (newest first), memtable, WAL, sizes and counters", hexed=True)
     p.add_argument("--json", action="store_true", help="JSON (keys in base64)")
 
-    p = command("check", cmd_check, "verify every checksum, order and reference; exit 1 on any problem")
+    p = sub.add("check", cmd_check, "verify every checksum, order and reference; exit 1 on any problem")
     p.add_argument("--json", action="store_true", help="JSON: {path, ok, problems}")
 
-    p = command("compact", cmd_compact, "merge tables by the growth-factor policy, and report sizes")
+    p = sub.add("compact", cmd_compact, "merge tables by the growth-factor policy, and report sizes")
     p.add_argument("--full", action="store_true", help="merge everything into one table")
 
-    p = command("backup", cmd_backup, "copy the database, as of one snapshot, into DEST (new or empty)")
+    p = sub.add("backup", cmd_backup, "copy the database, as of one snapshot, into DEST (new or empty)")
     p.add_argument("dest", metavar="DEST", help="a directory that does not exist or is empty")
 
-    p = command("inspect", cmd_inspect, "decode one file and print its structure", path=False)
+
+def _add_inspect_command(sub: _Subcommands) -> None:
+    """inspect wal|sst|meta: one file decoded, with the options of how its keys and values are shown."""
+    p = sub.add("inspect", cmd_inspect, "decode one file and print its structure", path=False)
     what = p.add_subparsers(dest="what", metavar="KIND", required=True, parser_class=_Parser)
-    shown = _Parser(add_help=False, parents=[hexed])
+    shown = _Parser(add_help=False, parents=[sub.hexed])
     shown.add_argument("--json", action="store_true", help="JSON (keys and values in base64)")
     shown.add_argument("--full", action="store_true", help=f"show whole keys and values (else cut at {SHOWN} bytes)")
     w = what.add_parser("wal", parents=[shown], help="a log file NNNNNN.log: header, frames, commits, damage")
@@ -160,14 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entries", action="store_true", help="every entry of every block too")
     m = what.add_parser("meta", parents=[shown], help="the meta slots of database PATH and its files")
     m.add_argument("file", metavar="PATH")
-
-    p = command("shell", cmd_shell, "an interactive prompt (commands also from stdin)", parents=(hexed,))
-    p.add_argument("--read-only", action="store_true", help="open read-only (no put, del or commit)")
-
-    for name, (text, _) in FORWARDED.items():
-        f = sub.add_parser(name, help=text, add_help=False)
-        f.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
 
 
 # ---------------------------------------------------------------------- main
