@@ -57,22 +57,22 @@ class SimulatedCrash(BaseException):
 class CrashMode(enum.Enum):
     """What of the unsynced state a crash image keeps."""
 
-    #: unsynced file data and directory operations are all lost (files back to their last fsync)
     DROP = "drop"
-    #: unsynced writes land in order up to a random byte; directory operations each kept or lost
+    """Unsynced file data and directory operations are all lost (files back to their last fsync)."""
     TORN = "torn"
-    #: unsynced writes keep their size but their bytes are random (size reached disk before data)
+    """Unsynced writes land in order up to a random byte; directory operations each kept or lost."""
     GARBAGE = "garbage"
-    #: unsynced writes keep their size but their bytes are zeros
+    """Unsynced writes keep their size but their bytes are random (size reached disk before data)."""
     ZEROS = "zeros"
-    #: each 512-byte sector of each unsynced write keeps its old or new bytes independently
+    """Unsynced writes keep their size but their bytes are zeros."""
     SECTORS = "sectors"
-    #: each unsynced write lands or not independently (later ones may land, earlier ones not)
+    """Each 512-byte sector of each unsynced write keeps its old or new bytes independently."""
     REORDER = "reorder"
-    #: file data as written; unsynced directory operations each kept or lost
+    """Each unsynced write lands or not independently (later ones may land, earlier ones not)."""
     DIRS = "dirs"
-    #: the process was killed: everything written to the OS is kept
+    """File data as written; unsynced directory operations each kept or lost."""
     KILL = "kill"
+    """The process was killed: everything written to the OS is kept."""
 
 
 class _Fault:
@@ -112,19 +112,23 @@ class SimFile:
             raise OSError(errno.EBADF, "file not open for writing", self.path)
 
     def pread(self, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``, as the OS holds them (fewer only at the end of the file)."""
         self._check(False)
         self._fs._alive()
         return bytes(self._inode.data[offset : offset + size])
 
     def append(self, data: bytes) -> None:
+        """Write ``data`` at the end of the file (not durable before ``fsync``)."""
         self._check(True)
         self._fs._write(self.path, self._inode, len(self._inode.data), bytes(data))
 
     def write_at(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``, overwriting what is there (not durable before ``fsync``)."""
         self._check(True)
         self._fs._write(self.path, self._inode, offset, bytes(data))
 
     def truncate(self, size: int) -> None:
+        """Cut (or extend with zeros) the file to ``size`` bytes (not durable before ``fsync``)."""
         self._check(True)
         fs = self._fs
         with fs._lock:
@@ -136,6 +140,7 @@ class SimFile:
             inode.pending.append(("t", size, b""))
 
     def fsync(self) -> None:
+        """Make the file's data as it is now durable."""
         self._check(False)
         fs = self._fs
         with fs._lock:
@@ -144,10 +149,12 @@ class SimFile:
             self._inode.pending.clear()
 
     def size(self) -> int:
+        """The file's length in bytes, as the OS sees it."""
         self._check(False)
         return len(self._inode.data)
 
     def close(self) -> None:
+        """Release the file; idempotent.  Later reads and writes raise ``ValueError``."""
         self._closed = True
 
 
@@ -183,12 +190,13 @@ class SimFS:
         self._faults: list[_Fault] = []
         self._crash_at: int | None = None
         self._down = False
-        #: mutating operations performed so far (create, write, truncate, fsync, sync_dir, rename, unlink, link)
         self.ops = 0
-        #: bytes of file data that may still be written; None is unlimited
+        """Mutating operations performed so far (create, write, truncate, fsync, sync_dir, rename, unlink, link)."""
         self.space_limit: int | None = None
-        #: every mutating operation as (op, path), in order (for protocol checks and debugging)
+        """Bytes of file data that may still be written (a write past it is cut short, then ``ENOSPC``);
+        None, the default, is unlimited."""
         self.log: list[tuple[str, str]] = []
+        """Every mutating operation as ``(op, path)``, in order (for protocol checks and debugging)."""
 
     # ------------------------------------------------------------------ faults
 
@@ -258,6 +266,8 @@ class SimFS:
     # ------------------------------------------------------------------ FileSystem
 
     def open(self, path: str, *, write: bool = False, create: bool = False) -> SimFile:
+        """Open ``path``; ``create=True`` makes a new file (``FileExistsError`` if it exists), ``write=True``
+        allows writes to an existing one.  ``FileNotFoundError`` when the file or its directory is missing."""
         with self._lock:
             self._alive()
             entries, d, name = self._parent(path)
@@ -275,6 +285,7 @@ class SimFS:
             return SimFile(self, path, inode_or_none, write)
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` names a file or directory, as the OS sees it now."""
         p = self._norm(path)
         if p in self._dirs:
             return True
@@ -282,9 +293,12 @@ class SimFS:
         return name in self._dirs.get(d, {})
 
     def isdir(self, path: str) -> bool:
+        """Whether ``path`` names a directory."""
         return self._norm(path) in self._dirs
 
     def mkdir(self, path: str) -> None:
+        """Create directory ``path`` and its missing parents, durable at once; ``FileExistsError`` when a file
+        is in the way."""
         with self._lock:
             self._alive()
             p = self._norm(path)
@@ -300,6 +314,7 @@ class SimFS:
                 self._dir_ops[d] = []
 
     def listdir(self, path: str) -> list[str]:
+        """The sorted names of the files and directories in directory ``path``."""
         self._alive()
         p = self._norm(path)
         if p not in self._dirs:
@@ -308,6 +323,7 @@ class SimFS:
         return sorted([*self._dirs[p], *subdirs])
 
     def rename(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst``, replacing ``dst``; durable once both directories are synced."""
         with self._lock:
             s_entries, s_dir, s_name = self._parent(src)
             d_entries, d_dir, d_name = self._parent(dst)
@@ -320,6 +336,7 @@ class SimFS:
             self._dir_ops[d_dir].append(("create", d_name, inode))
 
     def unlink(self, path: str) -> None:
+        """Remove file ``path``; durable once its directory is synced."""
         with self._lock:
             entries, d, name = self._parent(path)
             if name not in entries:
@@ -329,6 +346,8 @@ class SimFS:
             self._dir_ops[d].append(("unlink", name, None))
 
     def link(self, src: str, dst: str) -> None:
+        """Make ``dst`` a hard link to ``src`` (``FileExistsError`` if ``dst`` exists); durable once its directory
+        is synced."""
         with self._lock:
             s_entries, _, s_name = self._parent(src)
             d_entries, d_dir, d_name = self._parent(dst)
@@ -341,6 +360,7 @@ class SimFS:
             self._dir_ops[d_dir].append(("create", d_name, s_entries[s_name]))
 
     def sync_dir(self, path: str) -> None:
+        """Make the entries of directory ``path`` (creates, renames, unlinks, links) durable."""
         with self._lock:
             p = self._norm(path)
             if p not in self._dirs:
@@ -350,6 +370,8 @@ class SimFS:
             self._dir_ops[p].clear()
 
     def lock(self, path: str, *, shared: bool = False) -> _SimLock:
+        """Lock file ``path`` (created if missing unless ``shared``); ``LockedError`` when it is held
+        exclusively, or held at all and ``shared`` is False.  Locks are not kept by crash images."""
         with self._lock:
             self._alive()
             p = self._norm(path)
