@@ -55,39 +55,40 @@ def unescape(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     out = bytearray()
     i = 0
-    n = len(text)
-    while i < n:
-        j = text.find("\\", i)
-        if j < 0:
-            out += text[i:].encode("utf-8", "surrogateescape")
-            break
+    while (j := text.find("\\", i)) >= 0:
         out += text[i:j].encode("utf-8", "surrogateescape")
-        if j + 1 >= n:
-            raise ValueError(f"{text!r}: a lone backslash at the end (write \\\\ for a backslash)")
-        c = text[j + 1]
-        if c in _UNESCAPE:
-            out.append(_UNESCAPE[c])
-            i = j + 2
-        elif c == "\n":
-            i = j + 2  # a line continuation, as in a Python literal
-        elif c == "x":
-            digits = text[j + 2 : j + 4]
-            if len(digits) != 2 or any(d not in _HEXDIGITS for d in digits):
-                raise ValueError(f"{text!r}: \\x at position {j} needs two hex digits")
-            out.append(int(digits, 16))
-            i = j + 4
-        elif c in _OCTAL:
-            k = j + 1
-            while k < n and k < j + 4 and text[k] in _OCTAL:
-                k += 1
-            value = int(text[j + 1 : k], 8)
-            if value > 0xFF:
-                raise ValueError(f"{text!r}: octal escape at position {j} is above \\377")
-            out.append(value)
-            i = k
-        else:
-            raise ValueError(f"{text!r}: unknown escape \\{c} at position {j} (write \\\\ for a backslash)")
+        byte, i = _escaped_byte(text, j)
+        if byte is not None:
+            out.append(byte)
+    out += text[i:].encode("utf-8", "surrogateescape")
     return bytes(out)
+
+
+def _escaped_byte(text: str, j: int) -> tuple[int | None, int]:
+    """The byte the escape at ``text[j]`` (a backslash) stands for (None for a line continuation) and
+    the position after the escape; ``ValueError`` when it is unknown or cut short."""
+    n = len(text)
+    if j + 1 >= n:
+        raise ValueError(f"{text!r}: a lone backslash at the end (write \\\\ for a backslash)")
+    c = text[j + 1]
+    if c in _UNESCAPE:
+        return _UNESCAPE[c], j + 2
+    if c == "\n":
+        return None, j + 2  # a line continuation, as in a Python literal
+    if c == "x":
+        digits = text[j + 2 : j + 4]
+        if len(digits) != 2 or any(d not in _HEXDIGITS for d in digits):
+            raise ValueError(f"{text!r}: \\x at position {j} needs two hex digits")
+        return int(digits, 16), j + 4
+    if c in _OCTAL:
+        k = j + 1
+        while k < n and k < j + 4 and text[k] in _OCTAL:
+            k += 1
+        value = int(text[j + 1 : k], 8)
+        if value > 0xFF:
+            raise ValueError(f"{text!r}: octal escape at position {j} is above \\377")
+        return value, k
+    raise ValueError(f"{text!r}: unknown escape \\{c} at position {j} (write \\\\ for a backslash)")
 
 
 def unhex(text: str) -> bytes:
