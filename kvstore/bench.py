@@ -491,6 +491,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m kvstore.bench") -
     """Run the benchmark with command-line arguments ``argv`` (``sys.argv[1:]`` when None); returns the exit
     status: 0 when every workload did what it should, 1 when one found a problem.  ``prog`` names the
     command in help and usage messages (``kvstore bench`` when the ``kvstore`` command runs it)."""
+    a, chosen, others = _arguments(argv, prog)
+    results = _run_engines(["kvstore", *others], a.num, a.value_size, a.db, chosen)
+    print("\n".join(_report(results, chosen, a.num, a.value_size)), flush=True)
+    if a.json:
+        doc = {"num": a.num, "value_size": a.value_size, "key_size": KEY_SIZE, "benchmarks": chosen,
+               "results": results, "ratios": _ratios(results)}
+        _write_json(a.json, doc)
+    ok = all(f["ok"] for res in results.values() for f in res["workloads"].values())
+    return 0 if ok and not any("reopen_problem" in r for r in results.values()) else 1
+
+
+def _arguments(argv: list[str] | None, prog: str) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """The parsed arguments, the workloads chosen and the engines to compare with; a bad argument
+    exits with status 2, as argparse does."""
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--num", type=int, default=100_000, help="number of keys (default 100000)")
     ap.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
@@ -509,28 +523,33 @@ def main(argv: list[str] | None = None, prog: str = "python -m kvstore.bench") -
         ap.error("--compare takes: sqlite3")
     if a.num < 1 or a.value_size < 0:
         ap.error("--num must be at least 1 and --value-size at least 0")
-    root = a.db if a.db is not None else tempfile.mkdtemp(prefix="kvstore-bench-")
+    return a, chosen, others
+
+
+def _run_engines(engines: list[str], num: int, value_size: int, db: str | None,
+                 chosen: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The ``chosen`` workloads of each engine, run in directories under ``db`` (a temporary
+    directory, removed afterwards, when None)."""
+    root = db if db is not None else tempfile.mkdtemp(prefix="kvstore-bench-")
     results: dict[str, dict[str, Any]] = {}
     try:
-        for engine in ["kvstore", *others]:
-            results[engine] = _Run(engine, a.num, a.value_size, root).run(chosen)
-            if a.db is None:
+        for engine in engines:
+            results[engine] = _Run(engine, num, value_size, root).run(chosen)
+            if db is None:
                 shutil.rmtree(os.path.join(root, engine), ignore_errors=True)
     finally:
-        if a.db is None:
+        if db is None:
             shutil.rmtree(root, ignore_errors=True)
-    print("\n".join(_report(results, chosen, a.num, a.value_size)), flush=True)
-    if a.json:
-        doc = {"num": a.num, "value_size": a.value_size, "key_size": KEY_SIZE, "benchmarks": chosen,
-               "results": results, "ratios": _ratios(results)}
-        text = json.dumps(doc, indent=1)
-        if a.json == "-":
-            print(text)
-        else:
-            with open(a.json, "w") as f:
-                f.write(text + "\n")
-    ok = all(f["ok"] for res in results.values() for f in res["workloads"].values())
-    return 0 if ok and not any("reopen_problem" in r for r in results.values()) else 1
+    return results
+
+
+def _write_json(target: str, doc: dict[str, Any]) -> None:
+    text = json.dumps(doc, indent=1)
+    if target == "-":
+        print(text)
+    else:
+        with open(target, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
