@@ -205,10 +205,13 @@ def cmd_load(args: argparse.Namespace, io: Streams) -> int:
         try:
             load(kv, read_dump(lines, name), report, batch_bytes=args.batch_bytes)
         except (DumpError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{exc}; {_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}"
-                             " were committed before it") from None
-    io.say(f"loaded {_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}")
+            raise UsageError(f"{exc}; {_loaded(report)} were committed before it") from None
+    io.say(f"loaded {_loaded(report)}")
     return EXIT_OK
+
+
+def _loaded(report: LoadReport) -> str:
+    return f"{_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}"
 
 
 def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
