@@ -171,7 +171,12 @@ def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[byt
 
 
 def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, list[tuple[bytes, bytes | None]]]:
-    """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``."""
+    """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``.
+
+    Raises ``CorruptionError`` naming ``path`` and ``offset`` when the payload does not parse or its keys
+    are not in strictly ascending order (the writer logs each key of a transaction once, in key order:
+    a key twice or out of order is not what it wrote).
+    """
     size = len(payload)
     if size < COMMIT_HEADER.size:
         raise CorruptionError(path, offset, "commit record shorter than its header")
@@ -182,6 +187,7 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
     unpack = WAL_ENTRY.unpack_from
     esize = WAL_ENTRY.size
     writes: list[tuple[bytes, bytes | None]] = []
+    prev = b""  # below every key but b"" itself, which is only allowed first (``writes`` still empty)
     for _ in range(count):
         if pos + esize > size:
             raise CorruptionError(path, offset, "commit record truncated inside a write")
@@ -191,10 +197,15 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
         vend = kend + vlen
         if vend > size:
             raise CorruptionError(path, offset, "commit record truncated inside a key or value")
+        key = payload[pos:kend]
+        if key <= prev and writes:
+            why = "twice" if key == prev else "out of order"
+            raise CorruptionError(path, offset, f"commit record holds key {key[:40]!r} {why}: keys ascend, each once")
+        prev = key
         if kind == 1:
-            writes.append((payload[pos:kend], payload[kend:vend]))
+            writes.append((key, payload[kend:vend]))
         elif kind == 0 and vlen == 0:
-            writes.append((payload[pos:kend], None))
+            writes.append((key, None))
         else:
             raise CorruptionError(path, offset, f"commit record has a write of unknown kind {kind}")
         pos = vend

@@ -126,13 +126,18 @@ class LogReplay:
         self.salvaged = False
 
 
-def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict: bool = True) -> LogReplay:
+def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict: bool = True,
+               after: int = 0) -> LogReplay:
     """Read every commit of a log.
 
     A damaged frame in the ``last`` log, after which no intact frame claims a
     durable point beyond it, is a torn tail: replay stops there and
     ``damage`` says where.  Any other damage raises ``CorruptionError`` when
     ``strict``; otherwise replay keeps the valid prefix and reports it.
+    An intact frame that breaks the format's rules (a commit that does not
+    parse, keys not ascending, a sequence not above the one before it or, for
+    the first commit, not above ``after``: the last sequence of the log before
+    this one) raises ``CorruptionError`` at that frame in either mode.
     """
     file = fs.open(path)
     try:
@@ -157,7 +162,7 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
         out.salvaged = True
         return out
     pos = head
-    prev_seq = 0
+    prev_seq = after
     frame = record.WAL_FRAME
     fsize = frame.size
     while pos < size:

@@ -121,3 +121,19 @@ def test_a_table_with_entries_out_of_order_fails_a_merge_with_corruption_not_an_
         assert any("out of order" in problem for problem in kv.check())
         with pytest.raises(CorruptSSTableError, match="out of order"):
             kv.compact(full=True)
+
+
+def test_a_log_commit_holding_a_key_twice_fails_open_with_corruption_not_an_assertion() -> None:
+    # A log whose checksums are good but one of whose commits (sequence 74) writes the key b"" twice used
+    # to reach Memtable._put's assert during replay: AssertionError out of KV.open, or with python -O two
+    # versions under one sequence.  record.decode_commit now refuses keys twice or out of order.  Input kept
+    # as fuzz/corpus/directory/regress-wal-key-twice-in-a-commit (flags FIX: every checksum recomputed).
+    data = (CORPUS / "directory" / "regress-wal-key-twice-in-a-commit").read_bytes()
+    _check("directory")(data)
+    fuzz_directory = importlib.import_module("fuzz_directory")
+    from harness import unpack_files
+
+    fs = fuzz_directory.make_fs(unpack_files(data[1:]), True)
+    with pytest.raises(CorruptionError, match="twice") as info:
+        KV.open(fuzz_directory.DIR, Config(background=False), fs=fs)
+    assert (info.value.path, info.value.offset) == (f"{fuzz_directory.DIR}/000004.log", 629)

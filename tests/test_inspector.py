@@ -20,7 +20,7 @@ def _log(tmp_path: Path, commits: int) -> Path:
     path = tmp_path / "000007.log"
     wal = WalWriter.create(OSFileSystem(), str(tmp_path), str(path), 7)
     for seq in range(1, commits + 1):
-        wal.append(seq, [(b"k%d" % seq, b"v"), (b"gone", None)], sync=True)
+        wal.append(seq, [(b"gone", None), (b"k%d" % seq, b"v")], sync=True)
     wal.close()
     return path
 
@@ -32,8 +32,8 @@ def test_inspect_wal_lists_every_commit_with_its_offsets(tmp_path: Path) -> None
     assert [f["sequence"] for f in frames] == [1, 2, 3]
     assert frames[0]["offset"] == record.FILE_HEADER.size
     assert [f["durable_offset"] for f in frames[1:]] == [f["offset"] for f in frames[1:]]  # each synced
-    assert frames[0]["writes"] == [{"key": b"k1", "value": b"v", "kind": "value"},
-                                   {"key": b"gone", "value": None, "kind": "delete"}]
+    assert frames[0]["writes"] == [{"key": b"gone", "value": None, "kind": "delete"},
+                                   {"key": b"k1", "value": b"v", "kind": "value"}]
     assert tree["valid_end"] == tree["size"]
 
 

@@ -25,7 +25,8 @@ PATH = "/db/000007.sst"
 
 keys_st = st.binary(max_size=24)
 values_st = st.one_of(st.none(), st.binary(max_size=40))
-writes_st = st.lists(st.tuples(keys_st, values_st), max_size=12)
+#: a transaction's writes as the log holds them: in key order, each key once
+writes_st = st.dictionaries(keys_st, values_st, max_size=12).map(lambda d: sorted(d.items()))
 
 
 def _flip(data: bytes, bit: int) -> bytes:
@@ -188,6 +189,18 @@ def test_commit_write_of_unknown_kind_is_corrupt(kind: int, vlen: int) -> None:
     payload = (record.COMMIT_HEADER.pack(1, 20, 1) + record.WAL_ENTRY.pack(kind, 1, vlen) + b"k" + b"v" * vlen)
     with pytest.raises(CorruptionError, match="kind"):
         record.decode_commit(payload, PATH, 20)
+
+
+@pytest.mark.parametrize("keys", [[b"k", b"k"], [b"", b""], [b"b", b"a"], [b"a", b"c", b"b"]],
+                         ids=["twice", "empty-key-twice", "descending", "third-out-of-order"])
+def test_commit_with_a_key_twice_or_out_of_order_is_corrupt(keys: list[bytes]) -> None:
+    # the writer logs a transaction's keys in order, each once: replaying a key twice would put two
+    # versions under one sequence in the memtable
+    payload = record.COMMIT_HEADER.pack(1, 20, len(keys)) + b"".join(
+        record.WAL_ENTRY.pack(1, len(k), 1) + k + b"v" for k in keys)
+    with pytest.raises(CorruptionError, match="twice" if keys[0] == keys[1] else "out of order") as info:
+        record.decode_commit(payload, PATH, 321)
+    assert (info.value.path, info.value.offset) == (PATH, 321)
 
 
 def test_commit_claiming_more_writes_than_fit_is_corrupt_before_allocating() -> None:

@@ -374,3 +374,23 @@ def test_a_gap_in_the_sequences_of_the_live_logs_is_corruption(tmp_path: pathlib
     with pytest.raises(CorruptionError, match="a commit is missing") as info:
         KV.open(tmp_path)
     assert info.value.path.endswith(f"{wal.log_number:06d}.log")
+
+
+def test_a_log_commit_holding_a_key_twice_fails_open_naming_its_frame(tmp_path: pathlib.Path) -> None:
+    # A frame with a good checksum whose commit names one key twice used to reach the memtable's assert
+    # during replay (AssertionError out of KV.open; with python -O two versions under one sequence).
+    with KV.open(tmp_path / "db", Config(background=False, sync=True)) as kv:
+        kv.set(b"a", b"1")
+        kv.set(b"b", b"2")
+        crashed = _crash_copy(tmp_path / "db", tmp_path / "crashed")
+    log = _logs(crashed)[-1]
+    offset = _frames(log)[-1]
+    data = log.read_bytes()
+    seq, durable, writes = record.decode_commit(data[offset + record.WAL_FRAME.size :], str(log), offset)
+    assert writes == [(b"b", b"2")]
+    twice = record.encode_commit(seq, durable, [(b"b", b"2"), (b"b", b"3")])
+    log.write_bytes(data[:offset] + record.encode_frame(int(log.stem), record.RecordType.COMMIT, twice))
+    for recovery in ("strict", "salvage"):
+        with pytest.raises(CorruptionError, match="twice") as info:
+            KV.open(crashed, Config(background=False, recovery=recovery))
+        assert (info.value.path, info.value.offset) == (str(log), offset)

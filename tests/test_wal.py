@@ -9,8 +9,8 @@ import pytest
 
 from kvstore import record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
-from kvstore.fs import OSFile, OSFileSystem
 from kvstore.filenames import log_path
+from kvstore.fs import OSFile, OSFileSystem
 from kvstore.wal import WalWriter, replay_log
 
 FS = OSFileSystem()
@@ -307,6 +307,28 @@ def test_wal_sequences_that_do_not_increase_are_corruption(tmp_path: pathlib.Pat
         wal.close()
     with pytest.raises(CorruptionError, match="sequence"):
         replay_log(FS, path, 3, last=True)
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "salvage"])
+def test_wal_commit_holding_a_key_twice_is_corruption_at_its_frame(tmp_path: pathlib.Path, strict: bool) -> None:
+    # a frame with a good checksum whose commit names one key twice is what was written, not a torn
+    # tail: refused in both modes, naming the frame
+    path, _ = _log(tmp_path, COMMITS[:2], sync=True)
+    end = os.path.getsize(path)
+    twice = record.encode_commit(3, end, [(b"", b"1"), (b"", b"2")])
+    with open(path, "ab") as f:
+        f.write(record.encode_frame(3, record.RecordType.COMMIT, twice))
+    with pytest.raises(CorruptionError, match="twice") as info:
+        replay_log(FS, path, 3, last=True, strict=strict)
+    assert (info.value.path, info.value.offset) == (path, end)
+
+
+def test_wal_first_sequence_not_above_the_previous_logs_last_is_corruption(tmp_path: pathlib.Path) -> None:
+    path, starts = _log(tmp_path, COMMITS[:2], first_seq=7)
+    assert replay_log(FS, path, 3, last=True, after=6).commits == _expected(COMMITS[:2], first_seq=7)
+    with pytest.raises(CorruptionError, match="sequence 7 does not follow 7") as info:
+        replay_log(FS, path, 3, last=True, after=7)
+    assert (info.value.path, info.value.offset) == (path, starts[0])
 
 
 def test_wal_commit_claiming_a_durable_offset_past_itself_is_corruption(tmp_path: pathlib.Path) -> None:
