@@ -40,8 +40,11 @@ class CorruptionError(KVError):
 
     def __init__(self, path: str | os.PathLike[str], offset: int, reason: str) -> None:
         self.path = os.fspath(path)
+        """The damaged file."""
         self.offset = offset
+        """The byte offset of the damaged structure in ``path``; ``-1`` when the damage is not at one place."""
         self.reason = reason
+        """What is wrong, in words."""
         super().__init__(f"{self.path} at offset {offset}: {reason}")
 
     def __reduce__(self) -> tuple[type[CorruptionError], tuple[str, int, str]]:
