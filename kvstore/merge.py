@@ -1,8 +1,13 @@
 """Merging levels: the ``SortedKV`` protocol, the merged read iterator and the compaction filter.
 
-Levels are given newest first.  Two rules live here and nowhere else
+Levels are given newest first.  Three rules live here and nowhere else
 (DESIGN.md, "Levels and merging"):
 
+  - **Tables merge by a growth factor** (``pick_run``): the first run of
+    adjacent tables, newest first, in which each next table is at most
+    ``growth_factor - 1`` times the size of all before it in the run, merges
+    into one, so table sizes grow geometrically and a read consults
+    O(log(size)) tables.
   - **Newest level wins.**  For a key present in several levels, the newest
     level's version is the one a reader sees; a newer level always holds
     higher sequence numbers for a key than an older one.
@@ -20,7 +25,7 @@ import heapq
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["SortedKV", "compact_entries", "merge_entries", "merge_items"]
+__all__ = ["SortedKV", "compact_entries", "merge_entries", "merge_items", "pick_run"]
 
 Item = tuple[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
@@ -33,7 +38,7 @@ _heappop_max: Any = getattr(_heapq, "heappop_max", None) or _heapq._heappop_max
 
 
 class SortedKV(Protocol):
-    """A sorted level: the memtable, a table, or a transaction's pending writes."""
+    """A sorted level: the memtable or a table (a transaction's pending writes serve ``items`` only)."""
 
     def get(self, key: bytes, snapshot: int) -> tuple[int, bytes | None] | None:
         """The newest version of ``key`` at or before ``snapshot`` as (sequence, value), or None."""
@@ -181,3 +186,22 @@ def _retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> li
         while kept and kept[-1][2] is None:
             kept.pop()
     return kept
+
+
+def pick_run(sizes: Sequence[int], growth_factor: float) -> tuple[int, int] | None:
+    """``(i, j)``: tables ``i`` to ``j - 1`` (sizes newest first) are the first run the growth-factor rule
+    merges, or None when the rule holds.
+
+    >>> pick_run([10, 10, 100], 4), pick_run([10, 100, 1000], 4)
+    ((0, 2), None)
+    """
+    factor = growth_factor - 1
+    for i in range(len(sizes) - 1):
+        acc = sizes[i]
+        j = i + 1
+        while j < len(sizes) and sizes[j] <= factor * acc:
+            acc += sizes[j]
+            j += 1
+        if j - i >= 2:
+            return i, j
+    return None

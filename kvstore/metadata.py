@@ -110,8 +110,9 @@ class MetaStore:
         metas = self.valid_metas()
         return min(m.log_number for m in metas) if metas else 0
 
-    def write(self, meta: Meta) -> None:
-        """Write ``meta`` durably into the slot that does not hold the newest valid meta."""
+    def write(self, meta: Meta) -> int:
+        """Write ``meta`` durably into the slot that does not hold the newest valid meta; returns the
+        number of bytes written."""
         slot = 0 if self.newest is None else 1 - self.newest
         data = record.encode_meta(slot, meta.version, meta.next_file, meta.log_number, meta.last_sequence,
                                   meta.tables)
@@ -139,3 +140,4 @@ class MetaStore:
             fs.sync_dir(self._dir)
         self.slots[slot] = SlotState(META_NAMES[slot], True, meta=meta)
         self.newest = slot
+        return len(data)

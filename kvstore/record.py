@@ -147,6 +147,17 @@ def decode_file_header(buf: bytes, path: str, magic: bytes, file_number: int) ->
 # ---------------------------------------------------------------- WAL
 
 
+def commit_size(writes: Iterable[tuple[bytes, bytes | None]]) -> int:
+    """The bytes ``encode_commit`` makes of ``writes``: a transaction over ``MAX_RECORD_PAYLOAD`` of
+    them cannot be logged.
+
+    >>> commit_size([(b"k", b"v"), (b"gone", None)]) == len(encode_commit(1, 0, [(b"k", b"v"), (b"gone", None)]))
+    True
+    """
+    entry = WAL_ENTRY.size
+    return COMMIT_HEADER.size + sum(entry + len(k) + len(v or b"") for k, v in writes)
+
+
 def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[bytes, bytes | None]]) -> bytes:
     """The payload of one COMMIT record: its header, then each write (value None is a delete)."""
     if len(writes) == 1:

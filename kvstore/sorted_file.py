@@ -180,7 +180,7 @@ class TableWriter:
         self._smallest = b""
 
     @property
-    def entries(self) -> int:
+    def num_entries(self) -> int:
         """The number of entries added so far."""
         return self._entries + len(self._keys)
 
@@ -266,14 +266,14 @@ class TableWriter:
             bloom_payload = Bloom.build(self._hashes, len(self._hashes), self._bloom_bits)
         bloom = self._emit(bloom_payload)
         largest = self._last_key or b""
-        props = self._emit(record.encode_props(self.entries, self.deletes, self._min_seq, self._max_seq,
+        props = self._emit(record.encode_props(self.num_entries, self.deletes, self._min_seq, self._max_seq,
                                                self._smallest, largest))
         self._buf.append(record.encode_footer(index, bloom, props, self._number))
         self._file.append(b"".join(self._buf))
         self._buf = []
         self._file.fsync()
         size = self._offset + record.FOOTER.size
-        return TableInfo(self._number, size, self.entries, self.deletes, self._min_seq, self._max_seq,
+        return TableInfo(self._number, size, self.num_entries, self.deletes, self._min_seq, self._max_seq,
                          self._smallest, largest)
 
 

@@ -271,9 +271,9 @@ def _recover(image: CheckingFS, oracle: Oracle, kill: bool, where: str) -> tuple
     ops = image.ops
     kv._check()
     problems = kv.check()
-    newest = kv._metastore.newest
+    newest = kv._versions.metastore.newest
     if newest is not None:  # the slot a crash tore is reported until the next meta write replaces it
-        torn = kv._metastore.path(1 - newest)
+        torn = kv._versions.metastore.path(1 - newest)
         problems = [p for p in problems if not p.startswith(f"{torn} at offset ")]
     assert problems == [], f"{where}: check() found {problems}"
     state = dict(kv.scan())

@@ -21,6 +21,7 @@ import pytest
 
 from kvstore import KV, Config, CorruptionError, OSFileSystem, record
 from kvstore.filenames import log_path
+from kvstore.recovery import abandon
 from kvstore.wal import WalWriter
 
 CONFIG = Config(background=False)
@@ -370,7 +371,7 @@ def test_a_gap_in_the_sequences_of_the_live_logs_is_corruption(tmp_path: pathlib
     wal = kv._wal
     assert wal is not None
     wal.append(kv._seq + 2, [(b"b", b"2")], sync=True)
-    kv._abandon()  # drop the KV as a killed process would, without close()
+    abandon(kv, kv._versions)  # drop the KV as a killed process would, without close()
     with pytest.raises(CorruptionError, match="a commit is missing") as info:
         KV.open(tmp_path)
     assert info.value.path.endswith(f"{wal.log_number:06d}.log")

@@ -454,10 +454,10 @@ def test_table_writer_counts_entries_and_deletes_before_finish(tmp_path: pathlib
     file = FS.open(path, create=True)
     try:
         writer = TableWriter(file, 9, 64, 10)
-        assert (writer.entries, writer.deletes) == (0, 0)
+        assert (writer.num_entries, writer.deletes) == (0, 0)
         writer.add(b"a", 5, b"x")
         writer.add_all([(b"a", 3, None), (b"b", 4, b"y" * 100), (b"c", 2, None)])
-        assert (writer.entries, writer.deletes) == (4, 2)
+        assert (writer.num_entries, writer.deletes) == (4, 2)
         info = writer.finish()
         assert (info.entries, info.deletes, info.min_seq, info.max_seq) == (4, 2, 2, 5)
         assert (info.smallest, info.largest) == (b"a", b"c")

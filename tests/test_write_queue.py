@@ -209,7 +209,7 @@ def test_every_member_of_a_failed_group_gets_failed_error_raised_from_the_os_err
     first, first_out = _thread(lambda: kv.set(b"lead", b"1"))
     assert fs.waiting.wait(HANG)
     members = [_thread(lambda i=i: kv.set(b"m%d" % i, b"1")) for i in range(3)]  # type: ignore[misc]
-    _wait_for("three commits queued behind the leader", lambda: len(kv._writers) == 4)
+    _wait_for("three commits queued behind the leader", lambda: len(kv._pipeline.writers) == 4)
     fs.fail_next = True  # the leader's fsync succeeds; the next group's, all three queued, fails
     fs.gate.set()
     for thread, _ in [(first, first_out), *members]:
@@ -312,7 +312,7 @@ leader = threading.Thread(target=lambda: kv.set(b"lead", b"1"))
 leader.start()
 fs.waiting.wait(60)
 def interrupt():
-    while len(kv._writers) < 2:
+    while len(kv._pipeline.writers) < 2:
         pass
     _thread.interrupt_main()
     fs.gate.set()
@@ -326,7 +326,7 @@ leader.join()
 later = threading.Thread(target=lambda: kv.set(b"later", b"1"), daemon=True)
 later.start()
 later.join(60)
-print("later done" if not later.is_alive() else "later hung", len(kv._writers))
+print("later done" if not later.is_alive() else "later hung", len(kv._pipeline.writers))
 """
 
 

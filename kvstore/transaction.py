@@ -1,0 +1,140 @@
+"""``KVTX``: a buffered transaction over one snapshot, committed atomically through the write queue
+(docs/transactions.md; DESIGN.md, "Isolation").
+
+Writes are buffered in ``isolation.Pending`` and read back by the
+transaction's own reads; reads come from its ``snapshot.Reader`` and are
+recorded for the conflict check its commit undergoes in the write queue
+(``commit``).  Nothing is visible to others before ``commit()``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from types import TracebackType
+
+from kvstore import record
+from kvstore.commit import COMMIT
+from kvstore.core import Core, closed_error
+from kvstore.errors import KeyOrValueTooLargeError, TxClosedError
+from kvstore.isolation import Pending, TxState
+from kvstore.keys import Bytes, as_bytes
+from kvstore.snapshot import Reader, Reads
+
+__all__ = ["KVTX"]
+
+
+class KVTX(Reads):
+    """A buffered transaction over one snapshot.  Create one with ``kv.new_tx()``.
+
+    Reads see the database as of ``new_tx()`` plus this transaction's own
+    writes; nothing is visible to others before ``commit()``, which applies
+    every write under one sequence number or none.  A KVTX belongs to one
+    thread at a time.  After ``commit()`` or ``abort()`` every call but
+    ``abort()`` raises ``TxClosedError``; once its KV is closed, every call
+    but ``abort()`` raises ``ClosedError``.  Use it as a context manager: a
+    normal exit commits, an exception aborts.
+    """
+
+    def __init__(self, kv: Core) -> None:
+        self._kv = kv
+        self._state = TxState()
+        self._pending = Pending()
+        self._reader = Reader(kv, self._pending, self._state)
+        # a transaction dropped without commit or abort still lets its snapshot go
+        self._finalizer = weakref.finalize(self, self._reader.release)
+
+    @property
+    def _closed(self) -> bool:
+        return self._state.closed
+
+    def _check_usable(self) -> None:
+        """Raise ``TxClosedError`` or ``ClosedError`` when the transaction or its KV has ended."""
+        if self._closed:
+            raise TxClosedError("the transaction is closed")
+        if self._kv._closed:
+            raise closed_error()
+
+    def _reading(self) -> tuple[Reader, bool]:
+        self._check_usable()
+        return self._reader, False
+
+    def get(self, key: Bytes) -> bytes | None:
+        """The value of ``key`` in this transaction's view (its own writes first), or None.  Unless its
+        own write answers, ``key`` joins the read set its commit is checked against."""
+        key = as_bytes(key, "key")
+        self._check_usable()
+        return self._reader.get(key)
+
+    def set(self, key: Bytes, value: Bytes) -> None:
+        """Buffer ``key = value``; nothing is written before ``commit()``.  Raises ``TypeError`` and
+        ``KeyOrValueTooLargeError`` as ``KV.set``, buffering nothing."""
+        kv = self._kv
+        config = kv._config
+        if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of Core._key, inline
+            key = kv._key(key)
+        if type(value) is not bytes or len(value) > config.max_value_size:
+            value = kv._value(value)
+        if self._state.closed or kv._closed:
+            self._check_usable()
+        pending = self._pending
+        if key not in pending.writes:
+            pending._sorted = None
+        pending.writes[key] = value
+
+    def delete(self, key: Bytes) -> bool:
+        """Buffer a delete of ``key``; True when the key exists in this transaction's view (a read:
+        ``key`` joins the read set unless its own write answers)."""
+        key = self._kv._key(key)
+        self._check_usable()
+        existed = self._reader.get(key) is not None
+        self._pending.put(key, None)
+        return existed
+
+    def commit(self, *, sync: bool | None = None) -> None:
+        """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.
+
+        Raises ``ConflictError`` (nothing applied) when a transaction that
+        committed after this one's snapshot wrote a key this one read or a
+        key inside a range its scans and cursors covered
+        (docs/transactions.md); ``KeyOrValueTooLargeError`` (nothing applied)
+        when its writes encode to more than one WAL record holds (4 GiB);
+        ``ReadOnlyError`` on a read-only KV with writes buffered;
+        ``FailedError`` on an I/O error (the outcome is known only after a
+        reopen).  The transaction is closed afterwards in every case.  A
+        durable commit with nothing to write still makes every commit
+        before it durable.
+        """
+        self._check_usable()
+        try:
+            writes = self._pending.writes
+            kv = self._kv
+            durable = kv._config.sync if sync is None else bool(sync)
+            if writes:
+                size = record.commit_size(writes.items())
+                if size > record.MAX_RECORD_PAYLOAD:  # refused here, not in a group it would fail whole
+                    raise KeyOrValueTooLargeError(f"transaction encodes to {size} bytes, the WAL limit is 4 GiB")
+                kv._write(COMMIT, sorted(writes.items()), durable, self._reader)
+            elif durable and not kv._read_only:  # nothing to write, but every commit before it becomes durable
+                kv._write(COMMIT, [], True, self._reader)
+        finally:
+            self._close()
+
+    def abort(self) -> None:
+        """Drop every buffered write and release the snapshot; does nothing on a closed transaction."""
+        self._close()
+
+    def _close(self) -> None:
+        if not self._state.closed:
+            self._state.closed = True
+            self._finalizer()
+
+    def __enter__(self) -> KVTX:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            if not self._closed:
+                self.commit()
+        else:
+            self.abort()
