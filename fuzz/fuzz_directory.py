@@ -69,7 +69,7 @@ def check(data: bytes) -> None:
     flags = data[0]
     files = unpack_files(data[1:])
     if flags & 2 and not files:
-        return  # no database to open read-only: FileNotFoundError, as SPEC §2 says
+        return  # no database to open read-only: FileNotFoundError, as docs/opening.md says
     fs = make_fs(files, bool(flags & FIX))
     config = Config(background=False, read_only=bool(flags & 2), recovery="salvage" if flags & 4 else "strict")
     with contextlib.suppress(*ALLOWED):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from kvstore import record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 
-#: What a decoder may raise on bad bytes (SPEC.md §8): anything else escaping is a bug.
+#: What a decoder may raise on bad bytes (docs/errors.md): anything else escaping is a bug.
 ALLOWED = (CorruptionError, UnsupportedFormatError)
 
 #: Flag bit: recompute checksums before decoding.

@@ -2,7 +2,7 @@
 
 It implements the engine's ``FileSystem`` interface by delegating to a
 ``SimFS`` (and passes its fault and crash controls through), and before each
-mutating operation checks the rules of SPEC §7 and DESIGN.md ("Meta slots",
+mutating operation checks the rules of docs/durability.md and DESIGN.md ("Meta slots",
 "Flush"):
 
 1. a meta slot (``meta0``/``meta1``, written in place or renamed into place
@@ -23,8 +23,8 @@ mutating operation checks the rules of SPEC §7 and DESIGN.md ("Meta slots",
    set of numbers created to the wrapper of the image); once ``corrupt()`` has
    damaged a file this rule is off for the wrapper and its images: media
    damage to the newest meta slot rolls the database back to the older slot,
-   which cannot know numbers only the damaged one recorded, and SPEC §7's
-   promise covers crashes, not media damage;
+   which cannot know numbers only the damaged one recorded, and the durability
+   promise (docs/durability.md) covers crashes, not media damage;
 5. no file is written, truncated or fsynced after an operation on it raised
    an I/O error (``OSError`` other than ``FileNotFoundError``/``FileExistsError``);
    this holds for a later ``KV.open`` on the same wrapper too (after a failed

@@ -1,4 +1,4 @@
-"""Config (SPEC §9): defaults, validation naming the field, frozen, attrs.evolve."""
+"""Config (docs/tuning.md, the API reference): defaults, validation naming the field, frozen, attrs.evolve."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ DEFAULTS: list[tuple[str, object]] = [
 
 
 @pytest.mark.parametrize(("field", "default"), DEFAULTS, ids=[f for f, _ in DEFAULTS])
-def test_config_default_matches_spec(field: str, default: object) -> None:
+def test_config_default_is_the_documented_one(field: str, default: object) -> None:
     assert getattr(Config(), field) == default
 
 
-def test_config_has_exactly_the_spec_fields() -> None:
+def test_config_has_exactly_the_documented_fields() -> None:
     assert {f.name for f in attrs.fields(Config)} == {f for f, _ in DEFAULTS}
 
 

@@ -1,6 +1,6 @@
-"""Damage on disk (SPEC §7): one flipped byte in each structure, and what opening and reading then do.
+"""Damage on disk (docs/durability.md): one flipped byte in each structure, and what opening and reading then do.
 
-Silent fallback or truncation where SPEC says so (a torn meta slot, a torn WAL tail); otherwise
+Silent fallback or truncation where docs/durability.md says so (a torn meta slot, a torn WAL tail); otherwise
 ``CorruptionError`` naming the damaged file and offset.  Never a wrong value, never an empty database.
 """
 

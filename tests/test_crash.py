@@ -1,4 +1,6 @@
-"""A Hypothesis crash machine over SimFS (SPEC §6, §7): crashes, crashes during recovery, I/O errors, damage.
+"""A Hypothesis crash machine over SimFS: crashes, crashes during recovery, I/O errors, damage.
+
+It checks the promises of docs/transactions.md and docs/durability.md.
 
 The machine drives a KV with a tiny memtable and tiny blocks (so flushes and
 merges happen every few steps) through transactions, one-operation writes,
@@ -17,7 +19,7 @@ and empty commits are not commits.  After a crash the recovered database
 must equal the state after some prefix of the commits that holds every
 durable one (after a process kill: every acknowledged one).  Every value
 written is unique, so a partial or aborted transaction cannot pass for a
-prefix.  After damage, the outcome is the one SPEC §7 names: a
+prefix.  After damage, the outcome is the one docs/durability.md names: a
 ``CorruptionError`` naming the damaged file (at an offset >= 0), or a silent
 and correct recovery where the damage is a torn tail or one meta slot; never
 a wrong value, never an empty database.
@@ -80,7 +82,7 @@ class OpenTx:
     snapshot: Model
     start: int  # commits before this index of the machine's list are in its snapshot
     writes: Writes = field(default_factory=dict)
-    reads: set[bytes] = field(default_factory=set)  # keys read from the database (SPEC.md §6)
+    reads: set[bytes] = field(default_factory=set)  # keys read from the database (docs/transactions.md)
     scanned: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)  # exhausted scans
 
     def view(self) -> Model:
@@ -534,7 +536,7 @@ class CrashMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.kv is not None)
     @rule(part=st.sampled_from(TARGETS), data=st.data())
     def damage(self, part: str, data: st.DataObject) -> None:
-        """Flip one byte of one structure in a killed copy of the disk, open it, check what SPEC §7 says."""
+        """Flip one byte of one structure in a killed copy of the disk, open it, check what docs/durability.md says."""
         image = self.fs.crash_image(CrashMode.KILL)
         names = image.listdir(DB)
         # a slot torn by an earlier crash stays invalid until the next meta write goes to it

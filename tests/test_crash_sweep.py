@@ -1,4 +1,4 @@
-"""Crash-point sweep (SPEC §7): every file operation of tiny canonical workloads, crashed in every mode.
+"""Crash-point sweep (docs/durability.md): every file operation of tiny canonical workloads, crashed in every mode.
 
 Each workload (creating a database, sync and unsynced commits, an aborted
 transaction, flushes, a merge, meta slot switches, deletes, a reopen) runs

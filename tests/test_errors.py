@@ -1,4 +1,4 @@
-"""The closed set of exceptions of SPEC §8: hierarchy, docstrings, and CorruptionError's fields."""
+"""The closed set of exceptions of docs/errors.md: hierarchy, docstrings, and CorruptionError's fields."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import kvstore
 from kvstore import errors
 
-# (class, the bases SPEC §8 gives it)
+# (class, the bases docs/errors.md gives it)
 HIERARCHY: list[tuple[type[BaseException], tuple[type[BaseException], ...]]] = [
     (errors.KVError, (Exception,)),
     (errors.CorruptionError, (errors.KVError,)),
@@ -30,7 +30,7 @@ IDS = [cls.__name__ for cls, _ in HIERARCHY]
 
 
 @pytest.mark.parametrize(("cls", "bases"), HIERARCHY, ids=IDS)
-def test_error_subclasses_the_bases_the_spec_gives(cls: type[BaseException], bases: tuple[type, ...]) -> None:
+def test_error_subclasses_the_documented_bases(cls: type[BaseException], bases: tuple[type, ...]) -> None:
     for base in bases:
         assert issubclass(cls, base), (cls, base)
     assert issubclass(cls, errors.KVError)
@@ -43,7 +43,7 @@ def test_error_is_re_exported_from_the_package(cls: type[BaseException], bases: 
     assert cls.__name__ in errors.__all__
 
 
-def test_errors_module_defines_exactly_the_spec_set() -> None:
+def test_errors_module_defines_exactly_the_documented_set() -> None:
     defined = {name for name, obj in vars(errors).items()
                if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__}
     assert defined == {cls.__name__ for cls, _ in HIERARCHY}

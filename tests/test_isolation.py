@@ -1,4 +1,4 @@
-"""Serializable transactions (SPEC §6): Hermitage-style interleavings, what each read covers, ``transact``.
+"""Serializable transactions (docs/transactions.md): Hermitage-style interleavings, what each read covers, ``transact``.
 
 Every test runs its transactions in one thread: open them with ``kv.new_tx()``, interleave their
 operations, commit in a chosen order.  The anomalies follow Hermitage (G0, G1a, G1b, G1c, P4, G-single,
@@ -8,16 +8,17 @@ are here too: blind writes, read-only transactions, disjoint keys, writes commit
 the writes of a rival that aborted or itself conflicted, a ``get`` answered by the transaction's own
 buffered write, and reads made outside the transaction.
 
-The rule checked (SPEC §6): ``commit()`` raises ``ConflictError`` exactly when a transaction that
-committed after this one's snapshot wrote a key this one read, by ``get`` or ``delete``, or a key inside a
-range one of its scans or cursors covered.  A scan covers what it walked (``[start, last key yielded]``
-forward, ``[last key yielded, end)`` in reverse) and its whole bound once it raised ``StopIteration``; a
-cursor covers ``[a, m]`` for ``seek(a)`` landing on ``m`` and ``[a, end of keys)`` when it found nothing,
-``[m, a]`` for ``seek_for_prev(a)`` landing on ``m`` and ``[first key, a]`` when it found nothing, and each
-step widens that to include the key it reached (or the rest of the key space in that direction when it
-stepped off the end).  Closing a cursor or a scan does not shrink what it covered.  A ``get`` or
-``delete`` answered by the transaction's own buffered write reads nothing of the database and is no read
-(DESIGN.md, "Isolation").  A one-operation ``kv.set``/``kv.delete`` is a committed transaction like any.
+The rule checked (docs/transactions.md, "When a commit conflicts"): ``commit()`` raises ``ConflictError``
+exactly when a transaction that committed after this one's snapshot wrote a key this one read, by ``get`` or
+``delete``, or a key inside a range one of its scans or cursors covered. A scan covers what it walked
+(``[start, last key yielded]`` forward, ``[last key yielded, end)`` in reverse) and its whole bound once it
+raised ``StopIteration``; a cursor covers ``[a, m]`` for ``seek(a)`` landing on ``m`` and ``[a, end of
+keys)`` when it found nothing, ``[m, a]`` for ``seek_for_prev(a)`` landing on ``m`` and ``[first key, a]``
+when it found nothing, and each step widens that to include the key it reached (or the rest of the key space
+in that direction when it stepped off the end). Closing a cursor or a scan does not shrink what it covered.
+A ``get`` or ``delete`` answered by the transaction's own buffered write reads nothing of the database and
+is no read (DESIGN.md, "Isolation"). A one-operation ``kv.set``/``kv.delete`` is a committed transaction
+like any.
 """
 
 from __future__ import annotations
@@ -834,11 +835,11 @@ def _covers(r: Range, key: bytes) -> bool:
 
 @dataclasses.dataclass
 class TxRun:
-    """One transaction executed against a view: what it returned, wrote and read (SPEC §6 coverage)."""
+    """One transaction executed against a view: what it returned, wrote and read (what its reads cover)."""
 
     results: list[object] = dataclasses.field(default_factory=list)
     writes: dict[bytes, bytes | None] = dataclasses.field(default_factory=dict)
-    required: list[Range] = dataclasses.field(default_factory=list)  # reads SPEC counts
+    required: list[Range] = dataclasses.field(default_factory=list)  # reads that count for conflicts
     own: set[bytes] = dataclasses.field(default_factory=set)  # gets/deletes answered by its own writes
 
 
@@ -847,7 +848,7 @@ def _value(tx: int, i: int) -> bytes:
 
 
 def model_tx(base: dict[bytes, bytes], txi: int, tx_ops: list[Op]) -> TxRun:
-    """Run ``tx_ops`` of transaction ``txi`` on a copy of ``base`` as SPEC §6 says a transaction reads."""
+    """Run ``tx_ops`` of transaction ``txi`` on a copy of ``base`` as docs/transactions.md says a transaction reads."""
     run = TxRun()
     view = dict(base)
     for i, op in enumerate(tx_ops):
@@ -972,7 +973,7 @@ def test_tx_interleavings_match_a_serial_execution_in_commit_order(
     - the final state is the serial application of the committed transactions' writes in commit order;
     - a transaction gets ``ConflictError`` exactly when a transaction that committed after its
       ``new_tx()`` and before its ``commit()`` wrote a key its reads cover (the module docstring's rule).
-      Two leeways, where SPEC's words allow either outcome: a get or delete answered by the
+      Two leeways, where the contract's words allow either outcome: a get or delete answered by the
       transaction's own write may count as a read or not (the deterministic test above pins "not"), and
       a committed delete of a key that was absent may count as a write of it or not.
     """

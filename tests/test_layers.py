@@ -43,8 +43,8 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-# Modules that may join the package beside the core (SPEC §1: "more flat modules may appear where a real need
-# does"): they sit above the core and may import any of it, but nothing in the core imports them.
+# Modules that may join the package beside the core (docs/limits.md, "The package": "more modules appear where a
+# real need does"): they sit above the core and may import any of it, but nothing in the core imports them.
 TOP = len(LAYERS)
 
 THIRD_PARTY_HOME = {"sortedcontainers": {"sorted_array"}, "crc32c": {"record"}}

@@ -1,6 +1,6 @@
-"""Real processes (SPEC §2, §7): a writer killed with SIGKILL at seeded random points, over and over, loses no
-acknowledged commit and leaves exactly a prefix of its transactions; the directory lock belongs to a live
-process and dies with it.
+"""Real processes (docs/opening.md, docs/durability.md): a writer killed with SIGKILL at seeded random points,
+over and over, loses no acknowledged commit and leaves exactly a prefix of its transactions; the directory
+lock belongs to a live process and dies with it.
 
 Beside tests/test_recovery.py (one kill at a fixed point) and tests/test_store.py (LockedError from a child
 that exits): here the kills land anywhere, during flushes, merges and the recovery of the previous kill,

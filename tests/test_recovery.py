@@ -1,4 +1,6 @@
-"""Recovery (SPEC §2, §7): reopening after crashes replays what was committed, whole, and nothing else.
+"""Recovery: reopening after crashes replays what was committed, whole, and nothing else.
+
+The promises are those of docs/opening.md ("Recovery") and docs/durability.md.
 
 A crash is simulated by copying the directory while the KV is open (what the OS holds is what a killed
 process leaves), by cutting the copy's log short, or by ending a child process with ``os._exit`` or

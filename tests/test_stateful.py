@@ -5,7 +5,7 @@ keys of up to three bytes from {0x00, a, b, 0xff} collide and share prefixes.
 The machine checks every read (get, scan, cursors, transactions) against the
 model, keeps scans and cursors open across later writes, flushes, merges and
 reopens, and calls ``KV._check()`` after every step.  Its model of conflicts
-is SPEC.md §6 read literally: a transaction commits unless a commit after its
+is docs/transactions.md read literally: a transaction commits unless a commit after its
 snapshot wrote a key it read (by get or delete, not served by its own writes)
 or a key inside what one of its scans or cursors covered.
 """

@@ -1,4 +1,4 @@
-"""The KV and KVTX API (SPEC §2-§6, §8-§9) on real directories."""
+"""The KV and KVTX API (docs/: opening, reads and writes, transactions, errors, tuning) on real directories."""
 
 from __future__ import annotations
 
@@ -461,7 +461,7 @@ def test_keys_and_values_that_are_not_bytes_raise_type_error(kv: KV, bad: Any) -
 
 
 def test_bytearray_and_memoryview_are_accepted_and_copied(kv: KV) -> None:
-    # typed Any: SPEC §3 accepts them though the signatures say bytes
+    # typed Any: docs/operations.md accepts them though the signatures say bytes
     key: Any = bytearray(b"key")
     value: Any = bytearray(b"value")
     kv.set(key, value)

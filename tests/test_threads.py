@@ -1,4 +1,6 @@
-"""Threads sharing one KV (SPEC §4, §6, §7): serializable transactions, group commit, background work.
+"""Threads sharing one KV: serializable transactions, group commit, background work.
+
+The promises are those of docs/operations.md, docs/transactions.md ("Threads") and docs/durability.md.
 
 Each test runs real threads against one ``KV`` with a small ``memtable_size``, so flushes and merges
 happen while they run, with ``Config.background`` True (flushes and merges in the background thread)
