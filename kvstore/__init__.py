@@ -24,7 +24,9 @@ from kvstore.errors import (
     UnsupportedFormatError,
 )
 from kvstore.fs import FileSystem, OSFileSystem
-from kvstore.store import KV, KVTX, Cursor, Stats, TableStats
+from kvstore.snapshot import Cursor
+from kvstore.store import KV, Stats, TableStats
+from kvstore.transaction import KVTX
 
 __version__ = "0.1.0"
 

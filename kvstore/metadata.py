@@ -20,11 +20,10 @@ import attrs
 
 from kvstore import record
 from kvstore.errors import CorruptionError
+from kvstore.filenames import META_NAMES, META_TEMP_NAMES
 from kvstore.fs import FileSystem
 
 __all__ = ["META_NAMES", "Meta", "MetaStore", "SlotState"]
-
-META_NAMES = ("meta0", "meta1")
 
 
 @attrs.frozen
@@ -127,7 +126,7 @@ class MetaStore:
             finally:
                 file.close()
         else:
-            tmp = path + ".tmp"
+            tmp = os.path.join(self._dir, META_TEMP_NAMES[slot])
             if fs.exists(tmp):
                 fs.unlink(tmp)
             file = fs.open(tmp, create=True)

@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from kvstore.display import BytesForm
 from kvstore.errors import ConflictError, KVError
 from kvstore.report import stats_lines
-from kvstore.store import KV, KVTX
+from kvstore.store import KV
+from kvstore.transaction import KVTX
 
 __all__ = ["ArgumentError", "Shell", "add_scan_arguments", "parse_bytes", "scan_lines"]
 

@@ -205,18 +205,18 @@ class Cursor:
     @property
     def key(self) -> bytes:
         """The key under the cursor; ``InvalidCursorError`` when it is not on one."""
-        self._reader.check()
-        if self._key is None:
-            raise InvalidCursorError("the cursor is not on a key")
-        return self._key
+        return self._current()[0]
 
     @property
     def value(self) -> bytes:
         """The value under the cursor; ``InvalidCursorError`` when it is not on one."""
+        return self._current()[1]
+
+    def _current(self) -> tuple[bytes, bytes]:
         self._reader.check()
-        if self._value is None:
+        if self._key is None or self._value is None:
             raise InvalidCursorError("the cursor is not on a key")
-        return self._value
+        return self._key, self._value
 
     def next(self) -> None:
         """Move to the next key; past the last one the cursor becomes invalid."""

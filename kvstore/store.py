@@ -42,11 +42,11 @@ from kvstore.fs import FileSystem, OSFileSystem
 from kvstore.jobs import Jobs
 from kvstore.keys import Bytes, as_bytes
 from kvstore.recovery import Recovery, abandon, recover
-from kvstore.snapshot import Cursor, Reader, Reads, get_in
+from kvstore.snapshot import Reader, Reads, get_in
 from kvstore.transaction import KVTX
 from kvstore.versions import VersionSet
 
-__all__ = ["KV", "KVTX", "Cursor", "Stats", "TableStats"]
+__all__ = ["KV", "Stats", "TableStats"]
 
 T = TypeVar("T")
 
