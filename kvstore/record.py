@@ -181,6 +181,10 @@ def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[byt
     return payload
 
 
+_ONE = COMMIT_OF_ONE.size
+_unpack_one = COMMIT_OF_ONE.unpack_from
+
+
 def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, list[tuple[bytes, bytes | None]]]:
     """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``.
 
@@ -189,7 +193,11 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
     a key twice or out of order is not what it wrote).
     """
     size = len(payload)
-    if size < COMMIT_HEADER.size:
+    if size >= _ONE:  # the commonest commit, one VALUE (what encode_commit packs as COMMIT_OF_ONE), in one unpack
+        sequence, durable, count, kind, klen, vlen = _unpack_one(payload, 0)
+        if count == 1 and kind == 1 and _ONE + klen + vlen == size:
+            return sequence, durable, [(payload[_ONE : _ONE + klen], payload[_ONE + klen :])]
+    elif size < COMMIT_HEADER.size:
         raise CorruptionError(path, offset, "commit record shorter than its header")
     sequence, durable, count = COMMIT_HEADER.unpack_from(payload, 0)
     pos = COMMIT_HEADER.size
