@@ -177,8 +177,8 @@ class Cursor:
         self._owner: object = None  # the KV or KVTX it reads, kept alive while it is used
         self._key: bytes | None = None
         self._value: bytes | None = None
-        #: True while the cursor is on a key.
         self.valid = False
+        """True while the cursor is on a key; ``key`` and ``value`` raise ``InvalidCursorError`` otherwise."""
         self._range: Range | None = None
         if reader.tx is not None:  # a transaction's cursor: what it reaches joins the read set
             self._range = Range()

@@ -53,47 +53,74 @@ T = TypeVar("T")
 
 @attrs.frozen
 class TableStats:
-    """One live table: ``name`` is its file name in the database directory."""
+    """One live table, as ``Stats.tables`` lists them (newest first)."""
 
     name: str
+    """Its file name in the database directory (``NNNNNN.sst``)."""
     file_number: int
+    """The number in its name and header."""
     entries: int
+    """Versions it holds, deletes included."""
     deletes: int
+    """Deletes (tombstones) among them."""
     bytes: int
+    """Its size on disk."""
     smallest: builtins.bytes
+    """Its smallest key."""
     largest: builtins.bytes
+    """Its largest key."""
     min_sequence: int
+    """The lowest sequence number of its versions."""
     max_sequence: int
+    """The highest sequence number of its versions."""
 
 
 @attrs.frozen
 class Stats:
-    """A picture of a KV at one moment (``KV.stats()``)."""
+    """A picture of a KV at one moment (``KV.stats()``); counters count since this open."""
 
     sequence: int
+    """The last sequence number published: every commit so far is at or below it."""
     tables: tuple[TableStats, ...]
+    """The live tables, newest first."""
     memtable_bytes: int
+    """Bytes of keys and values in the memtable and the frozen memtables waiting for their flush."""
     memtable_entries: int
+    """Versions in those memtables."""
     immutable_memtables: int
+    """Frozen memtables waiting for their flush (at most 2 before commits stall)."""
     wal_bytes: int
+    """Bytes of the log commits are appended to (of the logs replayed, for a read-only KV)."""
     live_snapshots: int
+    """Readers holding a snapshot: open scans, cursors, transactions and backups."""
     oldest_snapshot: int | None
+    """The oldest snapshot's sequence number; None when there is none."""
     oldest_snapshot_age: float | None
+    """Seconds since the oldest snapshot was taken; None when there is none."""
     flushes: int
+    """Memtables written to tables."""
     merges: int
+    """Merges of tables into one."""
     bytes_written: int
+    """Bytes the engine wrote: logs, tables and meta slots."""
     user_bytes: int
+    """Bytes of keys and values committed."""
     disk_bytes: int
+    """Bytes of the database's own files in its directory now."""
     cache_hits: int
+    """Block reads the block cache answered."""
     cache_misses: int
+    """Block reads that went to the file."""
     recovery: tuple[str, ...]
+    """What the open that made this KV found and did: torn tails cut, salvages, meta slots rewritten."""
     failed: str | None
-    #: Commits that waited because flushing fell behind (immutable memtables at their bound).
+    """Why the KV stopped accepting writes after an error; None while it has not."""
     write_stalls: int = 0
-    #: Seconds commits spent waiting so.
+    """Commits that waited because flushing fell behind (immutable memtables at their bound)."""
     stall_seconds: float = 0.0
-    #: Keys of committed write sets kept because a live transaction may conflict with them.
+    """Seconds commits spent waiting so."""
     tracked_writes: int = 0
+    """Keys of committed write sets kept because a live transaction may conflict with them."""
 
     @property
     def write_amplification(self) -> float:
