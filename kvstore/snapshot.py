@@ -150,13 +150,24 @@ class Scan(Iterator[tuple[bytes, bytes]]):
         return item
 
     def close(self) -> None:
-        """Release the scan's snapshot and files; idempotent."""
+        """Stop the scan and release its snapshot and files (a transaction's snapshot stays with the
+        transaction); idempotent.  Asking a closed scan for more raises ``ClosedError``, an exhausted
+        one ``StopIteration``."""
         if self._owns:
             self._reader.release()
+        elif not self._done:
+            self._gen = _closed_rows()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # a finalizer must not raise; the KV may be gone
-            self.close()
+            if self._owns:
+                self._reader.release()
+
+
+def _closed_rows() -> Iterator[tuple[bytes, bytes]]:
+    """What a transaction's scan yields once closed: nothing, as ``ClosedError``."""
+    raise ClosedError("the cursor or scan is closed")
+    yield  # a generator: the error comes from the first next()
 
 
 class Cursor:

@@ -686,6 +686,23 @@ def test_exhausted_or_closed_scan_releases_its_snapshot(kv: KV) -> None:
         next(scan)
 
 
+def test_closed_tx_scan_stops_and_the_tx_keeps_its_snapshot(kv: KV) -> None:
+    _fill(kv, 3)
+    with kv.new_tx() as tx:
+        scan = tx.scan()
+        first = next(scan)
+        scan.close()  # type: ignore[attr-defined]
+        with pytest.raises(ClosedError, match="scan is closed"):
+            next(scan)
+        assert kv.stats().live_snapshots == 1  # the transaction's, not the scan's
+        assert list(tx.scan())[0] == first  # the transaction reads on
+        done = tx.scan()
+        list(done)
+        done.close()  # type: ignore[attr-defined]
+        with pytest.raises(StopIteration):  # exhausted, then closed: stays exhausted
+            next(done)
+
+
 # ---------------------------------------------------------------- cursors
 
 
