@@ -174,10 +174,16 @@ class Cursor:
     """A position in the key order of one snapshot, movable both ways.
 
     ``kv.seek(key)`` places it on the first key ``>= key``,
-    ``kv.seek_for_prev(key)`` on the last key ``<= key``.  A cursor belongs
-    to one thread at a time.  ``next()`` and ``prev()`` cost about the same;
-    turning around costs one re-seek.  Use after ``close()`` (or after its
-    KV or transaction closed) raises ``ClosedError`` or ``TxClosedError``.
+    ``kv.seek_for_prev(key)`` on the last key ``<= key``; ``tx.seek`` and
+    ``tx.seek_for_prev`` do the same in a transaction's view.  A cursor
+    belongs to one thread at a time.  ``next()`` and ``prev()`` cost about
+    the same; turning around costs one re-seek.  A KV's cursor holds its own
+    snapshot until ``close()`` (use it as a context manager), even once it
+    has stepped off either end; a transaction's cursor reads the
+    transaction's snapshot, which it never releases.  After ``close()`` a
+    KV's cursor raises ``ClosedError``, a transaction's is invalid
+    (``InvalidCursorError``); after its KV or transaction closed, every use
+    raises ``ClosedError`` or ``TxClosedError``.
     """
 
     __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range")
@@ -215,12 +221,13 @@ class Cursor:
 
     @property
     def key(self) -> bytes:
-        """The key under the cursor; ``InvalidCursorError`` when it is not on one."""
+        """The key under the cursor; ``InvalidCursorError`` when it is not on one, ``ClosedError`` or
+        ``TxClosedError`` once the cursor, its KV or its transaction is closed."""
         return self._current()[0]
 
     @property
     def value(self) -> bytes:
-        """The value under the cursor; ``InvalidCursorError`` when it is not on one."""
+        """The value under the cursor; raises as ``key``."""
         return self._current()[1]
 
     def _current(self) -> tuple[bytes, bytes]:
@@ -230,11 +237,14 @@ class Cursor:
         return self._key, self._value
 
     def next(self) -> None:
-        """Move to the next key; past the last one the cursor becomes invalid."""
+        """Move to the next key; past the last one the cursor becomes invalid.  Raises
+        ``InvalidCursorError`` when it is not on a key, ``ClosedError``/``TxClosedError`` as ``key``.
+        Cost: about one comparison per level, one re-seek after ``prev()``."""
         self._move(forward=True)
 
     def prev(self) -> None:
-        """Move to the previous key; before the first one the cursor becomes invalid."""
+        """Move to the previous key; before the first one the cursor becomes invalid.  Raises as
+        ``next``; costs as ``next``, one re-seek after ``next()``."""
         self._move(forward=False)
 
     def _move(self, forward: bool) -> None:
@@ -256,7 +266,8 @@ class Cursor:
             self.next()
 
     def close(self) -> None:
-        """Release the cursor's snapshot and files; idempotent."""
+        """Release a KV cursor's snapshot and files (a transaction's stays with the transaction) and make
+        the cursor invalid; idempotent."""
         if self._owns:
             self._reader.release()
         self.valid = False
@@ -312,6 +323,8 @@ class Reads:
 
         A KV's scan reads a snapshot taken now; close the iterator (or
         exhaust it) to release it early.  ``start >= end`` yields nothing.
+        An exhausted scan raises ``StopIteration`` again when asked for
+        more; a closed one ``ClosedError``.
         Raises ``TypeError`` for a bound that is not bytes-like,
         ``ClosedError`` (``TxClosedError``) when the KV (the transaction) is
         closed, from the call or from any later ``next()``.

@@ -152,8 +152,11 @@ class KV(Core, Reads):
         ``NotADirectoryError`` when ``path`` is a file, ``LockedError`` when
         another KV holds it, ``CorruptionError`` when its files are damaged
         before their durable point (never opening it as empty),
-        ``UnsupportedFormatError`` for a newer format.  ``fs`` is the file
-        system to work through (``OSFileSystem()``, or a ``SimFS`` in tests).
+        ``UnsupportedFormatError`` for a newer format, ``TypeError`` when
+        ``config`` is not a ``Config``, and ``OSError`` from the file system.
+        ``fs`` is the file system to work through (``OSFileSystem()``, or a
+        ``SimFS`` in tests).  Cost: replaying the live logs (at most two
+        memtables' worth) and opening every table's index and bloom filter.
         """
         if config is None:
             config = Config()
@@ -234,8 +237,14 @@ class KV(Core, Reads):
 
     def transact(self, fn: Callable[[KVTX], T], *, attempts: int = 10) -> T:
         """Run ``fn(tx)`` in a new transaction and commit it, again in a fresh one on ``ConflictError``,
-        at most ``attempts`` times in all; returns ``fn``'s result.  The last ``ConflictError``, and any
-        other exception (the transaction aborted), passes through."""
+        at most ``attempts`` times in all; returns ``fn``'s result.
+
+        ``fn`` may therefore run several times: keep its effects inside the
+        transaction.  When ``fn`` commits or aborts the transaction itself,
+        nothing is committed after it.  The last ``ConflictError``, and any
+        other exception (the transaction aborted), passes through;
+        ``ValueError`` when ``attempts < 1``.
+        """
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         for attempt in range(attempts):
@@ -255,14 +264,20 @@ class KV(Core, Reads):
     # ------------------------------------------------------------------ flush and merge (jobs)
 
     def flush(self) -> None:
-        """Write the memtable to a new table now; returns once the table is in the meta."""
+        """Write the memtable to a new table now; returns once the table (and every memtable frozen before
+        it) is in the meta.  Does nothing when there is nothing to flush.  Raises ``ReadOnlyError``,
+        ``ClosedError``, and ``FailedError`` when writing the table fails (the KV then stops)."""
         frozen = self._pipeline.write(ROTATE, [], False).frozen
         if frozen is not None:
             self._jobs.wait_flushed(frozen)
 
     def compact(self, *, full: bool = False) -> None:
         """Merge tables until the growth-factor policy holds; ``full=True`` flushes the memtable and merges
-        every table into one (dropping deletes and versions no snapshot sees)."""
+        every table into one (dropping deletes and versions no snapshot sees).
+
+        Raises as ``flush``.  Cost: ``full=True`` reads and rewrites the
+        whole database; readers and writers go on meanwhile.
+        """
         self._check_writable()
         if full:
             self.flush()

@@ -32,7 +32,8 @@ class KVTX(Reads):
     thread at a time.  After ``commit()`` or ``abort()`` every call but
     ``abort()`` raises ``TxClosedError``; once its KV is closed, every call
     but ``abort()`` raises ``ClosedError``.  Use it as a context manager: a
-    normal exit commits, an exception aborts.
+    normal exit commits, an exception aborts.  A transaction dropped without
+    either is aborted when it is garbage collected, letting its snapshot go.
     """
 
     def __init__(self, kv: Core) -> None:

@@ -695,7 +695,7 @@ def test_closed_tx_scan_stops_and_the_tx_keeps_its_snapshot(kv: KV) -> None:
         with pytest.raises(ClosedError, match="scan is closed"):
             next(scan)
         assert kv.stats().live_snapshots == 1  # the transaction's, not the scan's
-        assert list(tx.scan())[0] == first  # the transaction reads on
+        assert next(tx.scan()) == first  # the transaction reads on
         done = tx.scan()
         list(done)
         done.close()  # type: ignore[attr-defined]
