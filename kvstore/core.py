@@ -35,11 +35,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kvstore import keys
 from kvstore.config import Config
-from kvstore.errors import ClosedError, FailedError, ReadOnlyError
+from kvstore.errors import ClosedError, FailedError, KeyOrValueTooLargeError, ReadOnlyError
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
+from kvstore.keys import as_bytes
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -93,10 +93,19 @@ class Core:
     # ------------------------------------------------------------------ arguments and lifecycle
 
     def _key(self, key: object) -> bytes:
-        return keys.checked_key(key, self._config.max_key_size)
+        """``key`` as ``bytes``; ``KeyOrValueTooLargeError`` when it is longer than ``Config.max_key_size``."""
+        key = as_bytes(key, "key")
+        if len(key) > self._config.max_key_size:
+            raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {self._config.max_key_size}")
+        return key
 
     def _value(self, value: object) -> bytes:
-        return keys.checked_value(value, self._config.max_value_size)
+        """``value`` as ``bytes``; ``KeyOrValueTooLargeError`` when it is longer than ``Config.max_value_size``."""
+        value = as_bytes(value, "value")
+        if len(value) > self._config.max_value_size:
+            raise KeyOrValueTooLargeError(
+                f"value of {len(value)} bytes, max_value_size is {self._config.max_value_size}")
+        return value
 
     def _check_open(self) -> None:
         if self._closed:

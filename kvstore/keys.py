@@ -3,15 +3,13 @@
 Every public call takes ``bytes``, ``bytearray`` or ``memoryview`` (the
 ``Bytes`` alias) and works on an immutable ``bytes`` copy, so a caller that
 changes its buffer afterwards changes nothing stored.  Anything else is a
-``TypeError`` naming the argument; a key or value over its configured size is
-``KeyOrValueTooLargeError``, raised before anything is written.
+``TypeError`` naming the argument (``core.Core._key`` and ``_value`` add the
+size checks: ``KeyOrValueTooLargeError``, raised before anything is written).
 """
 
 from __future__ import annotations
 
-from kvstore.errors import KeyOrValueTooLargeError
-
-__all__ = ["Bytes", "as_bytes", "bounds", "checked_key", "checked_value", "successor"]
+__all__ = ["Bytes", "as_bytes", "bounds", "successor"]
 
 #: What callers may pass as a key or value; it is copied to ``bytes``.
 Bytes = bytes | bytearray | memoryview
@@ -24,22 +22,6 @@ def as_bytes(data: object, what: str) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{what} must be bytes, bytearray or memoryview, not {type(data).__name__}")
-
-
-def checked_key(key: object, max_size: int) -> bytes:
-    """``key`` as ``bytes``; ``KeyOrValueTooLargeError`` when it is longer than ``max_size``."""
-    key = as_bytes(key, "key")
-    if len(key) > max_size:
-        raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {max_size}")
-    return key
-
-
-def checked_value(value: object, max_size: int) -> bytes:
-    """``value`` as ``bytes``; ``KeyOrValueTooLargeError`` when it is longer than ``max_size``."""
-    value = as_bytes(value, "value")
-    if len(value) > max_size:
-        raise KeyOrValueTooLargeError(f"value of {len(value)} bytes, max_value_size is {max_size}")
-    return value
 
 
 def successor(prefix: bytes) -> bytes | None:

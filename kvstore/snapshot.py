@@ -91,11 +91,13 @@ class Reader:
             return
         self.released = True
         kv = self.kv
-        with kv._lock:
+        with kv._lock:  # one step, as the hold was
             kv._snapshots.release(self.snapshot)
             if self.tx is not None:
                 kv._writesets.release(self.snapshot)
-        kv._unpin(self.view)
+            free = self.view.release()
+        if free:
+            kv._collect_soon()
 
 
 class Scan(Iterator[tuple[bytes, bytes]]):
@@ -219,42 +221,47 @@ class Cursor:
         if self._range is not None:
             self._range.reach(self._key, self._forward)
 
+    # key, value, next and prev are written out, each whole: they run once per step of a cursor
+
     @property
     def key(self) -> bytes:
         """The key under the cursor; ``InvalidCursorError`` when it is not on one, ``ClosedError`` or
         ``TxClosedError`` once the cursor, its KV or its transaction is closed."""
-        return self._current()[0]
+        self._reader.check()
+        if self._key is None:
+            raise InvalidCursorError("the cursor is not on a key")
+        return self._key
 
     @property
     def value(self) -> bytes:
         """The value under the cursor; raises as ``key``."""
-        return self._current()[1]
-
-    def _current(self) -> tuple[bytes, bytes]:
         self._reader.check()
-        if self._key is None or self._value is None:
+        if self._value is None:
             raise InvalidCursorError("the cursor is not on a key")
-        return self._key, self._value
+        return self._value
 
     def next(self) -> None:
         """Move to the next key; past the last one the cursor becomes invalid.  Raises
         ``InvalidCursorError`` when it is not on a key, ``ClosedError``/``TxClosedError`` as ``key``.
         Cost: about one comparison per level, one re-seek after ``prev()``."""
-        self._move(forward=True)
+        self._reader.check()
+        if self._key is None:
+            raise InvalidCursorError("cannot move a cursor that is not on a key")
+        if self._forward:
+            self._step()
+        else:
+            self._start(self._key, reverse=False, inclusive=False)
 
     def prev(self) -> None:
         """Move to the previous key; before the first one the cursor becomes invalid.  Raises as
         ``next``; costs as ``next``, one re-seek after ``next()``."""
-        self._move(forward=False)
-
-    def _move(self, forward: bool) -> None:
         self._reader.check()
         if self._key is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
-        if self._forward == forward:
+        if not self._forward:
             self._step()
         else:
-            self._start(self._key, reverse=not forward, inclusive=False)
+            self._start(self._key, reverse=True, inclusive=False)
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) from the current position forward, moving the cursor."""
