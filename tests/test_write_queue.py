@@ -300,7 +300,8 @@ def test_check_and_a_second_close_wait_for_a_close_in_progress() -> None:
 
 
 INTERRUPTED_IN_QUEUE = """
-import _thread, sys, threading
+import _thread, gc, sys, threading
+gc.disable()  # a KeyboardInterrupt that lands in a finalizer the collector runs is printed and lost
 from kvstore import KV, Config
 from kvstore.simfs import SimFS
 sys.path.insert(0, sys.argv[1])
