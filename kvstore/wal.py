@@ -145,26 +145,52 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
     finally:
         file.close()
     out = LogReplay()
-    size = out.size = len(buf)
+    out.size = len(buf)
+    if not _replay_header(buf, path, log_number, last, strict, out):
+        return out
+    pos, bad = _replay_frames(buf, path, log_number, after, out)
+    out.valid_end = pos
+    if pos == out.size:
+        return out
+    later = _later_durable_claim(buf, pos, log_number)
+    if (later > pos or not last) and strict:
+        why = "a later record says it was durable" if later > pos else "a later log exists"
+        raise CorruptionError(path, pos, f"{bad} before the durable point ({why})")
+    out.damage = (pos, bad)
+    out.salvaged = later > pos or not last
+    return out
+
+
+def _replay_header(buf: bytes, path: str, log_number: int, last: bool, strict: bool, out: LogReplay) -> bool:
+    """Check the log's file header; False (with ``out`` saying why) when replay stops at it."""
     head = record.FILE_HEADER.size
     try:
         record.decode_file_header(buf[:head], path, record.WAL_MAGIC, log_number)
     except CorruptionError as exc:
         # A header is fsynced before anything follows it: a bad one is torn only on a file no longer than it.
-        if last and size <= head:
+        if last and len(buf) <= head:
             out.header_ok = False
             out.damage = (0, f"torn log header: {exc.reason}")
-            return out
+            return False
         if strict:
             raise
         out.header_ok = False
         out.damage = (0, exc.reason)
         out.salvaged = True
-        return out
+        return False
+    return True
+
+
+def _replay_frames(buf: bytes, path: str, log_number: int, after: int, out: LogReplay) -> tuple[int, str]:
+    """Decode the intact frames after the header into ``out.commits``; returns where they end and why
+    the frame there is not intact ("" at the end of the file)."""
+    head = record.FILE_HEADER.size
+    size = len(buf)
     pos = head
     prev_seq = after
     frame = record.WAL_FRAME
     fsize = frame.size
+    bad = ""
     while pos < size:
         bad = _bad_frame(buf, pos, log_number)
         if bad:
@@ -179,17 +205,7 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
         prev_seq = seq
         out.commits.append((seq, writes))
         pos += fsize + length
-    out.valid_end = pos
-    if pos == size:
-        return out
-    reason = bad
-    later = _later_durable_claim(buf, pos, log_number)
-    if (later > pos or not last) and strict:
-        why = "a later record says it was durable" if later > pos else "a later log exists"
-        raise CorruptionError(path, pos, f"{reason} before the durable point ({why})")
-    out.damage = (pos, reason)
-    out.salvaged = later > pos or not last
-    return out
+    return pos, bad
 
 
 def _bad_frame(buf: bytes, pos: int, log_number: int) -> str:
