@@ -32,14 +32,27 @@ from __future__ import annotations
 
 import enum
 import errno
+import gc
+import logging
 import os
+import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
 from checkfs import CheckingFS
-from hypothesis import event, settings
+from conftest import HYPOTHESIS_CACHE_SIZE
+from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.internal.conjecture.data import ConjectureResult
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from kvstore import KV, KVTX, ClosedError, Config, ConflictError, CorruptionError, FailedError, record
 from kvstore.simfs import CrashMode, SimFS
@@ -228,8 +241,22 @@ class CrashMachine(RuleBasedStateMachine):
         transaction or scan collected later lets go of its files without deleting any."""
         if self.kv is not None:
             self.kv._closed = True
+        self.let_go_of_tx()
         self.kv = None
+
+    def let_go_of_tx(self) -> None:
+        """Abort the open transaction, if any (on a KV marked closed: as its collection would).  No example
+        may end with one open: its finalizer, in a global registry, holds its KV; the KV holds the
+        ``CorruptionError`` of a damaged meta slot it read, whose traceback holds the frames that opened
+        it, so this machine and its transaction: none of them is ever collected, nor the Hypothesis run
+        below those frames (every test case it keeps)."""
+        if self.tx is not None:
+            self.tx.tx.abort()
         self.tx = None
+
+    def teardown(self) -> None:
+        """Hypothesis calls this at the end of each example."""
+        self.let_go_of_tx()
 
     def recovered(self, kv: KV, kill: bool, after_crash: bool) -> None:
         """Check the recovered state is a prefix holding every durable (kill: acknowledged) commit."""
@@ -437,8 +464,8 @@ class CrashMachine(RuleBasedStateMachine):
                 pass
             else:
                 raise AssertionError("a transaction committed on a closed KV")
+        self.let_go_of_tx()
         self.kv = self.open(self.fs)
-        self.tx = None
         assert read_all(self.kv) == self.model
         self.base = dict(self.model)
         self.commits = []
@@ -468,8 +495,8 @@ class CrashMachine(RuleBasedStateMachine):
             return
         self.fs.crash_at(None)
         if op == "close":
+            self.let_go_of_tx()
             self.kv = self.open(self.fs)
-            self.tx = None
             assert read_all(self.kv) == self.model
             self.base = dict(self.model)
             self.commits = []
@@ -649,6 +676,74 @@ CheckedCrashMachine.TestCase.settings = settings(
     stateful_step_count=_profile.stateful_step_count,
 )
 TestCheckedCrashMachine = CheckedCrashMachine.TestCase
+
+
+# ---------------------------------------------------------------- what a run keeps alive (tests/conftest.py)
+
+
+class _CountedCrashMachine(CrashMachine):
+    """The machine, remembering each finished example by a weak reference."""
+
+    finished: ClassVar[list[weakref.ref[CrashMachine]]] = []
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.finished.append(weakref.ref(self))
+
+
+def test_crash_machine_examples_are_not_kept_alive_by_log_records(caplog: pytest.LogCaptureFixture) -> None:
+    """A stopped KV logs the ``OSError`` that stopped it; a captured record holding that error held its
+    traceback, so the example's machine, KVs and SimFS images, until the test ended."""
+    _CountedCrashMachine.finished.clear()
+    run_state_machine_as_test(_CountedCrashMachine, settings=settings(
+        max_examples=20, stateful_step_count=50, derandomize=True, database=None, phases=[Phase.generate]))
+    gc.collect()
+    assert len(_CountedCrashMachine.finished) >= 20
+    assert any(r.name == "kvstore" and r.levelno == logging.ERROR for r in caplog.records), "no KV stopped"
+    assert sum(ref() is not None for ref in _CountedCrashMachine.finished) == 0
+
+
+def test_crash_machine_example_ended_in_a_transaction_is_not_kept_alive() -> None:
+    """A KV keeps the ``CorruptionError`` of a damaged meta slot it read, whose traceback holds the frames
+    of the example that opened it; a transaction left open held that KV from its finalizer, and so the
+    example, its frames and everything below them, for as long as the process ran."""
+    machine = CrashMachine()
+    machine.start(sync=True, memtable=256, block=64, bloom=0)
+    machine.kv_set(b"k00", 0)
+    machine.flush()
+    machine.run_op("close", b"", 0)
+    versions = meta_versions(machine.fs)
+    assert len(versions) == 2, versions
+    machine.fs.corrupt(os.path.join(DB, min(versions, key=lambda n: versions[n])), 0)
+    machine.kv = machine.open(machine.fs)  # falls back to the other slot, and keeps the error
+    machine.tx_begin()
+    machine.teardown()
+    ref = weakref.ref(machine)
+    del machine
+    gc.collect()
+    assert ref() is None
+
+
+def test_hypothesis_keeps_a_bounded_number_of_test_cases() -> None:
+    """Hypothesis caches every test case of a run (up to 10,000), each holding every choice drawn."""
+    examples = HYPOTHESIS_CACHE_SIZE + 200
+    calls: list[None] = []
+    live: list[int] = []  # test cases alive at the first example, and at the last
+
+    def count() -> int:
+        gc.collect()
+        return sum(type(o) is ConjectureResult for o in gc.get_objects())
+
+    @settings(max_examples=examples, derandomize=True, database=None, phases=[Phase.generate])
+    @given(st.binary(min_size=16, max_size=16))
+    def run(_: bytes) -> None:
+        calls.append(None)
+        if len(calls) in (1, examples):
+            live.append(count())
+
+    run()
+    assert len(live) == 2, "the run ended early"
+    assert live[1] - live[0] <= HYPOTHESIS_CACHE_SIZE + 10, live
 
 
 # ---------------------------------------------------------------- regressions found by the machine
