@@ -126,8 +126,7 @@ class LogReplay:
         self.salvaged = False
 
 
-def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict: bool = True,
-               after: int = 0) -> LogReplay:
+def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict: bool = True) -> LogReplay:
     """Read every commit of a log.
 
     A damaged frame in the ``last`` log, after which no intact frame claims a
@@ -135,9 +134,10 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
     ``damage`` says where.  Any other damage raises ``CorruptionError`` when
     ``strict``; otherwise replay keeps the valid prefix and reports it.
     An intact frame that breaks the format's rules (a commit that does not
-    parse, keys not ascending, a sequence not above the one before it or, for
-    the first commit, not above ``after``: the last sequence of the log before
-    this one) raises ``CorruptionError`` at that frame in either mode.
+    parse, keys not ascending, a sequence not above the one before it in this
+    log) raises ``CorruptionError`` at that frame in either mode; the order
+    across logs is recovery's to check (``recovery._replay``), since a log may
+    begin with commits a table already holds.
     """
     file = fs.open(path)
     try:
@@ -148,7 +148,7 @@ def replay_log(fs: FileSystem, path: str, log_number: int, *, last: bool, strict
     out.size = len(buf)
     if not _replay_header(buf, path, log_number, last, strict, out):
         return out
-    pos, bad = _replay_frames(buf, path, log_number, after, out)
+    pos, bad = _replay_frames(buf, path, log_number, out)
     out.valid_end = pos
     if pos == out.size:
         return out
@@ -181,13 +181,13 @@ def _replay_header(buf: bytes, path: str, log_number: int, last: bool, strict: b
     return True
 
 
-def _replay_frames(buf: bytes, path: str, log_number: int, after: int, out: LogReplay) -> tuple[int, str]:
+def _replay_frames(buf: bytes, path: str, log_number: int, out: LogReplay) -> tuple[int, str]:
     """Decode the intact frames after the header into ``out.commits``; returns where they end and why
     the frame there is not intact ("" at the end of the file)."""
     head = record.FILE_HEADER.size
     size = len(buf)
     pos = head
-    prev_seq = after
+    prev_seq = 0
     frame = record.WAL_FRAME
     fsize = frame.size
     bad = ""

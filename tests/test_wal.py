@@ -323,14 +323,6 @@ def test_wal_commit_holding_a_key_twice_is_corruption_at_its_frame(tmp_path: pat
     assert (info.value.path, info.value.offset) == (path, end)
 
 
-def test_wal_first_sequence_not_above_the_previous_logs_last_is_corruption(tmp_path: pathlib.Path) -> None:
-    path, starts = _log(tmp_path, COMMITS[:2], first_seq=7)
-    assert replay_log(FS, path, 3, last=True, after=6).commits == _expected(COMMITS[:2], first_seq=7)
-    with pytest.raises(CorruptionError, match="sequence 7 does not follow 7") as info:
-        replay_log(FS, path, 3, last=True, after=7)
-    assert (info.value.path, info.value.offset) == (path, starts[0])
-
-
 def test_wal_commit_claiming_a_durable_offset_past_itself_is_corruption(tmp_path: pathlib.Path) -> None:
     path, _ = _log(tmp_path, COMMITS[:1], sync=True)
     end = os.path.getsize(path)
