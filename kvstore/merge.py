@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
+import operator
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-__all__ = ["SortedKV", "compact_entries", "merge_entries", "merge_items", "pick_run"]
+from kvstore.chunks import chunks_of
+
+__all__ = ["SortedKV", "compact_entries", "merge_chunks", "merge_entries", "merge_items", "pick_run"]
 
 Item = tuple[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
-
-# Max-heap helpers of the C heapq module (public from Python 3.14 on).
-_heapq: Any = heapq
-_heapify_max: Any = getattr(_heapq, "heapify_max", None) or _heapq._heapify_max
-_heapreplace_max: Any = getattr(_heapq, "heapreplace_max", None) or _heapq._heapreplace_max
-_heappop_max: Any = getattr(_heapq, "heappop_max", None) or _heapq._heappop_max
-
 
 class SortedKV(Protocol):
     """A sorted level: the memtable or a table (a transaction's pending writes serve ``items`` only)."""
@@ -58,46 +55,107 @@ def merge_items(iters: Sequence[Iterator[Item]], reverse: bool = False) -> Itera
     """Merge per-level item iterators (newest first) into the live (key, value) pairs a reader sees.
 
     Each key is taken from the newest level that has it; deletes are dropped.
-    Cost: O(log levels) per key of every level walked.
+    The rows go through ``merge_chunks``, a few at a time per level.
     """
-    if len(iters) == 1:
-        for item in iters[0]:
-            if item[1] is not None:
-                yield item  # type: ignore[misc]
+    levels = [chunks_of(it, reverse, 8, 64) for it in iters]
+    return itertools.chain.from_iterable(merge_chunks(levels, reverse))
+
+
+def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Merge levels (newest first) given as chunks into chunks of the live (key, value) pairs a reader sees.
+
+    Each level yields non-empty chunks of (key, value or None for a delete),
+    one row per key, every chunk in ascending key order; going forward
+    each chunk lies above the one before, going backward below it.  The
+    output chunks are in the direction of travel (descending backward).
+
+    A round takes, from every level, the rows up to the nearest chunk end
+    of any level (``bound``): every version of those keys is then at hand.
+    When one level holds them all they pass as they are; otherwise the
+    parts, oldest level first, are sorted by key (a stable sort that merges
+    the presorted parts in C), a dict keeps each key's last, newest, value,
+    and deletes are dropped.  A level is asked for its next chunk only when
+    a round needs it, so a live level (a transaction's writes) is read late.
+    Cost: O(rows log levels) in C per round, plus a few Python steps per
+    round and per level.
+    """
+    if len(levels) == 1:
+        for chunk in levels[0]:
+            rows = _live(chunk)
+            if rows:
+                if reverse:
+                    rows.reverse()
+                yield rows
         return
-    # heap entries: (key, level, item, iterator); the level (negated going backward) orders equal keys
-    # newest first and is never equal between two entries, so items and iterators are never compared
-    heap: list[tuple[bytes, int, Item, Iterator[Item]]] = []
-    for prio, it in enumerate(iters):
-        for item in it:
-            heap.append((item[0], -prio if reverse else prio, item, it))
+    # heads[n] is the unread part of level its[n]'s current chunk, oldest level first
+    its = list(reversed(levels))
+    heads: list[list[Item]] = [[] for _ in its]
+    key = _KEY
+    while True:
+        n = 0
+        while n < len(its):  # refill the levels a round used up; drop those that ran out
+            if not heads[n]:
+                for chunk in its[n]:
+                    heads[n] = chunk
+                    break
+                else:
+                    del its[n], heads[n]
+                    continue
+            n += 1
+        if len(its) <= 1:
             break
-    if not reverse:
-        heapq.heapify(heap)
-        replace, pop = heapq.heapreplace, heapq.heappop
-    else:
-        _heapify_max(heap)
-        replace, pop = _heapreplace_max, _heappop_max
-    while len(heap) > 1:
-        key, prio, winner, it = heap[0]
-        while True:
-            nxt = next(it, None)
-            if nxt is None:
-                pop(heap)
-            else:
-                replace(heap, (nxt[0], prio, nxt, it))
-            if not heap or heap[0][0] != key:
-                break
-            _, prio, _, it = heap[0]  # an older level's version of the same key: skipped
-        if winner[1] is not None:
-            yield winner  # type: ignore[misc]
-    if heap:  # one level left: the rest of it, as it comes
-        _, _, item, it = heap[0]
-        if item[1] is not None:
-            yield item  # type: ignore[misc]
-        for item in it:
-            if item[1] is not None:
-                yield item  # type: ignore[misc]
+        parts: list[list[Item]] = []
+        if not reverse:
+            bound = min([head[-1][0] for head in heads])
+            for n, head in enumerate(heads):
+                if head[-1][0] <= bound:
+                    parts.append(head)
+                    heads[n] = []
+                else:
+                    cut = bisect.bisect_right(head, bound, key=key)
+                    if cut:
+                        parts.append(head[:cut])
+                        heads[n] = head[cut:]
+        else:
+            bound = max([head[0][0] for head in heads])
+            for n, head in enumerate(heads):
+                if head[0][0] >= bound:
+                    parts.append(head)
+                    heads[n] = []
+                else:
+                    cut = bisect.bisect_left(head, bound, key=key)
+                    if cut < len(head):
+                        parts.append(head[cut:])
+                        heads[n] = head[:cut]
+        if len(parts) == 1:
+            rows = _live(parts[0])
+        else:
+            merged = list(itertools.chain.from_iterable(parts))
+            merged.sort(key=key)  # stable: a key's versions stay oldest level first
+            newest = dict(merged)  # the last, newest, value of each key, in key order
+            rows = _live(list(newest.items()))
+        if rows:
+            if reverse:
+                rows.reverse()
+            yield rows
+    if its:  # one level left: the rest of it, as it comes
+        for chunk in itertools.chain((heads[0],), its[0]):
+            rows = _live(chunk)
+            if rows:
+                if reverse:
+                    rows.reverse()
+                yield rows
+
+
+_KEY = operator.itemgetter(0)
+_VALUE = operator.itemgetter(1)
+
+
+def _live(rows: list[Item]) -> list[tuple[bytes, bytes]]:
+    """``rows`` without its deletes (the same list when it has none)."""
+    if None in map(_VALUE, rows):
+        return [row for row in rows if row[1] is not None]  # type: ignore[misc]
+    return rows  # type: ignore[return-value]
 
 
 def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:

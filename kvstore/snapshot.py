@@ -12,15 +12,19 @@ transaction's pending writes as the newest level and records what it reads
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
+import operator
 from collections.abc import Iterator
 
 from kvstore import record
+from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
-from kvstore.isolation import Item, Pending, Range, TxState
+from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
-from kvstore.merge import merge_items
+from kvstore.merge import merge_chunks
 from kvstore.view import View
 
 __all__ = ["Cursor", "Reader", "Reads", "Scan", "get_in"]
@@ -74,17 +78,24 @@ class Reader:
             self.tx.reads.add(key)
         return get_in(self.view, key, self.snapshot)
 
-    def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
+    def chunks(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The live pairs from ``start`` on (``inclusive`` or not), in chunks in the direction of travel."""
         snap = self.snapshot
-        levels: list[Iterator[Item]] = []
+        levels: list[Iterator[Chunk]] = []
         if self.pending is not None:  # live: the transaction's later writes are seen when reached
-            levels.append(self.pending.items(start, snap, reverse, inclusive))
+            levels.append(chunks_of(self.pending.items(start, snap, reverse, inclusive), reverse))
         for mem in self.view.mems:
             if len(mem):  # keys written into it from now on are past the snapshot
-                levels.append(mem.items(start, snap, reverse, inclusive))
+                levels.append(mem.chunks(start, snap, reverse, inclusive))
         for reader in self.view.readers:
-            levels.append(reader.items(start, snap, reverse, inclusive))
-        return merge_items(levels, reverse)
+            if start is not None and (start < reader.smallest if reverse else start > reader.largest):
+                continue  # the table lies wholly behind the start
+            levels.append(reader.chunks(start, snap, reverse, inclusive))
+        return merge_chunks(levels, reverse)
+
+    def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
+        """The live pairs from ``start`` on, one at a time."""
+        return itertools.chain.from_iterable(self.chunks(start, reverse, inclusive))
 
     def release(self) -> None:
         if self.released:
@@ -119,7 +130,7 @@ class Scan(Iterator[tuple[bytes, bytes]]):
         if lo is not None and hi is not None and lo >= hi:
             self._gen: Iterator[tuple[bytes, bytes]] = iter(())
         else:
-            self._gen = reader.items(hi if reverse else lo, reverse, not reverse)
+            self._gen = _rows(reader.chunks(hi if reverse else lo, reverse, not reverse), self._stop, reverse)
 
     def __iter__(self) -> Scan:
         return self
@@ -131,10 +142,6 @@ class Scan(Iterator[tuple[bytes, bytes]]):
                 raise StopIteration
             reader.check()
         item = next(self._gen, None)
-        stop = self._stop
-        if item is not None and stop is not None and (item[0] < stop if self._reverse else item[0] >= stop):
-            item = None
-            self._gen = iter(())
         if item is None:
             done = self._range
             if done is not None:  # exhausted: the whole bound is covered
@@ -164,6 +171,31 @@ class Scan(Iterator[tuple[bytes, bytes]]):
         with contextlib.suppress(Exception):  # a finalizer must not raise; the KV may be gone
             if self._owns:
                 self._reader.release()
+
+
+def _rows(chunks: Iterator[list[tuple[bytes, bytes]]], stop: bytes | None,
+          reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+    """The rows of ``chunks`` before ``stop`` (the bound in the direction of travel: excluded going
+    forward, the last included going backward), one at a time."""
+    if stop is None:
+        for chunk in chunks:
+            yield from chunk
+        return
+    for chunk in chunks:
+        last = chunk[-1][0]
+        if not reverse:
+            if last >= stop:
+                yield from chunk[: bisect.bisect_left(chunk, stop, key=_KEY)]
+                return
+        elif last < stop:
+            for row in chunk:
+                if row[0] < stop:
+                    return
+                yield row
+        yield from chunk
+
+
+_KEY = operator.itemgetter(0)
 
 
 def _closed_rows() -> Iterator[tuple[bytes, bytes]]:

@@ -163,6 +163,27 @@ class Memtable:
                         yield key, value
                         break
 
+    def chunks(self, start: bytes | None, snapshot: int, reverse: bool = False, inclusive: bool = True,
+               first: int = _FIRST_CHUNK) -> Iterator[list[tuple[bytes, bytes | None]]]:
+        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: ``first`` keys, then
+        ``_CHUNK`` at a time (fewer where a key has no version at ``snapshot``)."""
+        for chunk in self._chunks(start, reverse, inclusive, first):
+            rows: list[tuple[bytes, bytes | None]] = []
+            append = rows.append
+            for key, versions in chunk:
+                seq, value = versions[-1]
+                if seq <= snapshot:
+                    append((key, value))
+                    continue
+                for seq, value in reversed(versions):
+                    if seq <= snapshot:
+                        append((key, value))
+                        break
+            if rows:
+                if reverse:
+                    rows.reverse()
+                yield rows
+
     def entries(self) -> Iterator[tuple[bytes, int, bytes | None]]:
         """Every stored version as (key, sequence, value), keys ascending, sequences descending."""
         for chunk in self._chunks(None, False, True, _CHUNK):

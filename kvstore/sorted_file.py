@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from kvstore import record
+from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
 from kvstore.fs import File, FileSystem
 
@@ -34,6 +35,9 @@ __all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bl
 Block = record.BlockEntries
 _MASK = 0xFFFFFFFF
 _WRITE_BUFFER = 256 << 10
+# rows a scan takes from a table at first (a seek reads a few), then at a time
+_FIRST_CHUNK = 16
+_CHUNK = 256
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
 
@@ -413,6 +417,52 @@ class TableReader:
         if not reverse:
             return self._forward(start, snapshot, inclusive)
         return self._backward(start, snapshot, inclusive)
+
+    def chunks(self, start: bytes | None, snapshot: int, reverse: bool = False, inclusive: bool = True,
+               first: int = _FIRST_CHUNK) -> Iterator[list[tuple[bytes, bytes | None]]]:
+        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: about ``first`` rows, then
+        about ``_CHUNK`` at a time (whole blocks)."""
+        if reverse:
+            return chunks_of(self._backward(start, snapshot, inclusive), True, first, _CHUNK)
+        return self._forward_chunks(start, snapshot, inclusive, first)
+
+    def _forward_chunks(self, start: bytes | None, snapshot: int, inclusive: bool,
+                        want: int) -> Iterator[list[tuple[bytes, bytes | None]]]:
+        index_keys = self._index_keys
+        if start is None:
+            first, j = 0, 0
+        else:
+            first, j = bisect.bisect_left(index_keys, start), -1
+        done = None if inclusive else start  # the key last taken: its older versions are skipped
+        every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
+        block = self.block
+        out: list[tuple[bytes, bytes | None]] = []
+        for b in range(first, len(index_keys)):
+            entries = block(b)
+            keys, values = entries.keys, entries.values()
+            if j < 0:
+                assert start is not None
+                j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
+            if every and entries.ascending():
+                if j < len(keys) and keys[j] == done:
+                    j += 1  # older versions of the key the previous block ended with
+                out.extend(zip(keys[j:], values[j:]) if j else zip(keys, values))
+                done = keys[-1]
+            else:
+                seqs = entries.seqs
+                for k in range(j, len(keys)):
+                    key = keys[k]
+                    if key == done or seqs[k] > snapshot:
+                        continue
+                    done = key
+                    out.append((key, values[k]))
+            j = 0
+            if len(out) >= want:
+                yield out
+                out = []
+                want = _CHUNK
+        if out:
+            yield out
 
     def _forward(self, start: bytes | None, snapshot: int, inclusive: bool) -> Iterator[tuple[bytes, bytes | None]]:
         if start is None:
