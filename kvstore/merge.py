@@ -132,8 +132,8 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
         else:
             merged = list(itertools.chain.from_iterable(parts))
             merged.sort(key=key)  # stable: a key's versions stay oldest level first
-            newest = dict(merged)  # the last, newest, value of each key, in key order
-            rows = _live(list(newest.items()))
+            # each key's last, newest, row, in key order (a dict keeps a key where it first came)
+            rows = _live(list(dict(zip(map(key, merged), merged)).values()))
         if rows:
             if reverse:
                 rows.reverse()

@@ -36,7 +36,7 @@ Block = record.BlockEntries
 _MASK = 0xFFFFFFFF
 _WRITE_BUFFER = 256 << 10
 # rows a scan takes from a table at first (a seek reads a few), then at a time
-_FIRST_CHUNK = 16
+_FIRST_CHUNK = 12
 _CHUNK = 256
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
@@ -420,8 +420,8 @@ class TableReader:
 
     def chunks(self, start: bytes | None, snapshot: int, reverse: bool = False, inclusive: bool = True,
                first: int = _FIRST_CHUNK) -> Iterator[list[tuple[bytes, bytes | None]]]:
-        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: about ``first`` rows, then
-        about ``_CHUNK`` at a time (whole blocks)."""
+        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: ``first`` rows (a seek
+        reads a few), then four times as many each time, up to ``_CHUNK``."""
         if reverse:
             return chunks_of(self._backward(start, snapshot, inclusive), True, first, _CHUNK)
         return self._forward_chunks(start, snapshot, inclusive, first)
@@ -440,27 +440,36 @@ class TableReader:
         for b in range(first, len(index_keys)):
             entries = block(b)
             keys, values = entries.keys, entries.values()
+            n = len(keys)
             if j < 0:
                 assert start is not None
                 j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
             if every and entries.ascending():
-                if j < len(keys) and keys[j] == done:
+                if j < n and keys[j] == done:
                     j += 1  # older versions of the key the previous block ended with
-                out.extend(zip(keys[j:], values[j:]) if j else zip(keys, values))
-                done = keys[-1]
+                while j < n:  # slices of distinct keys, each up to the chunk's size
+                    end = min(n, j + want - len(out))
+                    out.extend(zip(keys[j:end], values[j:end]))
+                    j = end
+                    if len(out) >= want:
+                        yield out
+                        out = []
+                        want = min(_CHUNK, want * 4)
+                if n:
+                    done = keys[-1]
             else:
                 seqs = entries.seqs
-                for k in range(j, len(keys)):
+                for k in range(j, n):
                     key = keys[k]
                     if key == done or seqs[k] > snapshot:
                         continue
                     done = key
                     out.append((key, values[k]))
+                    if len(out) >= want:
+                        yield out
+                        out = []
+                        want = min(_CHUNK, want * 4)
             j = 0
-            if len(out) >= want:
-                yield out
-                out = []
-                want = _CHUNK
         if out:
             yield out
 

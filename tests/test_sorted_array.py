@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvstore.sorted_array import ENTRY_OVERHEAD, Memtable
@@ -192,3 +192,27 @@ def test_memtable_check_catches_a_broken_invariant() -> None:
     mem.bytes += 1
     with pytest.raises(AssertionError):
         mem._check()
+
+
+@given(st.integers(0, 15_000), st.booleans(), st.booleans(), st.sampled_from([1, 7, 16, 256, 3000]))
+@settings(max_examples=60, deadline=None)
+def test_memtable_chunks_cross_the_sorted_lists_sublists(start: int, reverse: bool, inclusive: bool,
+                                                         first: int) -> None:
+    # 5,000 keys: the sorted key list holds them in several sublists, which positioning reads directly
+    keys = _MANY_KEYS
+    mem = _MANY
+    at = b"%05d" % start
+    want = _expected(keys, at, reverse, inclusive)
+    assert [k for k, _ in mem.items(at, 10**6, reverse=reverse, inclusive=inclusive)] == want
+    chunks = list(mem.chunks(at, 10**6, reverse=reverse, inclusive=inclusive, first=first))
+    assert all(chunk and chunk == sorted(chunk) for chunk in chunks)
+    assert [k for chunk in chunks for k, _ in (reversed(chunk) if reverse else chunk)] == want
+    if chunks:
+        assert len(chunks[0]) == min(first, len(want))
+
+
+_MANY_KEYS = [b"%05d" % i for i in range(0, 15_000, 3)]
+_MANY = Memtable()
+for _i, _key in enumerate(_MANY_KEYS):
+    _MANY.put(_key, _i + 1, _key)
+assert len(_MANY._keys._lists) > 2  # type: ignore[attr-defined]

@@ -1416,3 +1416,18 @@ def test_public_signatures_accept_bytearray_and_memoryview_without_casts(tmp_pat
             tx.set(memoryview(b"k2"), bytearray(b"v2"))
             assert tx.delete(bytearray(b"k"))
         assert list(kv.scan(start=bytearray(b"k"), prefix=memoryview(b"k"))) == [(b"k2", b"v2")]
+
+
+def test_an_exhausted_scan_stays_exhausted_after_its_kv_closes(tmp_path: pathlib.Path) -> None:
+    db = KV.open(str(tmp_path / "db"))
+    db.set(b"a", b"1")
+    done = db.scan()
+    assert list(done) == [(b"a", b"1")]
+    pending = db.scan()
+    db.close()
+    with pytest.raises(StopIteration):  # documented: exhausted stays exhausted, as iterators do
+        next(done)
+    with pytest.raises(ClosedError):  # not yet exhausted: its KV closed under it
+        next(pending)
+    with pytest.raises(ClosedError):  # and again on every later ask
+        next(pending)
