@@ -155,7 +155,9 @@ def test_format_v1_merges_with_new_tables_and_reopens(tmp_path: pathlib.Path) ->
     with KV.open(path, CONFIG) as kv:
         _reads_everything(kv, model, written)
         assert kv.check() == []
-        assert len(kv.stats().tables) == 1
+        live = [t.name for t in kv.stats().tables]
+        assert len(live) == 1
+    assert [p.name for p in _tables(path)] == live  # the old tables, those the older meta named too, are gone
     for table in _tables(path):
         data = table.read_bytes()
         assert int.from_bytes(data[4:6], "little") == record.FORMAT_VERSION

@@ -13,7 +13,9 @@ transactions with ``memtable_size`` 2048 and ``block_size`` 256, so that there a
 them merged; a transaction held open across the second round, so tables keep older versions of a key; keys
 deleted after their table was written, so a newer table holds tombstones; and, after a last flush, a few
 commits only in the WAL, which an open replays.  The directory is copied while the KV is still open (what
-a crash right after the last commit leaves), without its ``LOCK`` file.  Every value is ``value(i, r)``,
+a crash right after the last commit leaves), without its ``LOCK`` file: so it also holds the two tables
+the last merge replaced (000024.sst, 000027.sst), which the older meta slot still names; they are deleted
+once a newer meta is written.  Every value is ``value(i, r)``,
 and ``expected()`` says what each key reads, so a test recomputes every answer.
 
 Not collected by pytest as a test (the build runs only under ``if __name__ == "__main__"``).
