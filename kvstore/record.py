@@ -16,7 +16,7 @@ import functools
 import itertools
 import operator
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import crc32c as _crc32c
 
@@ -579,9 +579,9 @@ def decode_meta(buf: bytes, path: str, slot: int) -> tuple[int, int, int, int, l
 # ---------------------------------------------------------------- hashing for bloom filters
 
 
-def key_hash(key: bytes) -> int:
-    """A 32-bit hash of ``key`` that is the same in every process (CRC32C, never ``hash()``)."""
-    return _crc32c.crc32c(key)
+#: ``key_hash(key)``: a 32-bit hash of ``key`` that is the same in every process (CRC32C, never ``hash()``).
+#: The C function itself, without a Python wrapper: a get calls it once, for every table's bloom probe.
+key_hash: Callable[[bytes], int] = _crc32c.crc32c
 
 
 def key_hashes(keys: Iterable[bytes]) -> Iterator[int]:

@@ -38,8 +38,7 @@ def _reference_blocked(hashes: list[int], bits_per_key: int) -> bytes:
     nlines = max(1, math.ceil(len(hashes) * bits_per_key / 512)) | 1
     lines = [0] * nlines
     for h in hashes:
-        g = h * 0x9E3779B1 % 2**32
-        lines[h % nlines] |= _reference_entry(k, 0, g >> 19) | _reference_entry(k, 1, (g >> 6) & 8191)
+        lines[h % nlines] |= _reference_entry(k, 0, h >> 19) | _reference_entry(k, 1, h & 8191)
     return b"".join(line.to_bytes(64, "little") for line in lines) + bytes([k, 1])
 
 
