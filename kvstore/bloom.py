@@ -1,5 +1,5 @@
 """The bloom filters of table files: the blocked filter that table format 2 writes, and the double-hashing
-filter of format 1, still read (DESIGN.md, "Table file", "Bloom filter chunk").
+filter of format 1, still read (DESIGN.md, "Table file": "Bloom filter chunk, version 2" and "version 1").
 
 A version-2 filter is ``nlines`` lines of 512 bits (one 64-byte cache line each).  A key's hash
 ``h = record.key_hash(key)`` (CRC32C) picks one line, ``h % nlines``, and a 512-bit mask with up to ``k``
@@ -34,8 +34,8 @@ _MASK32 = 0xFFFFFFFF
 #: Bits of one line.
 LINE_BITS = 8 * record.BLOOM_LINE
 #: Bits of each window of a key's hash: table A takes bits 19..31 (``h >> 19``), table B bits 0..12
-#: (``h & 8191``).  CRC32C is mixed enough as it is: a multiplication first (by 0x9e3779b1) cost about
-#: a third of the mask's time and measured no fewer false positives.
+#: (``h & 8191``).  CRC32C is mixed enough as it is: a multiplication first (by 0x9e3779b1) added half
+#: again to the mask's time and measured no fewer false positives.
 WINDOW_BITS = 13
 _WINDOW = (1 << WINDOW_BITS) - 1
 _SHIFT_A = 32 - WINDOW_BITS
