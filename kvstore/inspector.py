@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kvstore import filenames, record
+from kvstore import bloom, filenames, record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.filenames import META_NAMES
 from kvstore.fs import FileSystem, OSFileSystem
@@ -170,9 +170,9 @@ def inspect_sst(path: str, *, entries: bool = False, fs: FileSystem | None = Non
     table = _Table(buf, path, number)
     places = _footer(table, tree)
     if places is not None:
-        index, bloom, props = places
+        index, filter_at, props = places
         _properties(table, props, tree)
-        _bloom(table, bloom, tree)
+        _bloom(table, filter_at, tree["footer"]["version"], tree)
         _blocks(table, index, entries, tree)
     return tree
 
@@ -190,7 +190,8 @@ def _footer(table: _Table, tree: Tree) -> tuple[tuple[int, int], ...] | None:
                       "file_number": fnum, "magic": magic.decode("latin-1"), "version": version,
                       "crc": f"0x{stored:08x}", "ok": True}
     try:
-        return record.decode_footer(foot, path, foot_at, table.number)
+        header = tree["header"]
+        return record.decode_footer(foot, path, foot_at, table.number, header["version"] if header["ok"] else None)
     except (CorruptionError, UnsupportedFormatError) as exc:
         tree["footer"]["ok"] = False
         problems.append(str(exc))
@@ -207,13 +208,22 @@ def _properties(table: _Table, place: tuple[int, int], tree: Tree) -> None:
                           "largest": large}
 
 
-def _bloom(table: _Table, place: tuple[int, int], tree: Tree) -> None:
+def _bloom(table: _Table, place: tuple[int, int], version: int, tree: Tree) -> None:
+    """The filter as the table's format ``version`` reads it: its kind ("blocked" in version 2,
+    "double hashing" in version 1, "none"), its bits, probes and (version 2) lines."""
     try:
         payload = table.chunk(place, "bloom")
+        found = bloom.decode(payload, version, table.path, place[0])
     except CorruptionError as exc:
         tree["problems"].append(str(exc))
         return
-    tree["bloom"] = {"bits": 8 * max(0, len(payload) - 1), "probes": payload[-1] if payload else 0}
+    if isinstance(found, bloom.BlockedBloom):
+        tree["bloom"] = {"kind": "blocked", "bits": bloom.LINE_BITS * len(found.lines), "probes": found.k,
+                         "lines": len(found.lines)}
+    elif isinstance(found, bloom.Bloom) and found.bits_or_none() is not None:
+        tree["bloom"] = {"kind": "double hashing", "bits": 8 * (len(payload) - 1), "probes": found.k}
+    else:
+        tree["bloom"] = {"kind": "none", "bits": 0, "probes": 0}
 
 
 def _blocks(table: _Table, index: tuple[int, int], entries: bool, tree: Tree) -> None:

@@ -16,7 +16,7 @@ import functools
 import itertools
 import operator
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import crc32c as _crc32c
 
@@ -28,8 +28,11 @@ from kvstore.errors import (
     UnsupportedFormatError,
 )
 
-#: The format version this code writes and the newest it reads.
+#: The format version of the WAL and meta files this code writes and the newest it reads.
 FORMAT_VERSION = 1
+#: The format version of the tables this code writes and the newest it reads: 2, the blocked bloom filter;
+#: version 1 tables (the double-hashing filter) are still read.  Tables have their own version since 2.
+TABLE_FORMAT_VERSION = 2
 
 WAL_MAGIC = b"KVWL"
 TABLE_MAGIC = b"KVST"
@@ -41,6 +44,13 @@ class Kind(enum.IntEnum):
 
     DELETE = 0
     VALUE = 1
+
+
+class BloomKind(enum.IntEnum):
+    """The last byte of a version-2 table's bloom payload: how the filter is laid out and hashed; a reader
+    treats a kind it does not know as a filter that filters nothing.  # ON-DISK: never renumber."""
+
+    BLOCKED = 1
 
 
 class RecordType(enum.IntEnum):
@@ -91,6 +101,12 @@ BLOCK_ENTRY_ARRAYS = 15
 INDEX_VALUE = struct.Struct("<QI")
 assert INDEX_VALUE.size == 12
 
+# trailer of a version-2 bloom payload, after its 64-byte lines: probes k u8 | kind u8 (BloomKind)
+BLOOM_TRAILER = struct.Struct("<BB")
+assert BLOOM_TRAILER.size == 2
+#: bytes of one line of a version-2 bloom filter: one 64-byte cache line, 512 bits
+BLOOM_LINE = 64
+
 # table properties: entries u64 | deletes u64 | min_seq u64 | max_seq u64 | smallest_len u16 | largest_len u16
 PROPS = struct.Struct("<QQQQHH")
 assert PROPS.size == 36
@@ -118,18 +134,24 @@ MAX_COUNTER = (1 << 63) - 1
 # ---------------------------------------------------------------- file header
 
 
-def encode_file_header(magic: bytes, file_number: int, version: int = FORMAT_VERSION) -> bytes:
-    """The 20-byte header every WAL, table and meta file starts with."""
-    head = FILE_HEADER.pack(magic, version, 0, file_number, 0)[:16]
+def newest_version(magic: bytes) -> int:
+    """The format version this code writes, and the newest it reads, for files with ``magic``."""
+    return TABLE_FORMAT_VERSION if magic == TABLE_MAGIC else FORMAT_VERSION
+
+
+def encode_file_header(magic: bytes, file_number: int, version: int | None = None) -> bytes:
+    """The 20-byte header every WAL, table and meta file starts with; ``version`` defaults to
+    ``newest_version(magic)``."""
+    head = FILE_HEADER.pack(magic, newest_version(magic) if version is None else version, 0, file_number, 0)[:16]
     return head + CHUNK_CRC.pack(crc(head))
 
 
-def decode_file_header(buf: bytes, path: str, magic: bytes, file_number: int) -> None:
-    """Check the header at offset 0 of ``buf``.
+def decode_file_header(buf: bytes, path: str, magic: bytes, file_number: int) -> int:
+    """Check the header at offset 0 of ``buf``; returns its format version.
 
     Raises ``CorruptionError`` when it is short, has the wrong magic or
     checksum, or names another file number; ``UnsupportedFormatError`` when
-    its (intact) version is newer than ``FORMAT_VERSION``.
+    its (intact) version is newer than ``newest_version(magic)``.
     """
     if len(buf) < FILE_HEADER.size:
         raise CorruptionError(path, 0, f"file header is {len(buf)} bytes, needs {FILE_HEADER.size}")
@@ -138,10 +160,12 @@ def decode_file_header(buf: bytes, path: str, magic: bytes, file_number: int) ->
         raise CorruptionError(path, 0, f"bad magic {got_magic!r}, expected {magic!r}")
     if crc(buf[:16]) != stored:
         raise BadChecksumError(path, 0, "file header checksum mismatch")
-    if version > FORMAT_VERSION or version == 0:
-        raise UnsupportedFormatError(f"{path}: format version {version}, this kvstore reads up to {FORMAT_VERSION}")
+    newest = newest_version(magic)
+    if version > newest or version == 0:
+        raise UnsupportedFormatError(f"{path}: format version {version}, this kvstore reads up to {newest}")
     if number != file_number:
         raise CorruptionError(path, 0, f"header names file number {number}, expected {file_number}")
+    return int(version)
 
 
 # ---------------------------------------------------------------- WAL
@@ -494,26 +518,31 @@ def decode_props(payload: bytes, path: str, offset: int) -> tuple[int, int, int,
     return entries, deletes, min_seq, max_seq, smallest, largest
 
 
-def encode_footer(index: tuple[int, int], bloom: tuple[int, int], props: tuple[int, int], file_number: int) -> bytes:
+def encode_footer(index: tuple[int, int], bloom: tuple[int, int], props: tuple[int, int], file_number: int,
+                  version: int = TABLE_FORMAT_VERSION) -> bytes:
     """The 56-byte footer: where the index, bloom and properties chunks are (offset, size)."""
-    body = FOOTER.pack(*index, *bloom, *props, file_number, TABLE_MAGIC, FORMAT_VERSION, 0, 0)[:-4]
+    body = FOOTER.pack(*index, *bloom, *props, file_number, TABLE_MAGIC, version, 0, 0)[:-4]
     return body + CHUNK_CRC.pack(crc(body))
 
 
-def decode_footer(buf: bytes, path: str, offset: int, file_number: int) -> tuple[tuple[int, int], ...]:
-    """((index_off, size), (bloom_off, size), (props_off, size)) from a footer read at ``offset``."""
+def decode_footer(buf: bytes, path: str, offset: int, file_number: int,
+                  version: int | None = None) -> tuple[tuple[int, int], ...]:
+    """((index_off, size), (bloom_off, size), (props_off, size)) from a footer read at ``offset``; when
+    ``version`` is given (the header's), the footer must carry the same one."""
     if len(buf) != FOOTER.size:
         raise CorruptSSTableError(path, offset, f"footer is {len(buf)} bytes, needs {FOOTER.size}")
-    io, isz, bo, bsz, po, psz, number, magic, version, _reserved, stored = FOOTER.unpack(buf)
+    io, isz, bo, bsz, po, psz, number, magic, found, _reserved, stored = FOOTER.unpack(buf)
     if magic != TABLE_MAGIC:
         raise CorruptSSTableError(path, offset, f"footer has bad magic {magic!r}")
     if crc(buf[:-4]) != stored:
         raise CorruptSSTableError(path, offset, "footer checksum mismatch")
-    if version > FORMAT_VERSION or version == 0:
+    if found > TABLE_FORMAT_VERSION or found == 0:
         raise UnsupportedFormatError(
-            f"{path}: table format version {version}, this kvstore reads up to {FORMAT_VERSION}")
+            f"{path}: table format version {found}, this kvstore reads up to {TABLE_FORMAT_VERSION}")
     if number != file_number:
         raise CorruptSSTableError(path, offset, f"footer names file number {number}, expected {file_number}")
+    if version is not None and found != version:
+        raise CorruptSSTableError(path, offset, f"footer says format version {found}, the header {version}")
     return (io, isz), (bo, bsz), (po, psz)
 
 
@@ -550,9 +579,9 @@ def decode_meta(buf: bytes, path: str, slot: int) -> tuple[int, int, int, int, l
 # ---------------------------------------------------------------- hashing for bloom filters
 
 
-def key_hash(key: bytes) -> int:
-    """A 32-bit hash of ``key`` that is the same in every process (CRC32C, never ``hash()``)."""
-    return _crc32c.crc32c(key)
+#: ``key_hash(key)``: a 32-bit hash of ``key`` that is the same in every process (CRC32C, never ``hash()``).
+#: The C function itself, without a Python wrapper: a get calls it once, for every table's bloom probe.
+key_hash: Callable[[bytes], int] = _crc32c.crc32c
 
 
 def key_hashes(keys: Iterable[bytes]) -> Iterator[int]:

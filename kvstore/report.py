@@ -137,8 +137,9 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
                      f" .. {shorten(props['largest'], form, limit)}")
     bloom = tree.get("bloom")
     if bloom is not None:
-        lines.append(f"bloom     {bloom['bits']:,} bits, {bloom['probes']} probes" if bloom["bits"] else
-                     "bloom     none")
+        shape = f" ({bloom['lines']:,} line{'s' if bloom['lines'] != 1 else ''} of 512)" if "lines" in bloom else ""
+        lines.append(f"bloom     {bloom['kind']}, {bloom['bits']:,} bits{shape}, {bloom['probes']} probes"
+                     if bloom["bits"] else "bloom     none")
     for i, b in enumerate(tree.get("blocks", ())):
         if "error" in b:
             lines.append(f"block {i:<4}@{b['offset']}  {b['size']} bytes  BAD: {b['error']}")

@@ -19,7 +19,7 @@ import operator
 from collections.abc import Iterator
 from typing import cast
 
-from kvstore import record
+from kvstore import bloom, record
 from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
@@ -38,10 +38,10 @@ def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
         if found is not None:
             return found[1]
     readers = view.readers
-    if readers:
-        h = record.key_hash(key)
+    if readers:  # the key is hashed, and its bloom mask made, once for every table
+        probe = bloom.probe(record.key_hash(key), readers[0].bloom_k)
         for reader in readers:
-            found = reader.get(key, snapshot, h)
+            found = reader.get(key, snapshot, probe)
             if found is not None:
                 return found[1]
     return None

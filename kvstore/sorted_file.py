@@ -6,7 +6,9 @@ ordered by key ascending, then sequence descending; versions of one key may
 span blocks.  Every chunk's CRC32C covers the file number and the chunk's
 offset too, so a block read from the wrong place never checks out.  Only the
 sparse index (one last-key per block) and the bloom filter live in memory;
-blocks are read on demand through a shared LRU ``BlockCache``.
+blocks are read on demand through a shared LRU ``BlockCache``.  The table
+format version (2; 1 is still read) says which bloom filter the table holds
+(``kvstore.bloom``): a get tests a version-2 table with one line and one AND.
 
 Invariants:
   - index keys ascend and each is the last key of its block;
@@ -24,12 +26,12 @@ import operator
 import threading
 from collections.abc import Iterable, Iterator
 
-from kvstore import record
+from kvstore import bloom, record
 from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
 from kvstore.fs import File, FileSystem
 
-__all__ = ["BlockCache", "Bloom", "TableInfo", "TableReader", "TableWriter", "bloom_probes"]
+__all__ = ["BlockCache", "TableInfo", "TableReader", "TableWriter"]
 
 #: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
 Block = record.BlockEntries
@@ -40,60 +42,6 @@ _FIRST_CHUNK = 12
 _CHUNK = 256
 # largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
-
-
-def bloom_probes(bits_per_key: int) -> int:
-    """The number of hash probes for ``bits_per_key``: round(bits * ln 2), in [1, 30]."""
-    return max(1, min(30, int(bits_per_key * 0.69 + 0.5)))
-
-
-class Bloom:
-    """A bloom filter with double hashing on a CRC32C of the key (stable across processes).
-
-    The payload is the bit array followed by one byte, the probe count.
-    """
-
-    __slots__ = ("_bits", "_nbits", "_k")
-
-    def __init__(self, payload: bytes) -> None:
-        self._bits = payload[:-1]
-        self._nbits = len(self._bits) * 8
-        self._k = payload[-1] if payload else 0
-
-    @staticmethod
-    def build(hashes: Iterable[int], count: int, bits_per_key: int) -> bytes:
-        """The payload of a filter holding ``count`` keys with these hashes."""
-        k = bloom_probes(bits_per_key)
-        nbits = max(64, count * bits_per_key)
-        nbytes = (nbits + 7) // 8
-        nbits = nbytes * 8
-        bits = bytearray(nbytes)
-        for h in hashes:
-            delta = ((h >> 17) | (h << 15)) & _MASK
-            for _ in range(k):
-                pos = h % nbits
-                bits[pos >> 3] |= 1 << (pos & 7)
-                h = (h + delta) & _MASK
-        bits.append(k)
-        return bytes(bits)
-
-    def bits_or_none(self) -> bytes | None:
-        """The bit array, or None when this filter filters nothing (empty, or an unknown probe count)."""
-        return None if self._nbits == 0 or self._k > 30 else self._bits
-
-    def may_contain(self, h: int) -> bool:
-        """False only when the key with hash ``h`` is certainly absent."""
-        nbits = self._nbits
-        if nbits == 0 or self._k > 30:
-            return True  # an empty or unknown filter filters nothing
-        bits = self._bits
-        delta = ((h >> 17) | (h << 15)) & _MASK
-        for _ in range(self._k):
-            pos = h % nbits
-            if not bits[pos >> 3] & (1 << (pos & 7)):
-                return False
-            h = (h + delta) & _MASK
-        return True
 
 
 class BlockCache:
@@ -265,14 +213,12 @@ class TableWriter:
         if self._keys:
             self._finish_block()
         index = self._emit(record.encode_block(self._index_keys, self._index_seqs, self._index_values))
-        bloom_payload = b""
-        if self._bloom_bits:
-            bloom_payload = Bloom.build(self._hashes, len(self._hashes), self._bloom_bits)
-        bloom = self._emit(bloom_payload)
+        bloom_payload = bloom.build(self._hashes, self._bloom_bits) if self._bloom_bits else b""
+        filter_at = self._emit(bloom_payload)
         largest = self._last_key or b""
         props = self._emit(record.encode_props(self.num_entries, self.deletes, self._min_seq, self._max_seq,
                                                self._smallest, largest))
-        self._buf.append(record.encode_footer(index, bloom, props, self._number))
+        self._buf.append(record.encode_footer(index, filter_at, props, self._number))
         self._file.append(b"".join(self._buf))
         self._buf = []
         self._file.fsync()
@@ -307,17 +253,19 @@ class TableReader:
         if size < record.FILE_HEADER.size + record.FOOTER.size:
             raise CorruptSSTableError(path, 0, f"table of {size} bytes is shorter than header and footer")
         try:
-            record.decode_file_header(self._file.pread(record.FILE_HEADER.size, 0), path, record.TABLE_MAGIC,
-                                      self.file_number)
+            version = record.decode_file_header(self._file.pread(record.FILE_HEADER.size, 0), path,
+                                                record.TABLE_MAGIC, self.file_number)
         except UnsupportedFormatError:
             raise
         except CorruptionError as exc:
             raise CorruptSSTableError(path, exc.offset, exc.reason) from exc
+        #: the table's format version: 1 (the double-hashing bloom filter) or 2 (the blocked one)
+        self.version = version
         foot_at = size - record.FOOTER.size
-        index, bloom, props = record.decode_footer(self._file.pread(record.FOOTER.size, foot_at), path, foot_at,
-                                                   self.file_number)
+        index, filter_at, props = record.decode_footer(self._file.pread(record.FOOTER.size, foot_at), path,
+                                                       foot_at, self.file_number, version)
         lo = record.FILE_HEADER.size
-        for name, (off, sz) in (("index", index), ("bloom", bloom), ("properties", props)):
+        for name, (off, sz) in (("index", index), ("bloom", filter_at), ("properties", props)):
             if off < lo or sz < 4 or off + sz > foot_at:
                 raise CorruptSSTableError(path, foot_at, f"footer places the {name} outside the file")
         ikeys, iseqs, ivalues = record.decode_block(self._chunk(*index), path, index[0])
@@ -337,12 +285,19 @@ class TableReader:
         if prev_end != index[0]:
             raise CorruptSSTableError(path, index[0], "index does not cover the data blocks")
         del iseqs
-        bloom_payload = self._chunk(*bloom)  # checked even when empty (bloom_bits_per_key=0): every byte is
-        self._bloom = Bloom(bloom_payload) if bloom_payload else None
+        # checked even when empty (bloom_bits_per_key=0): every byte is
+        self._bloom = bloom.decode(self._chunk(*filter_at), version, path, filter_at[0])
         # the filter's fields, probed inline by get(); None when there is nothing to filter with
-        self._bloom_bits = self._bloom.bits_or_none() if self._bloom is not None else None
-        self._bloom_nbits = len(bloom_payload) * 8 - 8
-        self._bloom_probes = range(bloom_payload[-1] if bloom_payload else 0)
+        lines = self._bloom.lines if isinstance(self._bloom, bloom.BlockedBloom) else None
+        self._lines = lines  # version 2: one 512-bit int per line
+        self._nlines = len(lines) if lines is not None else 0
+        #: the probes of this table's version-2 filter; for any other table, the default (what a get
+        #: computes its probe for, when this is the newest table)
+        self.bloom_k = self._bloom.k if isinstance(self._bloom, bloom.BlockedBloom) else bloom.DEFAULT_PROBES
+        v1 = self._bloom if isinstance(self._bloom, bloom.Bloom) else None
+        self._bloom_bits = v1.bits_or_none() if v1 is not None else None  # version 1
+        self._bloom_nbits = len(self._bloom_bits or b"") * 8
+        self._bloom_probes = range(v1.k if v1 is not None else 0)
         (self.num_entries, self.deletes, self.min_seq, self.max_seq,
          self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
         if self._index_keys and self._index_keys[-1] != self.largest:
@@ -379,12 +334,22 @@ class TableReader:
         """False only when no version of the key with this hash is in the table."""
         return self._bloom is None or self._bloom.may_contain(key_hash)
 
-    def get(self, key: bytes, snapshot: int, key_hash: int | None = None) -> tuple[int, bytes | None] | None:
-        """The newest version of ``key`` at or before ``snapshot``, or None.  Reads at most one block
-        (more only when the key's versions span blocks)."""
-        bits = self._bloom_bits
-        if bits is not None:  # Bloom.may_contain, inline: this runs for every table a get passes
-            h = record.key_hash(key) if key_hash is None else key_hash
+    def get(self, key: bytes, snapshot: int, probe: bloom.Probe | None = None) -> tuple[int, bytes | None] | None:
+        """The newest version of ``key`` at or before ``snapshot``, or None.  ``probe`` is
+        ``bloom.probe(record.key_hash(key), k)``, computed once for every table a get passes (by default
+        here).  Reads at most one block (more only when the key's versions span blocks)."""
+        lines = self._lines
+        if lines is not None:  # version 2: one line, one AND (BlockedBloom.may_contain, inline)
+            if probe is None:
+                probe = bloom.probe(record.key_hash(key), self.bloom_k)
+            h, k, mask = probe
+            if k != self.bloom_k:
+                mask = bloom.mask(h, self.bloom_k)
+            if lines[h % self._nlines] & mask != mask:
+                return None
+        elif self._bloom_bits is not None:  # version 1: Bloom.may_contain, inline
+            bits = self._bloom_bits
+            h = record.key_hash(key) if probe is None else probe[0]
             nbits = self._bloom_nbits
             delta = ((h >> 17) | (h << 15)) & _MASK
             for _ in self._bloom_probes:

@@ -2,7 +2,7 @@
 
 Each example in DESIGN.md is marked ``<!-- example: NAME -->`` right before a fenced ``hex`` block.  For
 every NAME this file holds the inputs the document states beside the example, builds the bytes with the
-encoders of ``kvstore.record`` (and ``sorted_file.Bloom``), and checks them against the document; it also
+encoders of ``kvstore.record`` (and ``kvstore.bloom``), and checks them against the document; it also
 decodes the document's bytes back into the stated fields, recomputes each CRC over exactly what the
 document says it covers, and replays the merge-policy table on a real KV.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import KV, Config, record
+from kvstore import KV, Config, bloom, record
 from kvstore.fs import OSFileSystem
 from kvstore.metadata import Meta, MetaStore
-from kvstore.sorted_file import BlockCache, Bloom, TableReader, TableWriter, bloom_probes
+from kvstore.sorted_file import BlockCache, TableReader, TableWriter
 from kvstore.wal import WalWriter, replay_log
 
 DESIGN = Path(__file__).resolve().parent.parent / "DESIGN.md"
@@ -41,16 +41,21 @@ TABLE_ENTRIES: list[tuple[bytes, int, bytes | None]] = [(b"apple", 5, b"red"), (
                                                         (b"kiwi", 4, b"green")]
 BLOCK_SIZE = 4096
 BLOOM_BITS = 10
-# "header (0..19), one data block (20..93), index (94..132), bloom (133..145), properties (146..194),
-# footer (195..250)"
+# "header (0..19), one data block (20..93), index (94..132), bloom (133..202), properties (203..251),
+# footer (252..307)"
 TABLE_OFFSETS = {"table_header": 0, "table_data_block": 20, "table_index": 94, "table_bloom": 133,
-                 "table_props": 146, "table_footer": 195}
-TABLE_SIZE = 251
+                 "table_props": 203, "table_footer": 252}
+TABLE_SIZE = 308
 TABLE_PARTS = tuple(TABLE_OFFSETS)
-# "CRC32C(b"apple") = 0x95cb3a6a sets bits 42, 15, 52, 25, 62, 35, 8; CRC32C(b"kiwi") = 0xc7f3686e sets
-# bits 46, 39, 32, 25, 18, 11, 4"
+# "the version 1 filter of the same two keys, at offset 133 of a version 1 table"
+CHUNK_OFFSETS = {**TABLE_OFFSETS, "table_bloom_v1": 133}
+# the hashes, their windows "h >> 19" and "h & 8191" and the bits each window's entry sets
 BLOOM_HASHES = {b"apple": 0x95CB3A6A, b"kiwi": 0xC7F3686E}
-BLOOM_SET_BITS = {42, 15, 52, 25, 62, 35, 8} | {46, 39, 32, 25, 18, 11, 4}
+BLOOM_WINDOWS = {b"apple": (4793, 6762), b"kiwi": (6398, 2158)}
+BLOOM_BITS_OF = {b"apple": ({309, 380, 485}, {86, 106, 452}), b"kiwi": ({146, 288, 446}, {104, 235, 378})}
+# version 1: "CRC32C(b"apple") = 0x95cb3a6a sets bits 42, 15, 52, 25, 62, 35, 8; CRC32C(b"kiwi") = 0xc7f3686e
+# sets bits 46, 39, 32, 25, 18, 11, 4"
+BLOOM_V1_SET_BITS = {42, 15, 52, 25, 62, 35, 8} | {46, 39, 32, 25, 18, 11, 4}
 
 # "slot 1 at version 5, next_file 15, log_number 13, last_sequence 42, tables 14 (newest) and 12"
 META_SLOT = 1
@@ -72,9 +77,16 @@ def _index_payload() -> bytes:
                                                                                 data_size)])
 
 
+def _bloom_hashes() -> list[int]:
+    return [record.key_hash(k) for k in sorted({e[0] for e in TABLE_ENTRIES})]
+
+
 def _bloom_payload() -> bytes:
-    distinct = sorted({e[0] for e in TABLE_ENTRIES})
-    return Bloom.build([record.key_hash(k) for k in distinct], len(distinct), BLOOM_BITS)
+    return bloom.build(_bloom_hashes(), BLOOM_BITS)
+
+
+def _bloom_v1_payload() -> bytes:
+    return bloom.Bloom.build(_bloom_hashes(), len(_bloom_hashes()), BLOOM_BITS)
 
 
 def _props_payload() -> bytes:
@@ -85,7 +97,7 @@ def _props_payload() -> bytes:
 
 
 def _chunk(name: str, payload: bytes) -> bytes:
-    return record.seal_chunk(TABLE_NUMBER, TABLE_OFFSETS[name], payload)
+    return record.seal_chunk(TABLE_NUMBER, CHUNK_OFFSETS[name], payload)
 
 
 def _footer() -> bytes:
@@ -104,6 +116,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "table_data_block": lambda: _chunk("table_data_block", _data_payload()),
     "table_index": lambda: _chunk("table_index", _index_payload()),
     "table_bloom": lambda: _chunk("table_bloom", _bloom_payload()),
+    "table_bloom_v1": lambda: _chunk("table_bloom_v1", _bloom_v1_payload()),
     "table_props": lambda: _chunk("table_props", _props_payload()),
     "table_footer": _footer,
     "meta_slot": lambda: record.encode_meta(META_SLOT, *META_FIELDS),
@@ -154,8 +167,9 @@ def test_design_doc_example_matches_encoder(name: str) -> None:
 
 
 def _decode_file_header(data: bytes, magic: bytes, number: int) -> None:
-    record.decode_file_header(data, "example", magic, number)
-    assert record.FILE_HEADER.unpack(data)[:4] == (magic, record.FORMAT_VERSION, 0, number)
+    version = record.decode_file_header(data, "example", magic, number)
+    assert record.FILE_HEADER.unpack(data)[:4] == (magic, version, 0, number)
+    assert version == (2 if magic == record.TABLE_MAGIC else 1) == record.newest_version(magic)
 
 
 def _decode_wal_frame(data: bytes) -> None:
@@ -168,7 +182,7 @@ def _decode_wal_frame(data: bytes) -> None:
 
 
 def _open(name: str, data: bytes) -> bytes:
-    return record.open_chunk(data, "example", TABLE_NUMBER, TABLE_OFFSETS[name])
+    return record.open_chunk(data, "example", TABLE_NUMBER, CHUNK_OFFSETS[name])
 
 
 def _decode_data_block(data: bytes) -> None:
@@ -190,13 +204,28 @@ def _decode_index(data: bytes) -> None:
 
 def _decode_bloom(data: bytes) -> None:
     payload = _open("table_bloom", data)
-    assert len(payload) == 64 // 8 + 1 and payload[-1] == 7 == bloom_probes(BLOOM_BITS)
-    bits = {p for p in range(64) if payload[p >> 3] & (1 << (p & 7))}
-    assert bits == BLOOM_SET_BITS
-    bloom = Bloom(payload)
+    # "one line (64 bytes), then k = 6 and kind 1"
+    assert len(payload) == 64 + 2 and payload[-2:] == bytes([6, record.BloomKind.BLOCKED])
+    assert bloom.num_probes(BLOOM_BITS) == 6 and bloom.lines_for(2, BLOOM_BITS) == 1
+    bits = {p for p in range(512) if payload[p >> 3] & (1 << (p & 7))}
+    assert bits == set().union(*(a | b for a, b in BLOOM_BITS_OF.values()))
+    table_a, table_b = bloom.mask_tables(6)
     for key, h in BLOOM_HASHES.items():
         assert record.key_hash(key) == h
-        assert bloom.may_contain(h)
+        assert (h >> 19, h & 8191) == BLOOM_WINDOWS[key]
+        for table, window, set_bits in zip((table_a, table_b), BLOOM_WINDOWS[key], BLOOM_BITS_OF[key]):
+            assert table[window] == sum(1 << p for p in set_bits)
+        assert bloom.BlockedBloom(payload, "example", 133).may_contain(h)
+
+
+def _decode_bloom_v1(data: bytes) -> None:
+    payload = _open("table_bloom_v1", data)
+    assert len(payload) == 64 // 8 + 1 and payload[-1] == 7 == bloom.v1_probes(BLOOM_BITS)
+    bits = {p for p in range(64) if payload[p >> 3] & (1 << (p & 7))}
+    assert bits == BLOOM_V1_SET_BITS
+    v1 = bloom.Bloom(payload)
+    for h in BLOOM_HASHES.values():
+        assert v1.may_contain(h)
 
 
 def _decode_props(data: bytes) -> None:
@@ -206,8 +235,8 @@ def _decode_props(data: bytes) -> None:
 
 
 def _decode_footer(data: bytes) -> None:
-    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER)
-    assert placed == ((94, 39), (133, 13), (146, 49))
+    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER, version=2)
+    assert placed == ((94, 39), (133, 70), (203, 49))
     assert TABLE_OFFSETS["table_footer"] + record.FOOTER.size == TABLE_SIZE
 
 
@@ -223,6 +252,7 @@ DECODERS: dict[str, Callable[[bytes], None]] = {
     "table_data_block": _decode_data_block,
     "table_index": _decode_index,
     "table_bloom": _decode_bloom,
+    "table_bloom_v1": _decode_bloom_v1,
     "table_props": _decode_props,
     "table_footer": _decode_footer,
     "meta_slot": _decode_meta,
@@ -257,7 +287,7 @@ def _covered(name: str, data: bytes) -> list[tuple[bytes, int]]:
         if name == "table_footer":
             return [(data[:52], 52)]  # "CRC32C of footer bytes 0..51"
         # "CRC32C of: file_number (u64), off (u64), payload"
-        return [(u64(TABLE_NUMBER) + u64(TABLE_OFFSETS[name]) + data[:-4], len(data) - 4)]
+        return [(u64(TABLE_NUMBER) + u64(CHUNK_OFFSETS[name]) + data[:-4], len(data) - 4)]
     assert name == "meta_slot"  # the header's CRC, and "CRC32C of bytes 0 .. 55 + 8n (header included)"
     return [(data[:16], 16), (data[:-4], len(data) - 4)]
 

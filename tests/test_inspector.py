@@ -81,6 +81,41 @@ def test_inspect_sst_agrees_with_the_table_the_engine_wrote(tmp_path: Path) -> N
     assert tree["footer"]["offset"] == table.bytes - record.FOOTER.size
 
 
+def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path) -> None:
+    """Version 2: the blocked filter's lines and k; version 1 (tests/data/format_v1): its bits and probes."""
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(200):
+            kv.set(b"k%03d" % i, b"v")
+        kv.compact(full=True)
+        table = kv.stats().tables[0]
+    tree = inspect_sst(str(tmp_path / "db" / table.name))
+    assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 2
+    assert tree["bloom"] == {"kind": "blocked", "bits": 5 * 512, "probes": 6, "lines": 5}
+    old = Path(__file__).parent / "data" / "format_v1"
+    tree = inspect_sst(str(old / "000020.sst"))
+    assert tree["problems"] == [] and tree["header"]["version"] == 1
+    assert tree["bloom"] == {"kind": "double hashing", "bits": 3000, "probes": 7}
+    assert inspect_sst(str(old / "000028.sst"))["bloom"] == {"kind": "none", "bits": 0, "probes": 0}
+
+
+def test_inspect_sst_names_a_damaged_bloom_trailer_under_a_good_checksum(tmp_path: Path) -> None:
+    with KV.open(tmp_path / "db", CONFIG) as kv:
+        for i in range(200):
+            kv.set(b"k%03d" % i, b"v")
+        kv.compact(full=True)
+        table = kv.stats().tables[0]
+    path = tmp_path / "db" / table.name
+    data = bytearray(path.read_bytes())
+    foot_at = len(data) - record.FOOTER.size
+    _, (at, size), _ = record.decode_footer(bytes(data[foot_at:]), str(path), foot_at, table.file_number)
+    payload = bytearray(data[at : at + size - 4])
+    payload[-2] = 0  # k = 0, resealed: only a writer's bug could get here
+    data[at : at + size] = record.seal_chunk(table.file_number, at, bytes(payload))
+    path.write_bytes(bytes(data))
+    tree = inspect_sst(str(path))
+    assert any("0 probes" in p for p in tree["problems"]) and "bloom" not in tree
+
+
 def test_inspect_meta_of_a_directory_without_slots_and_with_a_missing_table(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     tree = inspect_meta(str(tmp_path / "empty"))

@@ -114,10 +114,21 @@ def test_file_header_naming_another_file_number_is_corrupt() -> None:
         record.decode_file_header(header, PATH, record.TABLE_MAGIC, 6)
 
 
-def test_file_header_newer_version_with_valid_checksum_is_unsupported() -> None:
-    header = record.encode_file_header(record.TABLE_MAGIC, 3, version=record.FORMAT_VERSION + 1)
+@pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
+def test_file_header_newer_version_with_valid_checksum_is_unsupported(magic: bytes) -> None:
+    header = record.encode_file_header(magic, 3, version=record.newest_version(magic) + 1)
     with pytest.raises(UnsupportedFormatError):
-        record.decode_file_header(header, PATH, record.TABLE_MAGIC, 3)
+        record.decode_file_header(header, PATH, magic, 3)
+
+
+@pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
+def test_file_header_every_version_up_to_the_newest_is_read(magic: bytes) -> None:
+    """Logs and meta slots are at version 1; tables at 2, and version 1 tables are still read."""
+    assert record.newest_version(magic) == (2 if magic == record.TABLE_MAGIC else 1)
+    assert record.encode_file_header(magic, 3)[4:6] == record.newest_version(magic).to_bytes(2, "little")
+    for version in range(1, record.newest_version(magic) + 1):
+        header = record.encode_file_header(magic, 3, version=version)
+        assert record.decode_file_header(header, PATH, magic, 3) == version
 
 
 @pytest.mark.parametrize("cut", range(record.FILE_HEADER.size), ids=lambda n: f"{n}B")
@@ -407,6 +418,13 @@ def test_footer_round_trips() -> None:
     assert record.decode_footer(footer, PATH, 1140, 7) == ((1000, 50), (1050, 30), (1080, 60))
 
 
+def test_footer_of_a_version_1_table_is_read_and_must_agree_with_its_header() -> None:
+    footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7, version=1)
+    assert record.decode_footer(footer, PATH, 1140, 7, version=1) == ((1000, 50), (1050, 30), (1080, 60))
+    with pytest.raises(CorruptSSTableError, match="format version 1, the header 2"):
+        record.decode_footer(footer, PATH, 1140, 7, version=2)
+
+
 def test_footer_naming_another_file_number_is_corrupt() -> None:
     footer = record.encode_footer((1000, 50), (1050, 30), (1080, 60), 7)
     with pytest.raises(CorruptSSTableError, match="file number"):
@@ -414,8 +432,8 @@ def test_footer_naming_another_file_number_is_corrupt() -> None:
 
 
 def test_footer_newer_version_with_valid_checksum_is_unsupported() -> None:
-    body = record.FOOTER.pack(1000, 50, 1050, 30, 1080, 60, 7, record.TABLE_MAGIC, record.FORMAT_VERSION + 1, 0,
-                              0)[:-4]
+    body = record.FOOTER.pack(1000, 50, 1050, 30, 1080, 60, 7, record.TABLE_MAGIC, record.TABLE_FORMAT_VERSION + 1,
+                              0, 0)[:-4]
     footer = body + record.CHUNK_CRC.pack(record.crc(body))
     with pytest.raises(UnsupportedFormatError):
         record.decode_footer(footer, PATH, 1140, 7)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import record, sorted_file
+from kvstore import bloom, record, sorted_file
 from kvstore.errors import CorruptionError, CorruptSSTableError
 from kvstore.fs import OSFileSystem
-from kvstore.sorted_file import Block, BlockCache, Bloom, TableInfo, TableReader, TableWriter, bloom_probes
+from kvstore.sorted_file import Block, BlockCache, TableInfo, TableReader, TableWriter
 
 Entry = tuple[bytes, int, "bytes | None"]
 FS = OSFileSystem()
@@ -284,59 +283,7 @@ def test_table_opened_under_another_file_number_is_corrupt(tmp_path: pathlib.Pat
     assert info.value.path == path
 
 
-# ---------------------------------------------------------------- bloom filter
-
-
-def _reference_bloom(hashes: list[int], bits_per_key: int) -> bytes:
-    """The filter as DESIGN.md describes it, one key and one probe at a time."""
-    k = bloom_probes(bits_per_key)
-    nbits = (max(64, len(hashes) * bits_per_key) + 7) // 8 * 8
-    bits = bytearray(nbits // 8)
-    for h in hashes:
-        delta = ((h >> 17) | (h << 15)) & 0xFFFFFFFF
-        for _ in range(k):
-            pos = h % nbits
-            bits[pos >> 3] |= 1 << (pos & 7)
-            h = (h + delta) & 0xFFFFFFFF
-    return bytes(bits) + bytes([k])
-
-
-@pytest.mark.parametrize("count", [0, 1, 5, 1000, (1 << 16) + 3], ids=lambda n: f"{n}keys")
-@pytest.mark.parametrize("bits", [1, 10, 64], ids=lambda b: f"{b}bits")
-def test_bloom_build_sets_the_bits_the_design_describes(count: int, bits: int) -> None:
-    hashes = [record.key_hash(b"key%d" % i) for i in range(count)]
-    assert Bloom.build(hashes, count, bits) == _reference_bloom(hashes, bits)
-    assert Bloom.build(iter(hashes), count, bits) == _reference_bloom(hashes, bits)
-
-
-def test_bloom_probe_count_is_bits_times_ln2() -> None:
-    assert bloom_probes(10) == 7
-    assert bloom_probes(1) == 1
-    assert bloom_probes(0) == 1
-    assert bloom_probes(64) == 30
-
-
-def test_bloom_false_positive_rate_is_near_theory_at_10_bits_per_key() -> None:
-    n = 20_000
-    present = [b"present-%d" % i for i in range(n)]
-    absent = [b"absent-%d" % i for i in range(n)]
-    bloom = Bloom(Bloom.build((record.key_hash(k) for k in present), n, 10))
-    assert all(bloom.may_contain(record.key_hash(k)) for k in present)  # no false negatives
-    rate = sum(bloom.may_contain(record.key_hash(k)) for k in absent) / n
-    k = bloom_probes(10)
-    theory = (1 - math.exp(-k / 10)) ** k  # about 0.8%
-    assert 0.003 <= rate <= 0.02, (rate, theory)
-
-
-@pytest.mark.parametrize("bits", [2, 5, 20], ids=lambda b: f"{b}bits")
-def test_bloom_false_positive_rate_falls_as_bits_grow(bits: int) -> None:
-    n = 5000
-    bloom = Bloom(Bloom.build((record.key_hash(b"in%d" % i) for i in range(n)), n, bits))
-    assert all(bloom.may_contain(record.key_hash(b"in%d" % i)) for i in range(n))
-    rate = sum(bloom.may_contain(record.key_hash(b"out%d" % i)) for i in range(n)) / n
-    k = bloom_probes(bits)
-    theory = (1 - math.exp(-k / bits)) ** k
-    assert rate <= 2.5 * theory + 0.002, (rate, theory)
+# ---------------------------------------------------------------- bloom filter (the filters themselves: test_bloom.py)
 
 
 def test_table_bloom_has_no_false_negatives_and_filters_absent_keys(tmp_path: pathlib.Path) -> None:
@@ -344,16 +291,75 @@ def test_table_bloom_has_no_false_negatives_and_filters_absent_keys(tmp_path: pa
     path, _ = _write(tmp_path, 8, ((b"key%06d" % i, i + 1, b"") for i in range(n)), block_size=1 << 16)
     reader = _open(path, 8)
     try:
+        assert reader.version == record.TABLE_FORMAT_VERSION == 2 and reader.bloom_k == 6
         assert all(reader.may_contain(record.key_hash(b"key%06d" % i)) for i in range(n))
+        assert all(reader.get(b"key%06d" % i, n) == (i + 1, b"") for i in range(0, n, 7))
         rate = sum(reader.may_contain(record.key_hash(b"nokey%06d" % i)) for i in range(n)) / n
         assert 0.003 <= rate <= 0.02, rate
+        assert sum(reader.get(b"nokey%06d" % i, n) is not None for i in range(n)) == 0
     finally:
         reader.close()
 
 
-def test_bloom_empty_or_unknown_filter_filters_nothing() -> None:
-    assert Bloom(b"").may_contain(123)
-    assert Bloom(b"\x00" * 8 + bytes([31])).may_contain(123)  # probe count past the known range
+def _reseal_bloom(path: str, number: int, change: Callable[[bytearray], None]) -> None:
+    data = bytearray(pathlib.Path(path).read_bytes())
+    foot_at = len(data) - record.FOOTER.size
+    _, (at, size), _ = record.decode_footer(bytes(data[foot_at:]), path, foot_at, number)
+    payload = bytearray(data[at : at + size - 4])
+    change(payload)
+    data[at : at + size] = record.seal_chunk(number, at, bytes(payload))
+    pathlib.Path(path).write_bytes(bytes(data))
+
+
+def test_table_with_a_damaged_bloom_trailer_under_a_good_checksum_is_corrupt(tmp_path: pathlib.Path) -> None:
+    path, _ = _write(tmp_path, 10, _versioned_entries(300))
+
+    def k_past_range(payload: bytearray) -> None:
+        payload[-2] = 99
+
+    _reseal_bloom(path, 10, k_past_range)
+    with pytest.raises(CorruptSSTableError, match="99 probes") as info:
+        _open(path, 10)
+    assert info.value.path == path
+
+
+def test_table_with_a_bloom_filter_of_an_unknown_kind_filters_nothing(tmp_path: pathlib.Path) -> None:
+    """A later kvstore may add a filter kind without a new table version: this one reads such a table,
+    searching it for every key."""
+    entries = _versioned_entries(300)
+    path, _ = _write(tmp_path, 11, entries)
+
+    def later_kind(payload: bytearray) -> None:
+        payload[-1] = 2
+
+    _reseal_bloom(path, 11, later_kind)
+    reader = _open(path, 11)
+    try:
+        assert reader._bloom is None and reader.may_contain(record.key_hash(b"absent"))
+        for i in range(300):
+            assert reader.get(b"k%05d" % i, 2**63) == _model_get(entries, b"k%05d" % i, 2**63)
+        assert reader.get(b"absent", 2**63) is None
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("bits", [1, 4, 20, 64], ids=lambda b: f"{b}bits")
+def test_table_get_with_a_probe_made_for_another_filter_still_finds_every_key(tmp_path: pathlib.Path,
+                                                                              bits: int) -> None:
+    """A get makes one probe for every table, for the newest table's k: a table whose filter has
+    another k (written with another ``bloom_bits_per_key``) makes its own mask from the probe's hash."""
+    n = 2000
+    path, _ = _write(tmp_path, 9, ((b"key%06d" % i, 1, b"v") for i in range(n)), bloom_bits=bits)
+    reader = _open(path, 9)
+    try:
+        assert reader.bloom_k == bloom.num_probes(bits)
+        for i in range(n):
+            key = b"key%06d" % i
+            assert reader.get(key, 1, bloom.probe(record.key_hash(key), bloom.num_probes(10))) == (1, b"v")
+            assert reader.get(key, 1, bloom.probe(record.key_hash(key), reader.bloom_k)) == (1, b"v")
+            assert reader.get(key, 1) == (1, b"v")
+    finally:
+        reader.close()
 
 
 # ---------------------------------------------------------------- block cache
