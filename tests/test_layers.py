@@ -2,9 +2,9 @@
 
 errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom -> sorted_array, sorted_file, wal,
 metadata -> merge, builder -> view, isolation -> core -> snapshot -> versions -> commit, jobs -> recovery, check,
-backup, transaction -> store, then the benchmark and the command line above it: bench, display -> dumpfile, inspector, report
--> shell -> commands -> cli -> __main__.  A module imports only modules of lower layers, never a sibling or a
-higher layer.
+backup, transaction -> store, then the benchmark and the command line above it: bench, display -> dumpfile,
+inspector, report -> shell -> commands -> cli -> __main__.  A module imports only modules of lower layers,
+never a sibling or a higher layer.
 """
 
 from __future__ import annotations
