@@ -105,6 +105,46 @@ class CommitPipeline:
             raise w.error
         return w
 
+    def set_one(self, writes: Writes, sync: bool) -> None:
+        """Commit a one-operation set (``kv.set``): when nobody leads or waits and no fsync is asked, carry
+        it out holding the queue's lock with no request in the queue (no group to build, no one to
+        answer); otherwise as ``write``."""
+        if not sync and not self.writers:
+            with self.lock:
+                if not self.writers:
+                    kv = self._kv
+                    kv._check_writable()
+                    try:
+                        self._commit_one(writes)
+                    except OSError as exc:
+                        if isinstance(exc, FailedError):
+                            raise
+                        raise kv._fail(exc, "writing the WAL") from exc
+                    return
+        self.write(COMMIT, writes, sync)
+
+    def _commit_one(self, writes: Writes) -> None:
+        """Log, apply and publish one commit with no conflict to check, at the next sequence (under
+        ``lock``, the queue empty: nothing else commits)."""
+        kv = self._kv
+        wal = kv._wal
+        assert wal is not None
+        seq = kv._seq + 1
+        before = wal.size
+        try:
+            wal.append(seq, writes, False)
+        except OSError as exc:
+            raise kv._fail(exc, "writing the WAL") from exc
+        try:
+            self._publish([(seq, writes)], seq, wal.size - before)
+        except BaseException as exc:  # the frame is in the log: going on would reuse its sequence
+            failed = kv._fail(exc, "applying a commit")
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stopped, and let through
+                raise
+            raise failed from exc
+        if kv._mem.bytes >= kv._config.memtable_size:
+            self._make_room()
+
     def _take_group(self, head: Writer) -> list[Writer]:
         """The requests the leader ``head`` carries out together (under ``lock``): the commits queued
         behind it, up to ``GROUP_BYTES`` of keys and values; any other request goes alone."""

@@ -33,7 +33,7 @@ import attrs
 
 from kvstore.backup import Progress, backup
 from kvstore.check import check
-from kvstore.commit import COMMIT, DELETE, ROTATE, CommitPipeline
+from kvstore.commit import DELETE, ROTATE, CommitPipeline
 from kvstore.config import Config
 from kvstore.core import Core, closed_error
 from kvstore.errors import ConflictError, CorruptionError, FailedError
@@ -220,7 +220,7 @@ class KV(Core, Reads):
         """
         key = self._key(key)
         value = self._value(value)
-        self._write(COMMIT, [(key, value)], self._config.sync)
+        self._pipeline.set_one([(key, value)], self._config.sync)
 
     def delete(self, key: Bytes) -> bool:
         """Delete ``key``; True when it existed.  Deleting an absent key writes nothing.  The read and
