@@ -324,9 +324,9 @@ def _block_lengths(n: int) -> struct.Struct:
 
 
 @functools.lru_cache(maxsize=512)
-def _block_seqs_kinds(n: int) -> struct.Struct:
-    """The last two arrays of ``_block_arrays(n)``: seq u64[n] | kind u8[n], the kinds as one bytes object."""
-    return struct.Struct(f"<{n}Q{n}s")
+def _block_seqs(n: int) -> struct.Struct:
+    """The third array of ``_block_arrays(n)``: seq u64[n]."""
+    return struct.Struct(f"<{n}Q")
 
 
 class _Layout:
@@ -386,7 +386,7 @@ class BlockEntries:
     that finds the payload gone finds the values.
     """
 
-    __slots__ = ("keys", "seqs", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
+    __slots__ = ("keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
 
     def __init__(self, payload: bytes, path: str, offset: int) -> None:
         size = len(payload)
@@ -403,8 +403,7 @@ class BlockEntries:
             lens = _block_lengths(n).unpack_from(payload, data_end)
             if sum(lens) != data_end:
                 raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
-        fields = _block_seqs_kinds(n).unpack_from(payload, lengths_end)
-        kinds: bytes = fields[-1]
+        kinds = payload[lengths_end + 8 * n : lengths_end + 9 * n]
         if kinds.count(1) != n:
             if lens is None:
                 lens = _block_lengths(n).unpack_from(payload, data_end)
@@ -424,13 +423,37 @@ class BlockEntries:
         else:
             keys = list(layout.keys.unpack_from(payload))
         self.keys: list[bytes] = keys
-        self.seqs: list[int] = list(fields[:n])
+        self._seqs: list[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
+        self._seqs_at = lengths_end  # every version of the table never needs them
         self._payload: bytes | None = payload
         self._kinds = kinds
         self._layout = layout
         self._lengths = lens  # None when the layout has them
         self._values: list[bytes | None] | None = None
         self._ascending: bool | None = None
+
+    @property
+    def seqs(self) -> list[int]:
+        """Every entry's sequence, in order; decoded on the first call."""
+        seqs = self._seqs
+        if seqs is None:
+            payload = self._payload
+            if payload is None:  # values() decoded them before it let the payload go
+                seqs = self._seqs
+                assert seqs is not None
+                return seqs
+            seqs = self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
+        return seqs
+
+    def seq(self, j: int) -> int:
+        """The sequence of entry ``j``, read alone while the others are not decoded (a point read)."""
+        seqs = self._seqs
+        if seqs is not None:
+            return seqs[j]
+        payload = self._payload
+        if payload is None:
+            return self.seqs[j]
+        return int(U64.unpack_from(payload, self._seqs_at + 8 * j)[0])
 
     def value(self, j: int) -> bytes | None:
         """The value of entry ``j`` (None for a delete)."""
@@ -479,6 +502,8 @@ class BlockEntries:
         kinds = self._kinds
         if kinds.count(1) != len(kinds):
             found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
+        if self._seqs is None:  # the payload goes: the sequences are decoded first
+            self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
         self._values = found
         self._payload = None
         return found

@@ -366,7 +366,7 @@ class TableReader:
             j = bisect.bisect_left(keys, key)
             n = len(keys)
             while j < n and keys[j] == key:
-                seq = block.seqs[j]
+                seq = block.seq(j)
                 if seq <= snapshot:
                     return seq, block.value(j)
                 j += 1
