@@ -44,8 +44,15 @@ _CHUNK = 256
 _MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
 
 
+#: What a cached block is charged per entry beside its encoded bytes: the Python objects of its decoded
+#: key, sequence and value and their list slots (a 4 KiB block of 100-byte values takes about 1.7 times
+#: its size once decoded), so that ``Config.cache_size`` bounds the cache's memory, not its bytes on disk.
+DECODED_ENTRY_BYTES = 96
+
+
 class BlockCache:
-    """An LRU cache of decoded blocks keyed by (file number, offset), bounded by their encoded bytes."""
+    """An LRU cache of decoded blocks keyed by (file number, offset), bounded by the memory they take
+    (encoded bytes plus ``DECODED_ENTRY_BYTES`` per entry)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -327,7 +334,7 @@ class TableReader:
         if hit is not None:
             return hit
         block = record.BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
-        self._cache.put(cache_key, block, self._sizes[i])
+        self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * len(block.keys))
         return block
 
     def may_contain(self, key_hash: int) -> bool:
