@@ -1,4 +1,4 @@
-"""Fuzz one table block: its checked chunk and its entries (``record.open_chunk``, ``record.decode_block``).
+"""Fuzz one table block: its checked chunk and its entries (``record.open_chunk``, ``block.decode_block``).
 
 Property: any bytes either decode or raise ``CorruptionError``; nothing else escapes and nothing hangs.
 Input: a flags byte (``FIX``: the rest is a payload, sealed with a good checksum before decoding;
@@ -11,7 +11,7 @@ import contextlib
 
 from harness import ALLOWED, FIX, run
 
-from kvstore import record
+from kvstore import block, record
 
 NUMBER = 7
 OFFSET = record.FILE_HEADER.size
@@ -24,7 +24,7 @@ def check(data: bytes) -> None:
     flags, body = data[0], data[1:]
     chunk = record.seal_chunk(NUMBER, OFFSET, body) if flags & FIX else body
     with contextlib.suppress(*ALLOWED):
-        record.decode_block(record.open_chunk(chunk, "fuzz.sst", NUMBER, OFFSET), "fuzz.sst", OFFSET)
+        block.decode_block(record.open_chunk(chunk, "fuzz.sst", NUMBER, OFFSET), "fuzz.sst", OFFSET)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import sys
 import types
 from collections.abc import Callable
 
-from kvstore import record
+from kvstore import block, record
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 
 #: What a decoder may raise on bad bytes (docs/errors.md): anything else escaping is a bug.
@@ -77,7 +77,7 @@ def fix_table(data: bytes, number: int) -> bytes:
     io, isz, bo, bsz, po, psz = record.FOOTER.unpack_from(buf, foot)[:6]
     if record.FILE_HEADER.size <= io and isz >= 4 and io + isz <= foot:
         try:
-            _, _, values = record.decode_block(bytes(buf[io : io + isz - 4]), "fuzz", io)
+            _, _, values = block.decode_block(bytes(buf[io : io + isz - 4]), "fuzz", io)
         except CorruptionError:
             values = []
         for value in values:

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import FIX, KINDS, pack_files
 
-from kvstore import KV, Config, record
+from kvstore import KV, Config, block, record
 
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 CONFIG = Config(background=False, memtable_size=1024, block_size=128, sync=False)
@@ -62,7 +62,7 @@ def blocks(table: bytes) -> list[bytes]:
     io, isz = record.FOOTER.unpack_from(table, foot)[:2]
     index = table[io : io + isz - 4]
     out = [index]
-    for value in record.decode_block(index, "", io)[2]:
+    for value in block.decode_block(index, "", io)[2]:
         assert value is not None
         off, size = record.INDEX_VALUE.unpack(value)
         out.append(table[off : off + size - 4])

@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from kvstore import bloom, filenames, record
+from kvstore.block import decode_block
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.filenames import META_NAMES
 from kvstore.fs import FileSystem, OSFileSystem
@@ -231,7 +232,7 @@ def _blocks(table: _Table, index: tuple[int, int], entries: bool, tree: Tree) ->
     many entries as the properties count."""
     problems = tree["problems"]
     try:
-        ikeys, _, ivalues = record.decode_block(table.chunk(index, "index"), table.path, index[0])
+        ikeys, _, ivalues = decode_block(table.chunk(index, "index"), table.path, index[0])
     except CorruptionError as exc:
         problems.append(str(exc))
         return
@@ -256,7 +257,7 @@ def _block(table: _Table, place: tuple[int, int], last_key: bytes, hi: int, entr
     off, size = place
     block: Tree = {"offset": off, "size": size, "index_key": last_key}
     try:
-        keys, seqs, values = record.decode_block(table.chunk(place, "data block", hi), table.path, off)
+        keys, seqs, values = decode_block(table.chunk(place, "data block", hi), table.path, off)
     except CorruptionError as exc:
         block["error"] = str(exc)
         problems.append(str(exc))

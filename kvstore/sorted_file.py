@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from kvstore import bloom, record
+from kvstore.block import BlockEntries, decode_block, encode_block
 from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
 from kvstore.fs import File, FileSystem
@@ -34,7 +35,7 @@ from kvstore.fs import File, FileSystem
 __all__ = ["BlockCache", "TableInfo", "TableReader", "TableWriter"]
 
 #: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
-Block = record.BlockEntries
+Block = BlockEntries
 _MASK = 0xFFFFFFFF
 _WRITE_BUFFER = 256 << 10
 # rows a scan takes from a table at first (a seek reads a few), then at a time
@@ -194,7 +195,7 @@ class TableWriter:
             self._min_seq = low
         self._max_seq = max(self._max_seq, *seqs)
         self._last_key = keys[-1]
-        offset, size = self._emit(record.encode_block(keys, seqs, values))
+        offset, size = self._emit(encode_block(keys, seqs, values))
         self._index_keys.append(keys[-1])
         self._index_seqs.append(seqs[-1])
         self._index_values.append(record.INDEX_VALUE.pack(offset, size))
@@ -219,7 +220,7 @@ class TableWriter:
         """Write the index, bloom, properties and footer, fsync, and describe the table."""
         if self._keys:
             self._finish_block()
-        index = self._emit(record.encode_block(self._index_keys, self._index_seqs, self._index_values))
+        index = self._emit(encode_block(self._index_keys, self._index_seqs, self._index_values))
         bloom_payload = bloom.build(self._hashes, self._bloom_bits) if self._bloom_bits else b""
         filter_at = self._emit(bloom_payload)
         largest = self._last_key or b""
@@ -275,7 +276,7 @@ class TableReader:
         for name, (off, sz) in (("index", index), ("bloom", filter_at), ("properties", props)):
             if off < lo or sz < 4 or off + sz > foot_at:
                 raise CorruptSSTableError(path, foot_at, f"footer places the {name} outside the file")
-        ikeys, iseqs, ivalues = record.decode_block(self._chunk(*index), path, index[0])
+        ikeys, iseqs, ivalues = decode_block(self._chunk(*index), path, index[0])
         self._index_keys = ikeys
         self._offsets: list[int] = []
         self._sizes: list[int] = []
@@ -333,7 +334,7 @@ class TableReader:
         hit = self._cache.get(cache_key)
         if hit is not None:
             return hit
-        block = record.BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
+        block = BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
         self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * len(block.keys))
         return block
 
@@ -561,7 +562,7 @@ class TableReader:
             if hit is not None:
                 keys, seqs, values = hit.keys, hit.seqs, hit.values()
             else:
-                keys, seqs, values = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+                keys, seqs, values = decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
             if not keys:
                 continue
             # in order: keys ascend, and the versions of one key have descending sequences
@@ -582,7 +583,7 @@ class TableReader:
         for b in range(len(self._offsets)):
             try:
                 offset = self._offsets[b]
-                keys, seqs, _ = record.decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+                keys, seqs, _ = decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
             except CorruptionError as exc:
                 problems.append(str(exc))
                 continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import KV, Config, bloom, record
+from kvstore import KV, Config, block, bloom, record
 from kvstore.fs import OSFileSystem
 from kvstore.metadata import Meta, MetaStore
 from kvstore.sorted_file import BlockCache, TableReader, TableWriter
@@ -67,13 +67,13 @@ def _table_keys() -> tuple[list[bytes], list[int], list[bytes | None]]:
 
 
 def _data_payload() -> bytes:
-    return record.encode_block(*_table_keys())
+    return block.encode_block(*_table_keys())
 
 
 def _index_payload() -> bytes:
     data_size = len(_data_payload()) + record.CHUNK_CRC.size
     last_key, last_seq = TABLE_ENTRIES[-1][0], TABLE_ENTRIES[-1][1]
-    return record.encode_block([last_key], [last_seq], [record.INDEX_VALUE.pack(TABLE_OFFSETS["table_data_block"],
+    return block.encode_block([last_key], [last_seq], [record.INDEX_VALUE.pack(TABLE_OFFSETS["table_data_block"],
                                                                                 data_size)])
 
 
@@ -188,12 +188,12 @@ def _open(name: str, data: bytes) -> bytes:
 def _decode_data_block(data: bytes) -> None:
     payload = _open("table_data_block", data)
     keys, seqs, values = _table_keys()
-    assert record.decode_block(payload, "example", TABLE_OFFSETS["table_data_block"]) == (keys, seqs, values)
+    assert block.decode_block(payload, "example", TABLE_OFFSETS["table_data_block"]) == (keys, seqs, values)
 
 
 def _decode_index(data: bytes) -> None:
     payload = _open("table_index", data)
-    keys, _, values = record.decode_block(payload, "example", TABLE_OFFSETS["table_index"])
+    keys, _, values = block.decode_block(payload, "example", TABLE_OFFSETS["table_index"])
     assert keys == [b"kiwi"]
     value = values[0]
     assert value is not None

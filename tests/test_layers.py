@@ -1,6 +1,7 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
-errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom -> sorted_array, sorted_file, wal,
+errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom,
+block -> sorted_array, sorted_file, wal,
 metadata -> merge, builder -> view, isolation -> core -> snapshot -> versions -> commit, jobs -> recovery, check,
 backup, transaction -> store, then the benchmark and the command line above it: bench, display -> dumpfile,
 inspector, report -> shell -> commands -> cli -> __main__.  A module imports only modules of lower layers,
@@ -19,7 +20,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "record", "fs", "simfs", "keys"},
-    {"filenames", "chunks", "bloom"},
+    {"filenames", "chunks", "bloom", "block"},
     {"sorted_array", "sorted_file", "wal", "metadata"},
     {"merge", "builder"},
     # the engine's mechanisms, bottom up: what readers hold and what transactions read; the one typed home

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import record
+from kvstore import block, record
 from kvstore.errors import BadChecksumError, CorruptionError, CorruptSSTableError, UnsupportedFormatError
 
 PATH = "/db/000007.sst"
@@ -303,10 +303,10 @@ BLOCKS: list[tuple[list[bytes], list[int], list[bytes | None]]] = [
 ]
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
-def test_block_round_trips(block: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
-    keys, seqs, values = block
-    assert record.decode_block(record.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
+@pytest.mark.parametrize("case", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
+def test_block_round_trips(case: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
+    keys, seqs, values = case
+    assert block.decode_block(block.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
 
 
 @given(st.lists(st.tuples(keys_st, st.integers(0, 2**64 - 1), values_st), max_size=30))
@@ -314,16 +314,16 @@ def test_block_round_trips_any_entries(entries: list[tuple[bytes, int, bytes | N
     keys = [k for k, _, _ in entries]
     seqs = [s for _, s, _ in entries]
     values = [v for _, _, v in entries]
-    assert record.decode_block(record.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
+    assert block.decode_block(block.encode_block(keys, seqs, values), PATH, 20) == (keys, seqs, values)
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
+@pytest.mark.parametrize("case", BLOCKS, ids=["empty", "one", "empty-key-max-seq", "versions", "300"])
 def test_block_entries_slice_each_value_as_the_whole_decode_does(
-        block: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
-    keys, seqs, values = block
-    payload = record.encode_block(keys, seqs, values)
+        case: tuple[list[bytes], list[int], list[bytes | None]]) -> None:
+    keys, seqs, values = case
+    payload = block.encode_block(keys, seqs, values)
     for _ in range(3):  # a layout is built the second time its lengths are seen, and used from then on
-        entries = record.BlockEntries(payload, PATH, 20)
+        entries = block.BlockEntries(payload, PATH, 20)
         assert (entries.keys, entries.seqs) == (keys, seqs)
         assert [entries.value(j) for j in range(len(keys))] == values
         assert entries.values() == values
@@ -332,52 +332,52 @@ def test_block_entries_slice_each_value_as_the_whole_decode_does(
 
 
 def test_block_with_known_lengths_and_lengths_not_adding_up_is_corrupt() -> None:
-    payload = record.encode_block([b"a", b"b"], [2, 1], [b"x", b"y"])
+    payload = block.encode_block([b"a", b"b"], [2, 1], [b"x", b"y"])
     for _ in range(2):
-        record.decode_block(payload, PATH, 20)
+        block.decode_block(payload, PATH, 20)
     with pytest.raises(CorruptSSTableError, match="add up"):
-        record.decode_block(b"z" + payload, PATH, 20)  # the same length arrays, one more data byte
+        block.decode_block(b"z" + payload, PATH, 20)  # the same length arrays, one more data byte
 
 
 def test_block_claiming_more_entries_than_fit_is_corrupt() -> None:
     with pytest.raises(CorruptSSTableError, match="claims"):
-        record.decode_block(record.BLOCK_COUNT.pack(0xFFFF_FFFF), PATH, 20)
+        block.decode_block(record.BLOCK_COUNT.pack(0xFFFF_FFFF), PATH, 20)
 
 
 @pytest.mark.parametrize("cut", range(4), ids=lambda n: f"{n}B")
 def test_block_shorter_than_its_count_is_corrupt(cut: int) -> None:
     with pytest.raises(CorruptSSTableError):
-        record.decode_block(b"\0" * cut, PATH, 20)
+        block.decode_block(b"\0" * cut, PATH, 20)
 
 
 def test_block_entry_of_unknown_kind_is_corrupt() -> None:
-    good = record.encode_block([b"a"], [1], [b"v"])
+    good = block.encode_block([b"a"], [1], [b"v"])
     bad = good[:-5] + b"\x02" + good[-4:]  # the kinds array is the last n bytes before the count
     with pytest.raises(CorruptSSTableError, match="kind"):
-        record.decode_block(bad, PATH, 20)
+        block.decode_block(bad, PATH, 20)
 
 
 @given(st.data(), st.lists(st.tuples(keys_st, values_st), min_size=1, max_size=20))
 def test_block_mutated_decodes_or_raises_corruption(data: st.DataObject,
                                                      entries: list[tuple[bytes, bytes | None]]) -> None:
-    payload = record.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
+    payload = block.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
     _, damaged = data.draw(mutations(payload))
-    _decodes_or_corrupt(lambda: record.decode_block(damaged, PATH, 20))
+    _decodes_or_corrupt(lambda: block.decode_block(damaged, PATH, 20))
 
 
 @given(st.data(), st.lists(st.tuples(keys_st, values_st), min_size=1, max_size=20))
 def test_block_in_its_chunk_mutated_is_always_corrupt(data: st.DataObject,
                                                        entries: list[tuple[bytes, bytes | None]]) -> None:
-    payload = record.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
+    payload = block.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries])
     chunk = record.seal_chunk(7, 20, payload)
     _, damaged = data.draw(mutations(chunk))
     with pytest.raises(CorruptionError):
-        record.decode_block(record.open_chunk(damaged, PATH, 7, 20), PATH, 20)
+        block.decode_block(record.open_chunk(damaged, PATH, 7, 20), PATH, 20)
 
 
 @given(st.binary(max_size=300))
 def test_block_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
-    _decodes_or_corrupt(lambda: record.decode_block(data, PATH, 20))
+    _decodes_or_corrupt(lambda: block.decode_block(data, PATH, 20))
 
 
 # ---------------------------------------------------------------- properties

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import bloom, record, sorted_file
+from kvstore import block, bloom, record, sorted_file
 from kvstore.errors import CorruptionError, CorruptSSTableError
 from kvstore.fs import OSFileSystem
 from kvstore.sorted_file import Block, BlockCache, TableInfo, TableReader, TableWriter
@@ -366,7 +366,7 @@ def test_table_get_with_a_probe_made_for_another_filter_still_finds_every_key(tm
 
 
 def _block(n: int) -> Block:
-    return Block(record.encode_block([b"k%d" % n], [n], [b"v"]), "block", 20)
+    return Block(block.encode_block([b"k%d" % n], [n], [b"v"]), "block", 20)
 
 
 def test_block_cache_counts_hits_and_misses() -> None:

@@ -1,0 +1,257 @@
+"""A table's data and index blocks: their encoder and ``BlockEntries``, the decoded view of one block.
+
+A block payload is the keys and values back to back, then four per-entry
+arrays (key lengths, value lengths, sequences, kinds) and the entry count
+(DESIGN.md, "Table file", "Block payload"; the struct constants live in
+``record``).  ``BlockEntries`` checks a payload once and decodes only what a
+read asks for: a point read or a seek in a block of fixed-size entries
+bisects the payload in place; a scan decodes every key and value at once.
+
+Invariants:
+  - a ``BlockEntries`` is immutable once built, apart from what it caches; threads may share one;
+  - its payload is let go only after everything decoded from it is stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import struct
+from collections.abc import Sequence
+
+from kvstore.errors import CorruptSSTableError
+from kvstore.record import BLOCK_COUNT, BLOCK_ENTRY_ARRAYS, U64
+
+__all__ = ["BlockEntries", "decode_block", "encode_block"]
+
+
+def encode_block(keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None]) -> bytes:
+    """A block payload: keys and values back to back, then the four per-entry arrays, then the count."""
+    n = len(keys)
+    data: list[bytes | None] = [None] * (2 * n)
+    data[0::2] = keys
+    data[1::2] = values
+    klens = list(map(len, keys))
+    if None in values:
+        vlens = [0 if value is None else len(value) for value in values]
+        kinds = bytes(0 if value is None else 1 for value in values)
+        data = [part for part in data if part is not None]
+    else:
+        vlens = list(map(len, values))  # type: ignore[arg-type]
+        kinds = b"\x01" * n
+    data.append(_block_arrays(n).pack(*klens, *vlens, *seqs, kinds))
+    data.append(BLOCK_COUNT.pack(n))
+    return b"".join(data)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=512)
+def _block_arrays(n: int) -> struct.Struct:
+    """key_len u16[n] | value_len u32[n] | seq u64[n] | kind u8[n], the kinds as one bytes object."""
+    return struct.Struct(f"<{n}H{n}I{n}Q{n}s")
+
+
+@functools.lru_cache(maxsize=512)
+def _block_lengths(n: int) -> struct.Struct:
+    """The first two arrays of ``_block_arrays(n)``: key_len u16[n] | value_len u32[n]."""
+    return struct.Struct(f"<{n}H{n}I")
+
+
+@functools.lru_cache(maxsize=512)
+def _block_seqs(n: int) -> struct.Struct:
+    """The third array of ``_block_arrays(n)``: seq u64[n]."""
+    return struct.Struct(f"<{n}Q")
+
+
+class _Layout:
+    """Where the keys and values of a block with given length arrays lie: a struct that slices out every
+    key, one that slices out every value, and each value's (start, end)."""
+
+    __slots__ = ("size", "keys", "values", "spans")
+
+    def __init__(self, klens: Sequence[int], vlens: Sequence[int]) -> None:
+        self.keys = struct.Struct("<" + "".join(map("{}s{}x".format, klens, vlens)))
+        self.values = struct.Struct("<" + "".join(map("{}x{}s".format, klens, vlens)))
+        self.size = self.keys.size
+        ends = list(itertools.accumulate(itertools.chain.from_iterable(zip(klens, vlens))))
+        self.spans = tuple(zip(ends[0::2], ends[1::2]))
+
+
+class _Layouts:
+    """Block layouts keyed by the bytes of a block's length arrays.  Blocks of fixed-size keys and values
+    share a handful, so a layout is built only the second time its lengths are seen (a one-off costs no
+    build) and at most ``limit`` are kept.  Shared by every thread without a lock: a layout depends on
+    nothing but its lengths, so a race at worst builds one twice or forgets one."""
+
+    __slots__ = ("_seen", "_layouts", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[bytes] = set()
+        self._layouts: dict[bytes, _Layout] = {}
+
+    def get(self, lengths: bytes, n: int) -> _Layout | None:
+        """The layout for these length arrays of ``n`` entries, or None while they are new."""
+        found = self._layouts.get(lengths)
+        if found is not None:
+            return found
+        if lengths not in self._seen:
+            if len(self._seen) >= 4 * self.limit:
+                self._seen.clear()
+            self._seen.add(lengths)
+            return None
+        if len(self._layouts) >= self.limit:
+            self._layouts.clear()
+        fields = _block_lengths(n).unpack(lengths)
+        found = self._layouts[lengths] = _Layout(fields[:n], fields[n:])
+        return found
+
+
+_LAYOUTS = _Layouts(64)
+
+
+class BlockEntries:
+    """A block payload, checked, with its keys and sequences decoded and its values sliced out on demand.
+
+    A point read needs every key (to bisect) but one value: ``value(j)`` slices just that one, and
+    ``values()`` decodes them all once (a scan), after which the payload is let go.  Raises
+    ``CorruptSSTableError`` on construction for everything ``decode_block`` rejects.  Threads may share
+    one (the block cache does): ``values()`` stores the values before it lets the payload go, so a reader
+    that finds the payload gone finds the values.
+    """
+
+    __slots__ = ("keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
+
+    def __init__(self, payload: bytes, path: str, offset: int) -> None:
+        size = len(payload)
+        if size < BLOCK_COUNT.size:
+            raise CorruptSSTableError(path, offset, "block shorter than its entry count")
+        (n,) = BLOCK_COUNT.unpack_from(payload, size - 4)
+        data_end = size - 4 - BLOCK_ENTRY_ARRAYS * n
+        if data_end < 0:
+            raise CorruptSSTableError(path, offset, f"block claims {n} entries in {size} bytes")
+        lengths_end = data_end + 6 * n
+        layout = _LAYOUTS.get(payload[data_end:lengths_end], n)
+        lens: tuple[int, ...] | None = None
+        if layout is None or layout.size != data_end:
+            lens = _block_lengths(n).unpack_from(payload, data_end)
+            if sum(lens) != data_end:
+                raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
+        kinds = payload[lengths_end + 8 * n : lengths_end + 9 * n]
+        if kinds.count(1) != n:
+            if lens is None:
+                lens = _block_lengths(n).unpack_from(payload, data_end)
+            for vlen, kind in zip(lens[n:], kinds):
+                if kind != 1 and (kind != 0 or vlen != 0):
+                    raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
+        keys: list[bytes]
+        if layout is None:
+            assert lens is not None
+            keys = []
+            append = keys.append
+            pos = 0
+            for klen, vlen in zip(lens[:n], lens[n:]):
+                end = pos + klen
+                append(payload[pos:end])
+                pos = end + vlen
+        else:
+            keys = list(layout.keys.unpack_from(payload))
+        self.keys: list[bytes] = keys
+        self._seqs: list[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
+        self._seqs_at = lengths_end  # every version of the table never needs them
+        self._payload: bytes | None = payload
+        self._kinds = kinds
+        self._layout = layout
+        self._lengths = lens  # None when the layout has them
+        self._values: list[bytes | None] | None = None
+        self._ascending: bool | None = None
+
+    @property
+    def seqs(self) -> list[int]:
+        """Every entry's sequence, in order; decoded on the first call."""
+        seqs = self._seqs
+        if seqs is None:
+            payload = self._payload
+            if payload is None:  # values() decoded them before it let the payload go
+                seqs = self._seqs
+                assert seqs is not None
+                return seqs
+            seqs = self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
+        return seqs
+
+    def seq(self, j: int) -> int:
+        """The sequence of entry ``j``, read alone while the others are not decoded (a point read)."""
+        seqs = self._seqs
+        if seqs is not None:
+            return seqs[j]
+        payload = self._payload
+        if payload is None:
+            return self.seqs[j]
+        return int(U64.unpack_from(payload, self._seqs_at + 8 * j)[0])
+
+    def value(self, j: int) -> bytes | None:
+        """The value of entry ``j`` (None for a delete)."""
+        values = self._values
+        if values is not None:
+            return values[j]
+        if self._kinds[j] == 0:
+            return None
+        payload = self._payload
+        if payload is None:  # another thread decoded the values meanwhile
+            return self.values()[j]
+        layout = self._layout
+        if layout is not None:
+            start, end = layout.spans[j]
+            return payload[start:end]
+        lens = self._lengths
+        assert lens is not None
+        n = len(self.keys)
+        start = sum(lens[: j + 1]) + sum(lens[n : n + j])
+        return payload[start : start + lens[n + j]]
+
+    def values(self) -> list[bytes | None]:
+        """Every value, in order (None for a delete); decoded on the first call."""
+        values = self._values
+        if values is not None:
+            return values
+        payload = self._payload
+        if payload is None:  # another thread decoded them meanwhile
+            values = self._values
+            assert values is not None
+            return values
+        found: list[bytes | None]
+        if self._layout is not None:
+            found = list(self._layout.values.unpack_from(payload))
+        else:
+            lens = self._lengths
+            assert lens is not None
+            n = len(self.keys)
+            found = []
+            append = found.append
+            pos = 0
+            for klen, vlen in zip(lens[:n], lens[n:]):
+                pos += klen
+                append(payload[pos : pos + vlen])
+                pos += vlen
+        kinds = self._kinds
+        if kinds.count(1) != len(kinds):
+            found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
+        if self._seqs is None:  # the payload goes: the sequences are decoded first
+            self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
+        self._values = found
+        self._payload = None
+        return found
+
+    def ascending(self) -> bool:
+        """Whether the keys strictly ascend (one version per key); computed on the first call."""
+        ascending = self._ascending
+        if ascending is None:
+            keys = self.keys
+            ascending = self._ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
+        return ascending
+
+
+def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
+    """(keys, sequences, values) of a block payload; a value of None is a delete."""
+    entries = BlockEntries(payload, path, offset)
+    return entries.keys, entries.seqs, entries.values()
