@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from kvstore.config import Config
 from kvstore.fs import FileSystem
-from kvstore.sorted_file import TableInfo, TableWriter
+from kvstore.table_writer import TableInfo, TableWriter
 
 __all__ = ["build_table"]
 
