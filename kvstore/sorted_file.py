@@ -373,6 +373,30 @@ class TableReader:
         """Every entry as (key, sequence, value) in table order; blocks are read past the cache
         (a merge reads each block once and would only evict what readers use).  Raises
         ``CorruptSSTableError`` on entries out of order, which a merge must never copy on."""
+        for keys, seqs, values in self._blocks_in_order():
+            yield from zip(keys, seqs, values)
+
+    def entry_chunks(self, size: int = 512) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+        """Every entry in table order as (keys, sequences, values) lists of whole blocks, about ``size``
+        entries or more each; the versions of one key always come in one chunk (the merge's
+        ``merge.merge_chunks`` needs it).  Read and checked as ``entries()``."""
+        keys: list[bytes] = []
+        seqs: list[int] = []
+        values: list[bytes | None] = []
+        for bkeys, bseqs, bvalues in self._blocks_in_order():
+            keys += bkeys
+            seqs += bseqs
+            values += bvalues
+            if len(keys) >= size:
+                cut = bisect.bisect_left(keys, keys[-1])  # the last key's versions may go on in the next block
+                if cut:
+                    yield keys[:cut], seqs[:cut], values[:cut]
+                    keys, seqs, values = keys[cut:], seqs[cut:], values[cut:]
+        if keys:
+            yield keys, seqs, values
+
+    def _blocks_in_order(self) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+        """The (keys, sequences, values) of each non-empty block, read past the cache, order checked."""
         last_key: bytes | None = None
         last_seq = 0
         lt, islice = operator.lt, itertools.islice
@@ -393,7 +417,7 @@ class TableReader:
                     if key < prev or (key == prev and seq >= prev_seq):
                         raise CorruptSSTableError(self.path, offset, f"entries out of order at {key!r}")
             last_key, last_seq = keys[-1], seqs[-1]
-            yield from zip(keys, seqs, values)
+            yield keys, seqs, values
 
     def verify(self) -> list[str]:
         """Read every block past the cache and check checksums and order; problems found, as text."""

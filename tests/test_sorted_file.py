@@ -3,6 +3,7 @@ bloom, cache, verify."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pathlib
@@ -241,6 +242,10 @@ def test_table_reads_match_a_model(entries: list[Entry], block_size: int, data: 
         reader = _open(path, 3)
         try:
             assert list(reader.entries()) == entries
+            chunk_size = data.draw(st.integers(1, 50))
+            chunks = list(reader.entry_chunks(chunk_size))
+            assert [e for keys_, seqs_, values_ in chunks for e in zip(keys_, seqs_, values_)] == entries
+            assert all(a[0][-1] < b[0][0] for a, b in itertools.pairwise(chunks))  # a key's versions in one chunk
             for key in [*keys, b"\x00", b"zz"]:
                 for snap in (snapshot, 2**63):
                     assert reader.get(key, snap) == _model_get(entries, key, snap)
