@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import operator
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -177,7 +177,6 @@ class Memtable:
         ``items``, and built with C builtins (no Python code per version)."""
         data = self._data
         only = operator.itemgetter(0)
-        seq_of, value_of = operator.itemgetter(0), operator.itemgetter(1)
         last: bytes | None = None
         while True:
             with self.lock:
@@ -187,12 +186,14 @@ class Memtable:
                 return
             last = keys[-1]
             versions = list(map(data.__getitem__, keys))
+            pairs: Iterable[Version]
             if max(map(len, versions)) == 1:
-                pairs = list(map(only, versions))
+                pairs = map(only, versions)
             else:  # newest version first; each key repeated once per version
-                pairs = list(itertools.chain.from_iterable(map(reversed, versions)))
+                pairs = itertools.chain.from_iterable(map(reversed, versions))
                 keys = list(itertools.chain.from_iterable(map(itertools.repeat, keys, map(len, versions))))
-            yield keys, list(map(seq_of, pairs)), list(map(value_of, pairs))
+            seqs, values = zip(*pairs)
+            yield keys, list(seqs), list(values)
 
     def _chunks(self, start: bytes | None, reverse: bool, inclusive: bool,
                 first: int) -> Iterator[list[tuple[bytes, list[Version]]]]:

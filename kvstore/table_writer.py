@@ -11,8 +11,8 @@ Invariants:
   - a block is closed once the bytes charged to it (key + value + 15 per
     entry) reach ``block_size``, and before an entry that would take its
     chunk past a ``u32`` size; it holds at least one entry;
-  - the pending block (``_keys``, ``_seqs``, ``_values``, ``_block_bytes``)
-    never reaches ``block_size``;
+  - the pending block (``_pending``, ``_block_bytes``) never reaches
+    ``block_size``;
   - counts, sequence range and key hashes cover every entry added.
 """
 
@@ -22,7 +22,7 @@ import array
 import bisect
 import itertools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from kvstore import record
 from kvstore.fs import File
@@ -69,9 +69,8 @@ class TableWriter:
         self._buf: list[bytes] = [record.encode_file_header(record.TABLE_MAGIC, file_number)]
         self._buffered = record.FILE_HEADER.size
         self._offset = record.FILE_HEADER.size  # file offset of the next chunk
-        self._keys: list[bytes] = []  # the pending block
-        self._seqs: list[int] = []
-        self._values: list[bytes | None] = []
+        # the pending block: keys, sequences, values, key lengths, value lengths
+        self._pending: tuple[list[bytes], list[int], list[bytes | None], list[int], list[int]] = ([], [], [], [], [])
         self._block_bytes = 0
         self._index_keys: list[bytes] = []
         self._index_seqs: list[int] = []
@@ -105,47 +104,59 @@ class TableWriter:
             keys, seqs, values = zip(*batch)
             self.add_chunk(list(keys), list(seqs), list(values))
 
-    def add_chunk(self, keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None]) -> None:
-        """Append entries given as parallel sequences (a value None is a delete), in table order after
-        every entry added before.  Counts, sequence range, key hashes and the order check are taken over
-        the whole chunk; blocks are cut where the prefix sums of the entries' sizes cross ``block_size``."""
+    def add_chunk(self, keys: list[bytes], seqs: list[int], values: list[bytes | None]) -> None:
+        """Append entries given as parallel lists (a value None is a delete), in table order after every
+        entry added before.  Counts, sequence range, key hashes and the order check are taken over the
+        whole chunk; blocks are cut where the prefix sums of the entries' sizes cross ``block_size``."""
         n = len(keys)
         if not n:
             return
-        self._account(keys, seqs, values)
+        klens = list(map(len, keys))
         try:
             vlens = list(map(len, values))  # type: ignore[arg-type]
+            deletes = 0
         except TypeError:  # deletes: no value bytes
             vlens = [0 if value is None else len(value) for value in values]
+            deletes = values.count(None)
+        self._account(keys, seqs, deletes)
         add = operator.add
         # cum[i]: the bytes charged to the chunk's first i entries
-        cum = list(itertools.accumulate(
-            map(add, map(add, map(len, keys), vlens), itertools.repeat(record.BLOCK_ENTRY_ARRAYS)), initial=0))
+        cum = list(itertools.accumulate(map(add, map(add, klens, vlens), itertools.repeat(record.BLOCK_ENTRY_ARRAYS)),
+                                        initial=0))
         block_size = self._block_size
-        held = self._block_bytes  # bytes of the pending block's entries, before this chunk's
+        pending = self._pending
+        held = self._block_bytes  # bytes of the pending entries, which open the block before this chunk's
         a = 0
         while a < n:  # a block holds the pending entries and this chunk's from a on
             base = cum[a] - held
             end = bisect.bisect_left(cum, base + block_size, a + 1)  # closes after entry end - 1 by size
             over = bisect.bisect_right(cum, base + _MAX_BLOCK_BYTES, a + 1)  # entry over - 1 passes the u32
             if over <= min(end, n):
-                if over - 1 > a or self._keys:
+                if over - 1 > a or pending[0]:
                     end = over - 1  # closed before that entry (only near-4-GiB values)
                 elif a + 1 < n:
                     end = a + 1  # it fills an empty block alone: the next entry closes the block before it
             if end > n:
                 break
-            self._finish_block(self._keys + list(keys[a:end]), self._seqs + list(seqs[a:end]),
-                               self._values + list(values[a:end]))
-            self._keys, self._seqs, self._values = [], [], []
+            if pending[0]:
+                pkeys, pseqs, pvalues, pklens, pvlens = pending
+                self._finish_block(pkeys + keys[a:end], pseqs + seqs[a:end], pvalues + values[a:end],
+                                   pklens + klens[a:end], pvlens + vlens[a:end])
+                pending = self._pending = ([], [], [], [], [])
+            else:
+                self._finish_block(keys[a:end], seqs[a:end], values[a:end], klens[a:end], vlens[a:end])
             held = 0
             a = end
-        self._keys.extend(keys[a:])
-        self._seqs.extend(seqs[a:])
-        self._values.extend(values[a:])
+        if a < n:
+            pkeys, pseqs, pvalues, pklens, pvlens = pending
+            pkeys += keys[a:]
+            pseqs += seqs[a:]
+            pvalues += values[a:]
+            pklens += klens[a:]
+            pvlens += vlens[a:]
         self._block_bytes = held + cum[n] - cum[a]
 
-    def _account(self, keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None]) -> None:
+    def _account(self, keys: list[bytes], seqs: list[int], deletes: int) -> None:
         """Check the order of a chunk and add it to the counts, the sequence range and the key hashes."""
         last = self._last_key
         assert last is None or keys[0] >= last, "keys out of order"
@@ -159,15 +170,16 @@ class TableWriter:
                 distinct = [k for k, prev in zip(keys, [last, *keys]) if k != prev]
             self._hashes.extend(record.key_hashes(distinct))
         self._entries += len(keys)
-        self._deletes += values.count(None)
+        self._deletes += deletes
         low = min(seqs)
         if not self._min_seq or low < self._min_seq:
             self._min_seq = low
         self._max_seq = max(self._max_seq, max(seqs))
         self._last_key = keys[-1]
 
-    def _finish_block(self, keys: list[bytes], seqs: list[int], values: list[bytes | None]) -> None:
-        offset, size = self._emit(record.encode_block(keys, seqs, values))
+    def _finish_block(self, keys: list[bytes], seqs: list[int], values: list[bytes | None], klens: list[int],
+                      vlens: list[int]) -> None:
+        offset, size = self._emit(record.encode_block(keys, seqs, values, klens, vlens))
         self._index_keys.append(keys[-1])
         self._index_seqs.append(seqs[-1])
         self._index_values.append(record.INDEX_VALUE.pack(offset, size))
@@ -186,9 +198,9 @@ class TableWriter:
 
     def finish(self) -> TableInfo:
         """Write the index, bloom, properties and footer, fsync, and describe the table."""
-        if self._keys:
-            self._finish_block(self._keys, self._seqs, self._values)
-            self._keys, self._seqs, self._values = [], [], []
+        if self._pending[0]:
+            self._finish_block(*self._pending)
+            self._pending = ([], [], [], [], [])
         index = self._emit(record.encode_block(self._index_keys, self._index_seqs, self._index_values))
         bloom_payload = b""
         if self._bloom_bits:
