@@ -48,9 +48,9 @@ def _yielding(chunks: Iterator[T]) -> Iterator[T]:
     A background flush or merge is CPU-bound: without this it keeps the lock
     for the whole switch interval (5 ms) each time a committing or reading
     thread lets it go for a system call, so foreground work would crawl while
-    tables are written.  A chunk of a merge holds a few hundred entries from
-    each input table (``TableReader.entry_chunks``), a flush's 256 keys
-    (``Memtable.entry_chunks``): well under a millisecond of work each.
+    tables are written.  A chunk of a merge holds about 256 entries from
+    each input table (``TableReader.entry_chunks``, whole blocks), a flush's
+    256 keys (``Memtable.entry_chunks``): about a millisecond of work or less.
     """
     sleep = time.sleep
     for chunk in chunks:

@@ -376,7 +376,7 @@ class TableReader:
         for keys, seqs, values in self._blocks_in_order():
             yield from zip(keys, seqs, values)
 
-    def entry_chunks(self, size: int = 512) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+    def entry_chunks(self, size: int = 256) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
         """Every entry in table order as (keys, sequences, values) lists of whole blocks, about ``size``
         entries or more each; the versions of one key always come in one chunk (the merge's
         ``merge.merge_chunks`` needs it).  Read and checked as ``entries()``."""
