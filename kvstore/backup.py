@@ -17,7 +17,7 @@ from kvstore.builder import build_table
 from kvstore.core import Core
 from kvstore.filenames import table_name, table_path
 from kvstore.fs import FileSystem
-from kvstore.merge import compact_entries
+from kvstore.merge import compact_chunks, entry_chunks_of
 from kvstore.metadata import Meta, MetaStore
 from kvstore.snapshot import Reader
 from kvstore.sorted_array import Memtable
@@ -54,8 +54,8 @@ def backup(kv: Core, dest: str | os.PathLike[str], progress: Progress | None) ->
             if progress is not None:
                 progress(len(done), total)
         number = max((t.file_number for t in view.readers), default=0) + 1
-        entries = compact_entries([_visible(m, snapshot) for m in view.mems], [], not view.readers)
-        if build_table(fs, table_path(dirpath, number), number, kv._config, entries) is not None:
+        chunks = compact_chunks([entry_chunks_of(_visible(m, snapshot)) for m in view.mems], [], not view.readers)
+        if build_table(fs, table_path(dirpath, number), number, kv._config, chunks) is not None:
             done.insert(0, (table_name(number), "written"))
             numbers.insert(0, number)
         if progress is not None:

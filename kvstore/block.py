@@ -26,19 +26,26 @@ from kvstore.record import BLOCK_COUNT, BLOCK_ENTRY_ARRAYS, U64
 __all__ = ["BlockEntries", "decode_block", "encode_block"]
 
 
-def encode_block(keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None]) -> bytes:
-    """A block payload: keys and values back to back, then the four per-entry arrays, then the count."""
+def encode_block(keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None],
+                 klens: Sequence[int] | None = None, vlens: Sequence[int] | None = None) -> bytes:
+    """A block payload: keys and values back to back, then the four per-entry arrays, then the count.
+
+    ``klens`` and ``vlens`` are the key and value lengths (0 for a delete) when the caller has them."""
     n = len(keys)
     data: list[bytes | None] = [None] * (2 * n)
     data[0::2] = keys
     data[1::2] = values
-    klens = list(map(len, keys))
-    if None in values:
-        vlens = [0 if value is None else len(value) for value in values]
-        kinds = bytes(0 if value is None else 1 for value in values)
-        data = [part for part in data if part is not None]
+    if klens is None:
+        klens = list(map(len, keys))
+    if vlens is None or 0 in vlens:  # a length of 0: an empty value or a delete
+        try:
+            vlens = list(map(len, values))  # type: ignore[arg-type]
+            kinds = b"\x01" * n
+        except TypeError:  # deletes: no value bytes, kind 0
+            vlens = [0 if value is None else len(value) for value in values]
+            kinds = bytes(0 if value is None else 1 for value in values)
+            data = [part for part in data if part is not None]
     else:
-        vlens = list(map(len, values))  # type: ignore[arg-type]
         kinds = b"\x01" * n
     data.append(_block_arrays(n).pack(*klens, *vlens, *seqs, kinds))
     data.append(BLOCK_COUNT.pack(n))

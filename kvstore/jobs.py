@@ -29,7 +29,7 @@ from kvstore.builder import build_table
 from kvstore.core import Core, log
 from kvstore.errors import FailedError
 from kvstore.filenames import table_path
-from kvstore.merge import compact_entries, pick_run
+from kvstore.merge import EntryChunk, compact_chunks, pick_run
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import TableReader
 from kvstore.versions import VersionSet
@@ -42,20 +42,19 @@ T = TypeVar("T")
 MAX_IMMUTABLE = 2
 
 
-def _yielding(entries: Iterator[T], every: int = 256) -> Iterator[T]:
-    """``entries``, handing the interpreter lock to any thread waiting for it every ``every`` items.
+def _yielding(chunks: Iterator[T]) -> Iterator[T]:
+    """``chunks``, handing the interpreter lock to any thread waiting for it after each one.
 
-    A background flush or merge is CPU-bound Python: without this it keeps
-    the lock for the whole switch interval (5 ms) each time a committing or
-    reading thread lets it go for a system call, so foreground work would
-    crawl while tables are written.
+    A background flush or merge is CPU-bound: without this it keeps the lock
+    for the whole switch interval (5 ms) each time a committing or reading
+    thread lets it go for a system call, so foreground work would crawl while
+    tables are written.  A chunk of a merge holds about 256 entries from
+    each input table (``TableReader.entry_chunks``, whole blocks), a flush's
+    256 keys (``Memtable.entry_chunks``): about a millisecond of work or less.
     """
     sleep = time.sleep
-    while True:
-        chunk = list(itertools.islice(entries, every))
-        if not chunk:
-            return
-        yield from chunk
+    for chunk in chunks:
+        yield chunk
         sleep(0)
 
 
@@ -167,24 +166,23 @@ class Jobs:
             with versions.lock:
                 number = versions.new_number()
                 bottom = not versions.tables
-            table = self._write_table(number, [frozen.mem.entries()], bottom)
+            table = self._write_table(number, [frozen.mem.entry_chunks()], bottom)
             with versions.lock:
                 last = max(versions.meta.last_sequence, frozen.mem.max_seq)
                 versions.swap([], table, flushed, log_number=frozen.next_log, last_sequence=last)
         except OSError as exc:
             raise kv._fail(exc, "flushing the memtable") from exc
 
-    def _write_table(self, number: int, sources: list[Iterator[tuple[bytes, int, bytes | None]]],
-                     bottom: bool) -> Table | None:
+    def _write_table(self, number: int, sources: list[Iterator[EntryChunk]], bottom: bool) -> Table | None:
         """Write the merge of ``sources`` as table ``number``, fsynced with its directory; None when empty."""
         kv = self._kv
         path = table_path(kv._dir, number)
         with kv._lock:
             snapshots = sorted(kv._snapshots.counts)
-        entries = compact_entries(sources, snapshots, bottom)
+        chunks = compact_chunks(sources, snapshots, bottom)
         if threading.current_thread() in self.threads:
-            entries = _yielding(entries)
-        info = build_table(kv._fs, path, number, kv._config, entries)
+            chunks = _yielding(chunks)
+        info = build_table(kv._fs, path, number, kv._config, chunks)
         if info is None:
             return None
         kv._fs.sync_dir(kv._dir)
@@ -237,7 +235,7 @@ class Jobs:
         with versions.lock:
             number = versions.new_number()
             bottom = group[-1] is versions.tables[-1]
-        table = self._write_table(number, [t.reader.entries() for t in group], bottom)
+        table = self._write_table(number, [t.reader.entry_chunks() for t in group], bottom)
         with versions.lock:
             versions.swap(group, table, merged)
 

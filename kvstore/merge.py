@@ -21,18 +21,21 @@ Levels are given newest first.  Three rules live here and nowhere else
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from kvstore.chunks import chunks_of
 
-__all__ = ["SortedKV", "compact_entries", "merge_chunks", "merge_entries", "merge_items", "pick_run"]
+__all__ = ["EntryChunk", "SortedKV", "compact_chunks", "entry_chunks_of", "merge_chunks", "merge_entry_chunks",
+           "merge_items", "pick_run"]
 
 Item = tuple[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
+#: Entries in table order as parallel lists: (keys, sequences, values), a value None is a delete.
+EntryChunk = tuple[list[bytes], list[int], list["bytes | None"]]
+
 
 class SortedKV(Protocol):
     """A sorted level: the memtable or a table (a transaction's pending writes serve ``items`` only)."""
@@ -48,6 +51,10 @@ class SortedKV(Protocol):
 
     def entries(self) -> Iterator[Entry]:
         """Every version as (key, sequence, value), keys ascending, sequences descending."""
+        ...
+
+    def entry_chunks(self) -> Iterator[EntryChunk]:
+        """Every version, in the order of ``entries``, as chunks; a key's versions never span two."""
         ...
 
 
@@ -158,92 +165,156 @@ def _live(rows: list[Item]) -> list[tuple[bytes, bytes]]:
     return rows  # type: ignore[return-value]
 
 
-def merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
-    """Merge per-level entry iterators (newest first) into one stream in table order."""
+def entry_chunks_of(entries: Iterable[Entry], size: int = 512) -> Iterator[EntryChunk]:
+    """Entries in table order as chunks of about ``size`` entries, the versions of a key never split
+    between two (as ``merge_entry_chunks`` needs its sources' chunks)."""
+    it = iter(entries)
+    keys: list[bytes] = []
+    seqs: list[int] = []
+    values: list[bytes | None] = []
+    while True:
+        batch = list(itertools.islice(it, size))
+        if batch:
+            batch_keys, batch_seqs, batch_values = zip(*batch)
+            keys += batch_keys
+            seqs += batch_seqs
+            values += batch_values
+            cut = bisect.bisect_left(keys, keys[-1])  # the last key's versions may go on in the next batch
+        else:
+            cut = len(keys)
+        if cut:
+            yield keys[:cut], seqs[:cut], values[:cut]
+            keys, seqs, values = keys[cut:], seqs[cut:], values[cut:]
+        if not batch:
+            return
+
+
+def merge_entry_chunks(sources: Sequence[Iterator[EntryChunk]]) -> Iterator[EntryChunk]:
+    """Merge per-level chunk iterators (newest first) into chunks in table order.
+
+    A source's chunks must each hold every version of the keys in it.  Each
+    step takes from every source its entries up to the smallest last key
+    among the sources' current chunks (so every version of those keys there
+    is) and sorts them by key with one stable sort, which merges the sorted
+    runs in C and keeps equal keys newest level first.  Cost per entry: a
+    share of the sort, and tuples packed and unpacked, all in C builtins.
+    """
     if len(sources) == 1:
         return iter(sources[0])
-    return _merge_entries(sources)
+    return _merge_entry_chunks(sources)
 
 
-def _merge_entries(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
-    # heap entries: (key, level, entry, iterator): equal keys come newest level first, and a level's own
-    # versions of a key are already newest first
-    heap: list[tuple[bytes, int, Entry, Iterator[Entry]]] = []
-    for prio, it in enumerate(sources):
-        for entry in it:
-            heap.append((entry[0], prio, entry, it))
-            break
-    heapq.heapify(heap)
-    replace, pop = heapq.heapreplace, heapq.heappop
-    while len(heap) > 1:
-        _, prio, entry, it = heap[0]
-        yield entry
-        nxt = next(it, None)
-        if nxt is None:
-            pop(heap)
+def _next_entry_chunk(it: Iterator[EntryChunk]) -> EntryChunk | None:
+    for chunk in it:
+        if chunk[0]:
+            return chunk
+    return None
+
+
+def _merge_entry_chunks(sources: Sequence[Iterator[EntryChunk]]) -> Iterator[EntryChunk]:
+    heads: list[list[Any]] = []  # [keys, seqs, values, position, iterator] per source with entries left
+    for it in sources:
+        chunk = _next_entry_chunk(it)
+        if chunk is not None:
+            heads.append([*chunk, 0, it])
+    by_key = operator.itemgetter(0)
+    while len(heads) > 1:
+        bound = min([head[0][-1] for head in heads])
+        parts = []
+        for head in heads:  # newest first: a stable sort keeps equal keys in this order
+            pos = head[3]
+            end = bisect.bisect_right(head[0], bound, pos)
+            if end > pos:
+                parts.append((head[0][pos:end], head[1][pos:end], head[2][pos:end]))
+                head[3] = end
+        if len(parts) == 1:
+            yield parts[0]
         else:
-            replace(heap, (nxt[0], prio, nxt, it))
-    if heap:
-        _, _, entry, it = heap[0]
-        yield entry
+            batch = list(itertools.chain.from_iterable(zip(*part) for part in parts))
+            batch.sort(key=by_key)
+            keys, seqs, values = zip(*batch)
+            yield list(keys), list(seqs), list(values)
+        live = []
+        for head in heads:
+            if head[3] == len(head[0]):
+                chunk = _next_entry_chunk(head[4])
+                if chunk is None:
+                    continue
+                head[:4] = [*chunk, 0]
+            live.append(head)
+        heads = live
+    if heads:  # one level left: the rest of it, as it comes
+        keys, seqs, values, pos, it = heads[0]
+        yield keys[pos:], seqs[pos:], values[pos:]
         yield from it
 
 
-def compact_entries(sources: Sequence[Iterator[Entry]], snapshots: Sequence[int], bottom: bool) -> Iterator[Entry]:
-    """The entries a merge of ``sources`` (newest first) writes.
+def compact_chunks(sources: Sequence[Iterator[EntryChunk]], snapshots: Sequence[int],
+                   bottom: bool) -> Iterator[EntryChunk]:
+    """The entries a merge of ``sources`` (chunks, newest level first) writes, as non-empty chunks.
 
     ``snapshots`` are the sequences of live snapshots, ascending.  Keeps each
     key's newest version and each older version that some snapshot sees (the
     newest version at or before it); with ``bottom`` (the output is the
     oldest table) drops deletes that are the oldest kept version of a key.
+    A chunk is filtered by C builtins; only keys with several versions while
+    snapshots are live take Python code per version (``_retain``).
     """
-    merged = merge_entries(sources)
-    if not snapshots:
-        last = None
-        for entry in merged:
-            key = entry[0]
-            if key == last:
-                continue
-            last = key
-            if entry[2] is None and bottom:
-                continue
-            yield entry
-        return
-    pending: Entry | None = None  # the newest version of the current key
-    group: list[Entry] | None = None  # every version of the current key, when it has more than one
-    for entry in merged:
-        if pending is not None and entry[0] == pending[0]:
-            if group is None:
-                group = [pending]
-            group.append(entry)
+    lt = operator.lt
+    for keys, seqs, values in merge_entry_chunks(sources):
+        if not keys:
             continue
-        if group is not None:
-            yield from _retain(group, snapshots, bottom)
-            group = None
-        elif pending is not None and (pending[2] is not None or not bottom):
-            yield pending  # the usual case, one version: kept unless a bottom delete
-        pending = entry
-    if group is not None:
-        yield from _retain(group, snapshots, bottom)
-    elif pending is not None and (pending[2] is not None or not bottom):
-        yield pending
+        if all(map(lt, keys, itertools.islice(keys, 1, None))):  # one version per key: the common case
+            if not bottom or None not in values:
+                yield keys, seqs, values
+                continue
+            keep = list(map(operator.is_not, values, itertools.repeat(None)))
+        else:
+            keep = _keep(keys, seqs, values, snapshots, bottom)
+        kept = list(itertools.compress(keys, keep))
+        if kept:
+            yield kept, list(itertools.compress(seqs, keep)), list(itertools.compress(values, keep))
 
 
-def _retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> list[Entry]:
-    """The versions of one key (newest first) that some reader can see."""
-    kept = [versions[0]]
-    newer = versions[0][1]
-    nsnap = len(snapshots)
-    for entry in versions[1:]:
-        seq = entry[1]
-        i = bisect.bisect_left(snapshots, seq)
-        if i < nsnap and snapshots[i] < newer:
-            kept.append(entry)  # snapshot snapshots[i] sees this version
-        newer = seq
+def _keep(keys: list[bytes], seqs: list[int], values: list[bytes | None], snapshots: Sequence[int],
+          bottom: bool) -> list[bool]:
+    """Which entries of a chunk (table order, each key's versions all in it) a merge keeps."""
+    first = list(map(operator.ne, keys, itertools.chain((None,), keys)))  # each key's newest version
     if bottom:
-        while kept and kept[-1][2] is None:
-            kept.pop()
-    return kept
+        keep = list(map(operator.and_, first, map(operator.is_not, values, itertools.repeat(None))))
+    else:
+        keep = first.copy()
+    if not snapshots:
+        return keep
+    n = len(keys)
+    end = 0
+    for i in itertools.compress(range(n), map(operator.not_, first)):  # an older version of the key before it
+        if i < end:
+            continue
+        start = i - 1
+        end = i + 1
+        while end < n and not first[end]:
+            end += 1
+        keep[start:end] = _retain(seqs[start:end], values[start:end], snapshots, bottom)
+    return keep
+
+
+def _retain(seqs: list[int], values: list[bytes | None], snapshots: Sequence[int], bottom: bool) -> list[bool]:
+    """Which versions of one key (newest first, as sequences and values) some reader can see."""
+    keep = [True]
+    newer = seqs[0]
+    nsnap = len(snapshots)
+    for seq in seqs[1:]:
+        i = bisect.bisect_left(snapshots, seq)
+        keep.append(i < nsnap and snapshots[i] < newer)  # snapshot snapshots[i] sees this version
+        newer = seq
+    if bottom:  # deletes at the oldest end of what is kept read as absent
+        for j in range(len(keep) - 1, -1, -1):
+            if keep[j]:
+                if values[j] is not None:
+                    break
+                keep[j] = False
+    return keep
 
 
 def pick_run(sizes: Sequence[int], growth_factor: float) -> tuple[int, int] | None:

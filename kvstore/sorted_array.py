@@ -5,7 +5,7 @@ Each key maps to its versions, oldest first, as ``(sequence, value)`` pairs
 where a value of ``None`` is a delete.  Every version stays until the
 memtable is flushed: a reader that took its snapshot without registering it
 (a one-shot ``kv.get``) can never lose the version it reads, and the flush
-drops the versions no live snapshot sees (``merge.compact_entries``).  One
+drops the versions no live snapshot sees (``merge.compact_chunks``).  One
 writer at a time (the commit leader) adds versions; any number of readers
 read meanwhile: ``get`` is a dict lookup and a walk over a list that only
 grows at its end, and iterators take ``lock`` for each chunk of keys, since
@@ -22,9 +22,10 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -219,6 +220,30 @@ class Memtable:
             for key, versions in chunk:
                 for seq, value in reversed(versions):
                     yield key, seq, value
+
+    def entry_chunks(self, size: int = _CHUNK) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+        """Every stored version in table order as (keys, sequences, values) lists, ``size`` keys at a time
+        with all their versions; for a flush.  Each chunk is found by key after the last one, as for
+        ``items``, and built with C builtins (no Python code per version)."""
+        data = self._data
+        only = operator.itemgetter(0)
+        last: bytes | None = None
+        while True:
+            with self.lock:
+                i = 0 if last is None else self._keys.bisect_right(last)
+                keys = list(self._keys.islice(i, i + size))
+            if not keys:
+                return
+            last = keys[-1]
+            versions = list(map(data.__getitem__, keys))
+            pairs: Iterable[Version]
+            if max(map(len, versions)) == 1:
+                pairs = map(only, versions)
+            else:  # newest version first; each key repeated once per version
+                pairs = itertools.chain.from_iterable(map(reversed, versions))
+                keys = list(itertools.chain.from_iterable(map(itertools.repeat, keys, map(len, versions))))
+            seqs, values = zip(*pairs)
+            yield keys, list(seqs), list(values)
 
     def _chunks(self, start: bytes | None, reverse: bool, inclusive: bool,
                 first: int) -> Iterator[list[tuple[bytes, list[Version]]]]:

@@ -1,4 +1,4 @@
-"""The SSTable: an immutable sorted file of versioned entries, its writer, reader and block cache.
+"""The SSTable: an immutable sorted file of versioned entries, its reader, bloom filter and block cache.
 
 A table is a file header, data blocks, an index chunk, a bloom chunk, a
 properties chunk and a fixed footer (DESIGN.md, "Table file").  Entries are
@@ -9,6 +9,7 @@ sparse index (one last-key per block) and the bloom filter live in memory;
 blocks are read on demand through a shared LRU ``BlockCache``.  The table
 format version (2; 1 is still read) says which bloom filter the table holds
 (``kvstore.bloom``): a get tests a version-2 table with one line and one AND.
+Tables are written by ``table_writer.TableWriter``.
 
 Invariants:
   - index keys ascend and each is the last key of its block;
@@ -18,31 +19,27 @@ Invariants:
 
 from __future__ import annotations
 
-import array
 import bisect
 import collections
 import itertools
 import operator
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from kvstore import bloom, record
-from kvstore.block import BlockEntries, decode_block, encode_block
+from kvstore.block import BlockEntries, decode_block
 from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
-from kvstore.fs import File, FileSystem
+from kvstore.fs import FileSystem
 
-__all__ = ["BlockCache", "TableInfo", "TableReader", "TableWriter"]
+__all__ = ["BlockCache", "TableReader"]
 
 #: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
 Block = BlockEntries
 _MASK = 0xFFFFFFFF
-_WRITE_BUFFER = 256 << 10
 # rows a scan takes from a table at first (a seek reads a few), then at a time
 _FIRST_CHUNK = 12
 _CHUNK = 256
-# largest sum of entry bytes in one block: its chunk (plus count and CRC) must fit a u32 size
-_MAX_BLOCK_BYTES = 0xFFFF_FFFF - record.BLOCK_COUNT.size - record.CHUNK_CRC.size
 
 
 #: What a cached block is charged per entry beside its encoded bytes: the Python objects of its decoded
@@ -90,149 +87,6 @@ class BlockCache:
         with self._lock:
             for key in [k for k in self._map if k[0] == file_number]:
                 self.used -= self._map.pop(key)[1]
-
-
-class TableInfo:
-    """What a finished table holds: its size, counts, sequence range and key range."""
-
-    __slots__ = ("file_number", "size", "entries", "deletes", "min_seq", "max_seq", "smallest", "largest")
-
-    def __init__(self, file_number: int, size: int, entries: int, deletes: int, min_seq: int, max_seq: int,
-                 smallest: bytes, largest: bytes) -> None:
-        self.file_number = file_number
-        self.size = size
-        self.entries = entries
-        self.deletes = deletes
-        self.min_seq = min_seq
-        self.max_seq = max_seq
-        self.smallest = smallest
-        self.largest = largest
-
-
-class TableWriter:
-    """Writes one table file from entries given in (key ascending, sequence descending) order.
-
-    The caller creates ``file`` and, after ``finish()``, syncs the file's
-    directory; ``finish()`` fsyncs the file itself.
-    """
-
-    def __init__(self, file: File, file_number: int, block_size: int, bloom_bits_per_key: int) -> None:
-        self._file = file
-        self._number = file_number
-        self._block_size = block_size
-        self._bloom_bits = bloom_bits_per_key
-        self._buf: list[bytes] = [record.encode_file_header(record.TABLE_MAGIC, file_number)]
-        self._buffered = record.FILE_HEADER.size
-        self._offset = record.FILE_HEADER.size  # file offset of the next chunk
-        self._keys: list[bytes] = []
-        self._seqs: list[int] = []
-        self._values: list[bytes | None] = []
-        self._block_bytes = 0
-        self._index_keys: list[bytes] = []
-        self._index_seqs: list[int] = []
-        self._index_values: list[bytes | None] = []
-        self._hashes = array.array("I")
-        self._last_key: bytes | None = None
-        self._entries = 0  # in finished blocks
-        self._deletes = 0
-        self._min_seq = 0
-        self._max_seq = 0
-        self._smallest = b""
-
-    @property
-    def num_entries(self) -> int:
-        """The number of entries added so far."""
-        return self._entries + len(self._keys)
-
-    @property
-    def deletes(self) -> int:
-        """The number of deletes added so far."""
-        return self._deletes + self._values.count(None)
-
-    def add(self, key: bytes, seq: int, value: bytes | None) -> None:
-        """Append one entry; entries must come in table order."""
-        self.add_all(((key, seq, value),))
-
-    def add_all(self, entries: Iterable[tuple[bytes, int, bytes | None]]) -> None:
-        """Append every entry of an ordered iterable.  Per entry only the block's lists grow; counts,
-        sequence range, key hashes and order checks are done a block at a time (``_finish_block``)."""
-        keys, seqs, values = self._keys, self._seqs, self._values
-        kappend, sappend, vappend = keys.append, seqs.append, values.append
-        overhead = record.BLOCK_ENTRY_ARRAYS
-        block_size = self._block_size
-        nbytes = self._block_bytes
-        for key, seq, value in entries:
-            size = len(key) + overhead if value is None else len(key) + len(value) + overhead
-            if nbytes + size > _MAX_BLOCK_BYTES and keys:
-                self._finish_block()  # only near-4-GiB values: a block's size must fit the index's u32
-                nbytes = 0
-            kappend(key)
-            sappend(seq)
-            vappend(value)
-            nbytes += size
-            if nbytes >= block_size:
-                self._finish_block()
-                nbytes = 0
-        self._block_bytes = nbytes
-
-    def _finish_block(self) -> None:
-        keys, seqs, values = self._keys, self._seqs, self._values
-        last = self._last_key
-        assert last is None or keys[0] >= last, "keys out of order"
-        assert all(map(operator.le, keys, itertools.islice(keys, 1, None))), "keys out of order"
-        if last is None:
-            self._smallest = keys[0]
-        if self._bloom_bits:
-            if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-                distinct: Iterable[bytes] = itertools.islice(keys, 1, None) if keys[0] == last else keys
-            else:
-                distinct = [k for k, prev in zip(keys, [last, *keys]) if k != prev]
-            self._hashes.extend(record.key_hashes(distinct))
-        self._entries += len(keys)
-        self._deletes += values.count(None)
-        low = min(seqs)
-        if not self._min_seq or low < self._min_seq:
-            self._min_seq = low
-        self._max_seq = max(self._max_seq, *seqs)
-        self._last_key = keys[-1]
-        offset, size = self._emit(encode_block(keys, seqs, values))
-        self._index_keys.append(keys[-1])
-        self._index_seqs.append(seqs[-1])
-        self._index_values.append(record.INDEX_VALUE.pack(offset, size))
-        keys.clear()
-        seqs.clear()
-        values.clear()
-        self._block_bytes = 0
-
-    def _emit(self, payload: bytes) -> tuple[int, int]:
-        offset = self._offset
-        chunk = record.seal_chunk(self._number, offset, payload)
-        self._buf.append(chunk)
-        self._buffered += len(chunk)
-        self._offset += len(chunk)
-        if self._buffered >= _WRITE_BUFFER:
-            self._file.append(b"".join(self._buf))
-            self._buf = []
-            self._buffered = 0
-        return offset, len(chunk)
-
-    def finish(self) -> TableInfo:
-        """Write the index, bloom, properties and footer, fsync, and describe the table."""
-        if self._keys:
-            self._finish_block()
-        index = self._emit(encode_block(self._index_keys, self._index_seqs, self._index_values))
-        bloom_payload = bloom.build(self._hashes, self._bloom_bits) if self._bloom_bits else b""
-        filter_at = self._emit(bloom_payload)
-        largest = self._last_key or b""
-        props = self._emit(record.encode_props(self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                                               self._smallest, largest))
-        self._buf.append(record.encode_footer(index, filter_at, props, self._number))
-        self._file.append(b"".join(self._buf))
-        self._buf = []
-        self._file.fsync()
-        size = self._offset + record.FOOTER.size
-        return TableInfo(self._number, size, self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                         self._smallest, largest)
 
 
 class TableReader:
@@ -553,6 +407,30 @@ class TableReader:
         """Every entry as (key, sequence, value) in table order; blocks are read past the cache
         (a merge reads each block once and would only evict what readers use).  Raises
         ``CorruptSSTableError`` on entries out of order, which a merge must never copy on."""
+        for keys, seqs, values in self._blocks_in_order():
+            yield from zip(keys, seqs, values)
+
+    def entry_chunks(self, size: int = 256) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+        """Every entry in table order as (keys, sequences, values) lists of whole blocks, about ``size``
+        entries or more each; the versions of one key always come in one chunk (the merge's
+        ``merge.merge_entry_chunks`` needs it).  Read and checked as ``entries()``."""
+        keys: list[bytes] = []
+        seqs: list[int] = []
+        values: list[bytes | None] = []
+        for bkeys, bseqs, bvalues in self._blocks_in_order():
+            keys += bkeys
+            seqs += bseqs
+            values += bvalues
+            if len(keys) >= size:
+                cut = bisect.bisect_left(keys, keys[-1])  # the last key's versions may go on in the next block
+                if cut:
+                    yield keys[:cut], seqs[:cut], values[:cut]
+                    keys, seqs, values = keys[cut:], seqs[cut:], values[cut:]
+        if keys:
+            yield keys, seqs, values
+
+    def _blocks_in_order(self) -> Iterator[tuple[list[bytes], list[int], list[bytes | None]]]:
+        """The (keys, sequences, values) of each non-empty block, read past the cache, order checked."""
         last_key: bytes | None = None
         last_seq = 0
         lt, islice = operator.lt, itertools.islice
@@ -573,7 +451,7 @@ class TableReader:
                     if key < prev or (key == prev and seq >= prev_seq):
                         raise CorruptSSTableError(self.path, offset, f"entries out of order at {key!r}")
             last_key, last_seq = keys[-1], seqs[-1]
-            yield from zip(keys, seqs, values)
+            yield keys, seqs, values
 
     def verify(self) -> list[str]:
         """Read every block past the cache and check checksums and order; problems found, as text."""

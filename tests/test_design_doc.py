@@ -19,7 +19,8 @@ import pytest
 from kvstore import KV, Config, block, bloom, record
 from kvstore.fs import OSFileSystem
 from kvstore.metadata import Meta, MetaStore
-from kvstore.sorted_file import BlockCache, TableReader, TableWriter
+from kvstore.sorted_file import BlockCache, TableReader
+from kvstore.table_writer import TableWriter
 from kvstore.wal import WalWriter, replay_log
 
 DESIGN = Path(__file__).resolve().parent.parent / "DESIGN.md"

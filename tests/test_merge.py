@@ -1,14 +1,20 @@
-"""Merging levels (kvstore/merge.py): newest level wins, tombstones hidden, and what a compaction keeps."""
+"""Merging levels (kvstore/merge.py): newest level wins, tombstones hidden, and what a compaction keeps.
+
+The merge of chunks is checked against a reference written one entry at a time (a heap over the sources,
+then the retention rule per key), the way the merge itself was written before it took chunks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+import heapq
+from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore.merge import compact_entries, merge_entries, merge_items
+from kvstore.merge import EntryChunk, compact_chunks, entry_chunks_of, merge_entry_chunks, merge_items
 
 Level = dict[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
@@ -65,15 +71,76 @@ def test_merge_items_match_a_dict_model(levels: list[Level], reverse: bool) -> N
     assert _merged(levels, reverse) == expected
 
 
-def test_merge_entries_interleaves_levels_in_table_order() -> None:
+# ---------------------------------------------------------------- the reference, one entry at a time
+
+
+def _reference_merge(sources: Sequence[Iterator[Entry]]) -> Iterator[Entry]:
+    """Entries of levels (newest first) in table order: a heap of (key, level, entry, iterator)."""
+    heap: list[tuple[bytes, int, Entry, Iterator[Entry]]] = []
+    for prio, it in enumerate(sources):
+        for entry in it:
+            heap.append((entry[0], prio, entry, it))
+            break
+    heapq.heapify(heap)
+    while heap:
+        _, prio, entry, it = heap[0]
+        yield entry
+        nxt = next(it, None)
+        if nxt is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (nxt[0], prio, nxt, it))
+
+
+def _reference_retain(versions: list[Entry], snapshots: Sequence[int], bottom: bool) -> list[Entry]:
+    """The versions of one key (newest first) that the newest read or some snapshot sees."""
+    kept = [versions[0]]
+    newer = versions[0][1]
+    for entry in versions[1:]:
+        i = bisect.bisect_left(snapshots, entry[1])
+        if i < len(snapshots) and snapshots[i] < newer:
+            kept.append(entry)
+        newer = entry[1]
+    if bottom:
+        while kept and kept[-1][2] is None:
+            kept.pop()
+    return kept
+
+
+def _reference_compact(sources: list[list[Entry]], snapshots: list[int], bottom: bool) -> list[Entry]:
+    groups: list[list[Entry]] = []
+    for entry in _reference_merge([iter(s) for s in sources]):
+        if groups and groups[-1][0][0] == entry[0]:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return [e for group in groups for e in _reference_retain(group, snapshots, bottom)]
+
+
+def _entries(chunks: Iterator[EntryChunk]) -> list[Entry]:
+    return [entry for keys, seqs, values in chunks for entry in zip(keys, seqs, values, strict=True)]
+
+
+def _compact(sources: list[list[Entry]], snapshots: list[int], bottom: bool, size: int = 512) -> list[Entry]:
+    return _entries(compact_chunks([entry_chunks_of(s, size) for s in sources], snapshots, bottom))
+
+
+def test_merge_entry_chunks_interleaves_levels_in_table_order() -> None:
     newer: list[Entry] = [(b"a", 9, b"a9"), (b"c", 8, None)]
     older: list[Entry] = [(b"a", 5, b"a5"), (b"a", 3, None), (b"b", 4, b"b4"), (b"c", 2, b"c2")]
-    assert list(merge_entries([iter(newer), iter(older)])) == [
-        (b"a", 9, b"a9"), (b"a", 5, b"a5"), (b"a", 3, None), (b"b", 4, b"b4"), (b"c", 8, None), (b"c", 2, b"c2")]
+    for size in (1, 2, 512):
+        assert _entries(merge_entry_chunks([entry_chunks_of(newer, size), entry_chunks_of(older, size)])) == [
+            (b"a", 9, b"a9"), (b"a", 5, b"a5"), (b"a", 3, None), (b"b", 4, b"b4"), (b"c", 8, None),
+            (b"c", 2, b"c2")]
 
 
-def _compact(sources: list[list[Entry]], snapshots: list[int], bottom: bool) -> list[Entry]:
-    return list(compact_entries([iter(s) for s in sources], snapshots, bottom))
+def test_entry_chunks_of_never_splits_the_versions_of_a_key() -> None:
+    entries: list[Entry] = [(b"a", 9, b"1"), (b"a", 8, b"2"), (b"a", 7, None), (b"b", 6, b"3"), (b"c", 5, b"4"),
+                            (b"c", 4, b"5")]
+    chunks = list(entry_chunks_of(entries, 2))
+    assert [c[0] for c in chunks] == [[b"a", b"a", b"a"], [b"b"], [b"c", b"c"]]
+    assert _entries(iter(chunks)) == entries
+    assert list(entry_chunks_of([], 2)) == []
 
 
 def test_compact_without_snapshots_keeps_only_the_newest_version() -> None:
@@ -167,3 +234,49 @@ def test_compact_preserves_every_read_of_every_live_snapshot(levels: list[list[E
         read = {_visible_seq(everything, key, r) for r in readers}
         for entry in kept:
             assert entry[1] in read, entry
+
+
+@st.composite
+def _chunked_levels(draw: st.DrawFn) -> list[list[Entry]]:
+    """Levels newest first over a small key space: duplicate keys across levels, several versions of a key
+    within one, deletes; sequences above every older level's."""
+    count = draw(st.integers(1, 5))
+    seq = 0
+    levels: list[list[Entry]] = []
+    for _ in range(count):
+        writes = draw(st.lists(st.tuples(st.integers(0, 30), st.one_of(st.none(), st.binary(max_size=3))),
+                               max_size=40))
+        level = []
+        for key, value in writes:
+            seq += draw(st.integers(1, 3))
+            level.append((b"k%02d" % key, seq, value))
+        level.sort(key=lambda e: (e[0], -e[1]))
+        levels.append(level)
+    return levels[::-1]
+
+
+@given(_chunked_levels(), st.lists(st.integers(0, 200), max_size=5, unique=True), st.booleans(),
+       st.integers(1, 40))
+def test_compact_chunks_match_the_per_entry_reference(levels: list[list[Entry]], snaps: list[int], bottom: bool,
+                                                      size: int) -> None:
+    snapshots = sorted(snaps)
+    expected = _reference_compact(levels, snapshots, bottom)
+    assert _compact(levels, snapshots, bottom, size) == expected
+    # chunks of different sizes per level, and empty chunks among them
+    sources = [_with_empty_chunks(entry_chunks_of(level, size + i)) for i, level in enumerate(levels)]
+    chunks = list(compact_chunks(sources, snapshots, bottom))
+    assert all(keys for keys, _, _ in chunks)
+    assert _entries(iter(chunks)) == expected
+
+
+@given(_chunked_levels(), st.integers(1, 40))
+def test_merge_entry_chunks_match_the_per_entry_reference(levels: list[list[Entry]], size: int) -> None:
+    expected = list(_reference_merge([iter(level) for level in levels]))
+    assert _entries(merge_entry_chunks([entry_chunks_of(level, size) for level in levels])) == expected
+
+
+def _with_empty_chunks(chunks: Iterator[EntryChunk]) -> Iterator[EntryChunk]:
+    yield [], [], []
+    for chunk in chunks:
+        yield chunk
+        yield [], [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -84,6 +85,16 @@ def test_memtable_entries_are_keys_ascending_sequences_descending() -> None:
     mem = _filled([(b"b", b"1"), (b"a", b"2"), (b"b", b"3"), (b"c", None), (b"a", b"5")])
     assert list(mem.entries()) == [(b"a", 5, b"5"), (b"a", 2, b"2"), (b"b", 3, b"3"), (b"b", 1, b"1"),
                                    (b"c", 4, None)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 256], ids=lambda n: f"{n}keys")
+def test_memtable_entry_chunks_are_its_entries_with_every_version_of_a_key_in_one_chunk(size: int) -> None:
+    mem = _filled([(b"b", b"1"), (b"a", b"2"), (b"b", b"3"), (b"c", None), (b"a", b"5"), (b"d", b"6")])
+    chunks = list(mem.entry_chunks(size))
+    assert [e for keys, seqs, values in chunks for e in zip(keys, seqs, values, strict=True)] == list(mem.entries())
+    assert all(a[0][-1] < b[0][0] for a, b in itertools.pairwise(chunks))
+    assert all(len(set(keys)) <= size for keys, _, _ in chunks)
+    assert list(Memtable().entry_chunks()) == []
 
 
 KEYS = [b"a", b"b", b"bb", b"c", b"e"]
@@ -185,6 +196,8 @@ def test_memtable_matches_a_full_history_model_at_every_snapshot(ops: list[tuple
         assert list(mem.items(None, snap, reverse=True)) == [(k, model[k][1]) for k in reversed(ordered)]
     for key, versions in history.items():
         assert [(s, v) for k, s, v in mem.entries() if k == key] == versions, key
+    chunked = [e for keys, seqs, values in mem.entry_chunks(3) for e in zip(keys, seqs, values, strict=True)]
+    assert chunked == list(mem.entries())
 
 
 def test_memtable_check_catches_a_broken_invariant() -> None:

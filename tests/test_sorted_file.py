@@ -1,7 +1,9 @@
-"""The SSTable (kvstore/sorted_file.py): writer/reader round trips, snapshots, iteration, bloom, cache, verify."""
+"""The SSTable (kvstore/sorted_file.py, kvstore/table_writer.py): writer/reader round trips, snapshots, iteration,
+bloom, cache, verify."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import tempfile
@@ -11,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import block, bloom, record, sorted_file
+from kvstore import block, bloom, record, table_writer
 from kvstore.errors import CorruptionError, CorruptSSTableError
 from kvstore.fs import OSFileSystem
-from kvstore.sorted_file import Block, BlockCache, TableInfo, TableReader, TableWriter
+from kvstore.sorted_file import Block, BlockCache, TableReader
+from kvstore.table_writer import TableInfo, TableWriter
 
 Entry = tuple[bytes, int, "bytes | None"]
 FS = OSFileSystem()
@@ -238,6 +241,10 @@ def test_table_reads_match_a_model(entries: list[Entry], block_size: int, data: 
         reader = _open(path, 3)
         try:
             assert list(reader.entries()) == entries
+            chunk_size = data.draw(st.integers(1, 50))
+            chunks = list(reader.entry_chunks(chunk_size))
+            assert [e for keys_, seqs_, values_ in chunks for e in zip(keys_, seqs_, values_)] == entries
+            assert all(a[0][-1] < b[0][0] for a, b in itertools.pairwise(chunks))  # a key's versions in one chunk
             for key in [*keys, b"\x00", b"zz"]:
                 for snap in (snapshot, 2**63):
                     assert reader.get(key, snap) == _model_get(entries, key, snap)
@@ -475,7 +482,7 @@ def test_table_writer_starts_a_new_block_before_an_entry_that_would_overflow_the
         tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A near-4-GiB value after other entries would make a block whose size the index cannot hold;
     # the limit is lowered here so that the rule shows on small data.
-    monkeypatch.setattr(sorted_file, "_MAX_BLOCK_BYTES", 100)
+    monkeypatch.setattr(table_writer, "_MAX_BLOCK_BYTES", 100)
     fs = OSFileSystem()
     path = str(tmp_path / "000001.sst")
     file = fs.open(path, create=True)
@@ -488,3 +495,83 @@ def test_table_writer_starts_a_new_block_before_an_entry_that_would_overflow_the
     assert reader.blocks == 2
     assert reader.get(b"b", 5) == (2, b"y" * 90)
     reader.close()
+
+
+def _reference_blocks(entries: list[Entry], block_size: int, max_block_bytes: int) -> list[list[Entry]]:
+    """The data blocks of a table as the writer cut them one entry at a time: a block closes once the bytes
+    charged to it reach ``block_size``, and before an entry that would take it past ``max_block_bytes``."""
+    blocks: list[list[Entry]] = []
+    block: list[Entry] = []
+    nbytes = 0
+    for key, seq, value in entries:
+        size = len(key) + (0 if value is None else len(value)) + record.BLOCK_ENTRY_ARRAYS
+        if nbytes + size > max_block_bytes and block:
+            blocks.append(block)
+            block, nbytes = [], 0
+        block.append((key, seq, value))
+        nbytes += size
+        if nbytes >= block_size:
+            blocks.append(block)
+            block, nbytes = [], 0
+    if block:
+        blocks.append(block)
+    return blocks
+
+
+@st.composite
+def _writer_entries(draw: st.DrawFn) -> list[Entry]:
+    """Table-order entries with deletes, several versions of a key, and values of up to twice 300 bytes."""
+    keys = sorted(draw(st.lists(st.binary(min_size=1, max_size=6), max_size=60, unique=True)))
+    entries: list[Entry] = []
+    seq = 10_000
+    for key in keys:
+        for _ in range(draw(st.integers(1, 3))):
+            value = draw(st.one_of(st.none(), st.binary(max_size=4),
+                                   st.integers(0, 600).map(lambda n: b"v" * n)))
+            entries.append((key, seq, value))
+            seq -= 1
+    return entries
+
+
+@given(_writer_entries(), st.integers(64, 300), st.sampled_from([None, 40, 100, 200, 320]),
+       st.lists(st.integers(1, 50), min_size=1, max_size=5), st.data())
+def test_table_writer_chunks_write_the_blocks_of_the_per_entry_rule(entries: list[Entry], block_size: int,
+                                                                   max_block_bytes: int | None, cuts: list[int],
+                                                                   data: st.DataObject) -> None:
+    # whatever chunks the entries come in, the blocks are the ones the per-entry rule cuts, byte for byte;
+    # a lowered u32 limit (max_block_bytes) makes the rule for near-4-GiB values show on small data
+    limit = table_writer._MAX_BLOCK_BYTES if max_block_bytes is None else max_block_bytes
+    expected = [block.encode_block(*map(list, zip(*part))) for part in _reference_blocks(entries, block_size, limit)]
+    files = []
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table_writer, "_MAX_BLOCK_BYTES", limit)
+        for way in ("chunks", "one by one"):
+            path = os.path.join(tmp, f"{way}.sst")
+            file = FS.open(path, create=True)
+            try:
+                writer = TableWriter(file, 7, block_size, 10)
+                if way == "chunks":
+                    at = 0
+                    while at < len(entries):
+                        end = at + data.draw(st.sampled_from(cuts))
+                        writer.add_chunk(*map(list, zip(*entries[at:end])))
+                        at = end
+                else:
+                    for entry in entries:
+                        writer.add(*entry)
+                info = writer.finish()
+            finally:
+                file.close()
+            assert (info.entries, info.deletes) == (len(entries), sum(v is None for _, _, v in entries))
+            if entries:
+                assert (info.min_seq, info.max_seq) == (min(s for _, s, _ in entries), max(s for _, s, _ in entries))
+                assert (info.smallest, info.largest) == (entries[0][0], entries[-1][0])
+            reader = _open(path, 7)
+            try:
+                assert [reader._chunk(off, size) for off, size in zip(reader._offsets, reader._sizes)] == expected
+                assert list(reader.entries()) == entries
+            finally:
+                reader.close()
+            with open(path, "rb") as f:
+                files.append(f.read())
+    assert files[0] == files[1]
