@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import operator
@@ -72,9 +73,9 @@ def _block_seqs(n: int) -> struct.Struct:
 
 class _Layout:
     """Where the keys and values of a block with given length arrays lie: a struct that slices out every
-    key, one that slices out every value, and each value's (start, end)."""
+    key, one that slices out every value, and each value's and each key's (start, end)."""
 
-    __slots__ = ("size", "keys", "values", "spans")
+    __slots__ = ("size", "keys", "values", "spans", "key_spans")
 
     def __init__(self, klens: Sequence[int], vlens: Sequence[int]) -> None:
         self.keys = struct.Struct("<" + "".join(map("{}s{}x".format, klens, vlens)))
@@ -82,6 +83,7 @@ class _Layout:
         self.size = self.keys.size
         ends = list(itertools.accumulate(itertools.chain.from_iterable(zip(klens, vlens))))
         self.spans = tuple(zip(ends[0::2], ends[1::2]))
+        self.key_spans = tuple(zip([0, *ends[1::2]], ends[0::2]))
 
 
 class _Layouts:
@@ -118,16 +120,21 @@ _LAYOUTS = _Layouts(64)
 
 
 class BlockEntries:
-    """A block payload, checked, with its keys and sequences decoded and its values sliced out on demand.
+    """A block payload, checked, decoded only as far as the reads that use it ask.
 
-    A point read needs every key (to bisect) but one value: ``value(j)`` slices just that one, and
-    ``values()`` decodes them all once (a scan), after which the payload is let go.  Raises
-    ``CorruptSSTableError`` on construction for everything ``decode_block`` rejects.  Threads may share
-    one (the block cache does): ``values()`` stores the values before it lets the payload go, so a reader
-    that finds the payload gone finds the values.
+    A point read or a seek positions itself with ``find`` and takes a few
+    entries with ``key_at``, ``seq`` and ``value``: in a block of a known
+    layout (fixed-size keys and values, the common case) that bisects the
+    payload in place and slices out just those entries.  ``keys``,
+    ``seqs`` and ``values()`` decode every entry at once (a scan), after
+    which the payload is let go.  Raises ``CorruptSSTableError`` on
+    construction for everything ``decode_block`` rejects.  Threads may
+    share one (the block cache does): whatever is decoded is stored before
+    the payload goes, so a reader that finds the payload gone finds it.
     """
 
-    __slots__ = ("keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths", "_values", "_ascending")
+    __slots__ = ("count", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths", "_values",
+                 "_ascending")
 
     def __init__(self, payload: bytes, path: str, offset: int) -> None:
         size = len(payload)
@@ -151,7 +158,7 @@ class BlockEntries:
             for vlen, kind in zip(lens[n:], kinds):
                 if kind != 1 and (kind != 0 or vlen != 0):
                     raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
-        keys: list[bytes]
+        keys: list[bytes] | None = None  # decoded when first asked for, where a layout can find entries in place
         if layout is None:
             assert lens is not None
             keys = []
@@ -161,9 +168,9 @@ class BlockEntries:
                 end = pos + klen
                 append(payload[pos:end])
                 pos = end + vlen
-        else:
-            keys = list(layout.keys.unpack_from(payload))
-        self.keys: list[bytes] = keys
+        self.count = n
+        """The number of entries."""
+        self._keys = keys
         self._seqs: list[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
         self._seqs_at = lengths_end  # every version of the table never needs them
         self._payload: bytes | None = payload
@@ -172,6 +179,54 @@ class BlockEntries:
         self._lengths = lens  # None when the layout has them
         self._values: list[bytes | None] | None = None
         self._ascending: bool | None = None
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Every entry's key, in order; decoded on the first call."""
+        keys = self._keys
+        if keys is None:
+            payload = self._payload
+            layout = self._layout
+            if payload is None or layout is None:  # values() decoded them before it let the payload go
+                keys = self._keys
+                assert keys is not None
+                return keys
+            keys = self._keys = list(layout.keys.unpack_from(payload))
+        return keys
+
+    def decoded(self) -> bool:
+        """Whether every key is decoded (``find`` is then a bisect in C)."""
+        return self._keys is not None
+
+    def find(self, key: bytes, after: bool = False) -> int:
+        """The position of the first entry whose key is ``>= key`` (``> key`` with ``after``), as
+        ``bisect`` finds it in ``keys``; in place in the payload while the keys are not decoded."""
+        keys = self._keys
+        payload = self._payload
+        if keys is not None or payload is None or self._layout is None:
+            return (bisect.bisect_right if after else bisect.bisect_left)(self.keys, key)
+        spans = self._layout.key_spans
+        lo, hi = 0, len(spans)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            start, end = spans[mid]
+            if payload[start:end] < key or (after and payload[start:end] == key):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def key_at(self, j: int) -> bytes:
+        """The key of entry ``j``, sliced alone while the others are not decoded."""
+        keys = self._keys
+        if keys is not None:
+            return keys[j]
+        payload = self._payload
+        layout = self._layout
+        if payload is None or layout is None:
+            return self.keys[j]
+        start, end = layout.key_spans[j]
+        return payload[start:end]
 
     @property
     def seqs(self) -> list[int]:
@@ -183,7 +238,7 @@ class BlockEntries:
                 seqs = self._seqs
                 assert seqs is not None
                 return seqs
-            seqs = self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
+            seqs = self._seqs = list(_block_seqs(self.count).unpack_from(payload, self._seqs_at))
         return seqs
 
     def seq(self, j: int) -> int:
@@ -212,7 +267,7 @@ class BlockEntries:
             return payload[start:end]
         lens = self._lengths
         assert lens is not None
-        n = len(self.keys)
+        n = self.count
         start = sum(lens[: j + 1]) + sum(lens[n : n + j])
         return payload[start : start + lens[n + j]]
 
@@ -232,7 +287,7 @@ class BlockEntries:
         else:
             lens = self._lengths
             assert lens is not None
-            n = len(self.keys)
+            n = self.count
             found = []
             append = found.append
             pos = 0
@@ -243,8 +298,10 @@ class BlockEntries:
         kinds = self._kinds
         if kinds.count(1) != len(kinds):
             found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
-        if self._seqs is None:  # the payload goes: the sequences are decoded first
-            self._seqs = list(_block_seqs(len(self.keys)).unpack_from(payload, self._seqs_at))
+        if self._seqs is None:  # the payload goes: the keys and sequences are decoded first
+            self._seqs = list(_block_seqs(self.count).unpack_from(payload, self._seqs_at))
+        if self._keys is None and self._layout is not None:
+            self._keys = list(self._layout.keys.unpack_from(payload))
         self._values = found
         self._payload = None
         return found

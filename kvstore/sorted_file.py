@@ -189,7 +189,7 @@ class TableReader:
         if hit is not None:
             return hit
         block = BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
-        self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * len(block.keys))
+        self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * block.count)
         return block
 
     def may_contain(self, key_hash: int) -> bool:
@@ -224,10 +224,9 @@ class TableReader:
         nblocks = len(index_keys)
         while i < nblocks:
             block = self.block(i)
-            keys = block.keys
-            j = bisect.bisect_left(keys, key)
-            n = len(keys)
-            while j < n and keys[j] == key:
+            j = block.find(key)
+            n = block.count
+            while j < n and block.key_at(j) == key:
                 seq = block.seq(j)
                 if seq <= snapshot:
                     return seq, block.value(j)
@@ -264,13 +263,25 @@ class TableReader:
         every = snapshot >= self.max_seq  # every version is visible: a block of distinct keys is taken whole
         block = self.block
         out: list[tuple[bytes, bytes | None]] = []
+        lead = start is not None  # a seek: its first rows are taken one by one from a block not yet decoded
         for b in range(first, len(index_keys)):
             entries = block(b)
-            keys, values = entries.keys, entries.values()
-            n = len(keys)
+            n = entries.count
             if j < 0:
                 assert start is not None
-                j = bisect.bisect_left(keys, start) if inclusive else bisect.bisect_right(keys, start)
+                j = entries.find(start, after=not inclusive)
+            if lead:
+                lead = False
+                if not entries.decoded():
+                    j, done = _take(entries, j, done, every, snapshot, want, out)
+                    if len(out) >= want:
+                        yield out
+                        out = []
+                        want = min(_CHUNK, want * 4)
+                    if j >= n:
+                        j = 0
+                        continue
+            keys, values = entries.keys, entries.values()
             if every and entries.ascending():
                 if j < n and keys[j] == done:
                     j += 1  # older versions of the key the previous block ended with
@@ -482,3 +493,19 @@ class TableReader:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _take(entries: BlockEntries, j: int, done: bytes | None, every: bool, snapshot: int, want: int,
+          out: list[tuple[bytes, bytes | None]]) -> tuple[int, bytes | None]:
+    """Append to ``out``, until it holds ``want`` rows, the newest visible version of each key of
+    ``entries`` from entry ``j`` on, slicing each alone (a seek's first rows: decoding the whole block
+    costs more); returns where it stopped and the last key taken."""
+    n = entries.count
+    key_at, seq, value = entries.key_at, entries.seq, entries.value
+    while j < n and len(out) < want:
+        key = key_at(j)
+        if key != done and (every or seq(j) <= snapshot):
+            done = key
+            out.append((key, value(j)))
+        j += 1
+    return j, done

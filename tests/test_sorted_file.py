@@ -3,6 +3,7 @@ bloom, cache, verify."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import pathlib
@@ -575,3 +576,46 @@ def test_table_writer_chunks_write_the_blocks_of_the_per_entry_rule(entries: lis
             with open(path, "rb") as f:
                 files.append(f.read())
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("snapshot", SPAN_SNAPSHOTS, ids=[f"snap{s}" for s in SPAN_SNAPSHOTS])
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh-blocks", "decoded-blocks"])
+def test_table_chunks_are_the_items_in_ascending_chunks(spanning_table: tuple[str, list[Entry]], snapshot: int,
+                                                        cached: bool) -> None:
+    # a seek's first rows are sliced one by one from blocks not yet decoded; later ones come from decoded
+    # blocks; either way the chunks, turned back into rows, are what items() yields
+    path, entries = spanning_table
+    reader = _open(path, 9, BlockCache(1 << 20 if cached else 0))
+    try:
+        if cached:
+            list(reader.items(None, snapshot))
+        for start in (None, b"a", b"b", b"c", b"m", b"n", b"y", b"z"):
+            for reverse in (False, True):
+                for inclusive in (True, False):
+                    for first in (1, 3, 12):
+                        chunks = list(reader.chunks(start, snapshot, reverse, inclusive, first))
+                        assert all(chunk == sorted(chunk) and chunk for chunk in chunks)
+                        rows = [row for chunk in chunks for row in (reversed(chunk) if reverse else chunk)]
+                        assert rows == _model_items(entries, start, snapshot, reverse, inclusive), (
+                            start, reverse, inclusive, first)
+    finally:
+        reader.close()
+
+
+@given(st.lists(st.tuples(st.binary(min_size=4, max_size=4), st.integers(1, 50)), max_size=120),
+       st.binary(min_size=4, max_size=4), st.booleans())
+def test_a_block_finds_keys_in_place_as_bisect_does(pairs: list[tuple[bytes, int]], probe: bytes,
+                                                    after: bool) -> None:
+    # fixed-size keys and values: the block's layout finds entries in the payload without decoding it
+    entries = sorted({(k, -s): None for k, s in pairs})
+    keys = [k for k, _ in entries]
+    seqs = [-s for _, s in entries]
+    payload = block.encode_block(keys, seqs, [b"v" * 8] * len(keys))
+    for _ in range(2):  # the second time its lengths are seen, the layout exists
+        fresh = block.BlockEntries(payload, "t", 0)
+    want = bisect.bisect_right(keys, probe) if after else bisect.bisect_left(keys, probe)
+    assert fresh.find(probe, after) == want
+    assert [fresh.key_at(j) for j in range(fresh.count)] == keys
+    assert [fresh.seq(j) for j in range(fresh.count)] == seqs
+    assert not keys or fresh.decoded() is False
+    assert fresh.keys == keys and fresh.find(probe, after) == want
