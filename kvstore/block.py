@@ -133,8 +133,8 @@ class BlockEntries:
     the payload goes, so a reader that finds the payload gone finds it.
     """
 
-    __slots__ = ("count", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths", "_values",
-                 "_ascending")
+    __slots__ = ("count", "fresh", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths",
+                 "_values", "_ascending")
 
     def __init__(self, payload: bytes, path: str, offset: int) -> None:
         size = len(payload)
@@ -170,6 +170,9 @@ class BlockEntries:
                 pos = end + vlen
         self.count = n
         """The number of entries."""
+        self.fresh = True
+        """True until the block is read a second time (the cache clears it on a hit): a fresh block is read
+        in place, a block read again is worth decoding."""
         self._keys = keys
         self._seqs: list[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
         self._seqs_at = lengths_end  # every version of the table never needs them
@@ -200,10 +203,11 @@ class BlockEntries:
 
     def find(self, key: bytes, after: bool = False) -> int:
         """The position of the first entry whose key is ``>= key`` (``> key`` with ``after``), as
-        ``bisect`` finds it in ``keys``; in place in the payload while the keys are not decoded."""
+        ``bisect`` finds it in ``keys``; in place in the payload while the block is fresh and its keys are
+        not decoded (a block read again decodes its keys here, once)."""
         keys = self._keys
         payload = self._payload
-        if keys is not None or payload is None or self._layout is None:
+        if keys is not None or payload is None or self._layout is None or not self.fresh:
             return (bisect.bisect_right if after else bisect.bisect_left)(self.keys, key)
         spans = self._layout.key_spans
         lo, hi = 0, len(spans)
@@ -227,6 +231,36 @@ class BlockEntries:
             return self.keys[j]
         start, end = layout.key_spans[j]
         return payload[start:end]
+
+    def take(self, j: int, done: bytes | None, every: bool, snapshot: int, want: int,
+             out: list[tuple[bytes, bytes | None]]) -> tuple[int, bytes | None]:
+        """Append to ``out``, until it holds ``want`` rows, the newest version at or before ``snapshot`` of
+        each key from entry ``j`` on, skipping the key ``done`` (taken before); ``every``: every version is
+        at or before it.  Returns where it stopped and the last key taken.  Slices each entry alone from
+        the payload while the keys are not decoded (a seek's few rows from a block it just read)."""
+        payload = self._payload
+        layout = self._layout
+        n = self.count
+        if payload is None or layout is None or self._keys is not None:
+            keys, seqs, values = self.keys, self.seqs, self.values()
+            while j < n and len(out) < want:
+                key = keys[j]
+                if key != done and (every or seqs[j] <= snapshot):
+                    done = key
+                    out.append((key, values[j]))
+                j += 1
+            return j, done
+        key_spans, spans, kinds, seqs_at = layout.key_spans, layout.spans, self._kinds, self._seqs_at
+        unpack = U64.unpack_from
+        while j < n and len(out) < want:
+            start, end = key_spans[j]
+            key = payload[start:end]
+            if key != done and (every or unpack(payload, seqs_at + 8 * j)[0] <= snapshot):
+                done = key
+                start, end = spans[j]
+                out.append((key, payload[start:end] if kinds[j] else None))
+            j += 1
+        return j, done
 
     @property
     def seqs(self) -> list[int]:

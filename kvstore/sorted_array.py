@@ -34,7 +34,7 @@ __all__ = ["ENTRY_OVERHEAD", "Memtable"]
 #: Bytes charged per stored version beside its key and value (sequence, kind, lengths).
 ENTRY_OVERHEAD = 16
 # keys fetched per step of an iterator: few at first (a seek often reads a handful), then many
-_FIRST_CHUNK = 16
+_FIRST_CHUNK = 8
 _CHUNK = 256
 
 Version = tuple[int, "bytes | None"]

@@ -187,6 +187,7 @@ class TableReader:
         cache_key = (self.file_number, offset)
         hit = self._cache.get(cache_key)
         if hit is not None:
+            hit.fresh = False
             return hit
         block = BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
         self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * block.count)
@@ -272,8 +273,8 @@ class TableReader:
                 j = entries.find(start, after=not inclusive)
             if lead:
                 lead = False
-                if not entries.decoded():
-                    j, done = _take(entries, j, done, every, snapshot, want, out)
+                if entries.fresh and not entries.decoded():
+                    j, done = entries.take(j, done, every, snapshot, want, out)
                     if len(out) >= want:
                         yield out
                         out = []
@@ -494,18 +495,3 @@ class TableReader:
     def close(self) -> None:
         self._file.close()
 
-
-def _take(entries: BlockEntries, j: int, done: bytes | None, every: bool, snapshot: int, want: int,
-          out: list[tuple[bytes, bytes | None]]) -> tuple[int, bytes | None]:
-    """Append to ``out``, until it holds ``want`` rows, the newest visible version of each key of
-    ``entries`` from entry ``j`` on, slicing each alone (a seek's first rows: decoding the whole block
-    costs more); returns where it stopped and the last key taken."""
-    n = entries.count
-    key_at, seq, value = entries.key_at, entries.seq, entries.value
-    while j < n and len(out) < want:
-        key = key_at(j)
-        if key != done and (every or seq(j) <= snapshot):
-            done = key
-            out.append((key, value(j)))
-        j += 1
-    return j, done
