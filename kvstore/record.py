@@ -6,7 +6,8 @@ and the file's path (for the error) and raise ``CorruptionError`` (or
 ``UnsupportedFormatError``) on anything they cannot decode, never
 ``struct.error`` or ``IndexError``.  The formats are drawn byte by byte in
 DESIGN.md ("On-disk formats"); tests/test_design_doc.py checks its hex examples
-against these encoders.
+against these encoders.  A table block's codec, which reads these structs
+entry by entry, is ``block.py``.
 """
 
 from __future__ import annotations
