@@ -158,7 +158,7 @@ class BlockEntries:
             for vlen, kind in zip(lens[n:], kinds):
                 if kind != 1 and (kind != 0 or vlen != 0):
                     raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
-        keys: list[bytes] | None = None  # decoded when first asked for, where a layout can find entries in place
+        keys: Sequence[bytes] | None = None  # decoded when first asked for, where a layout finds entries in place
         if layout is None:
             assert lens is not None
             keys = []
@@ -174,17 +174,17 @@ class BlockEntries:
         """True until the block is read a second time (the cache clears it on a hit): a fresh block is read
         in place, a block read again is worth decoding."""
         self._keys = keys
-        self._seqs: list[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
+        self._seqs: Sequence[int] | None = None  # decoded when first asked for: a read at a snapshot that sees
         self._seqs_at = lengths_end  # every version of the table never needs them
         self._payload: bytes | None = payload
         self._kinds = kinds
         self._layout = layout
         self._lengths = lens  # None when the layout has them
-        self._values: list[bytes | None] | None = None
+        self._values: Sequence[bytes | None] | None = None
         self._ascending: bool | None = None
 
     @property
-    def keys(self) -> list[bytes]:
+    def keys(self) -> Sequence[bytes]:
         """Every entry's key, in order; decoded on the first call."""
         keys = self._keys
         if keys is None:
@@ -194,7 +194,7 @@ class BlockEntries:
                 keys = self._keys
                 assert keys is not None
                 return keys
-            keys = self._keys = list(layout.keys.unpack_from(payload))
+            keys = self._keys = layout.keys.unpack_from(payload)
         return keys
 
     def decoded(self) -> bool:
@@ -263,7 +263,7 @@ class BlockEntries:
         return j, done
 
     @property
-    def seqs(self) -> list[int]:
+    def seqs(self) -> Sequence[int]:
         """Every entry's sequence, in order; decoded on the first call."""
         seqs = self._seqs
         if seqs is None:
@@ -272,7 +272,7 @@ class BlockEntries:
                 seqs = self._seqs
                 assert seqs is not None
                 return seqs
-            seqs = self._seqs = list(_block_seqs(self.count).unpack_from(payload, self._seqs_at))
+            seqs = self._seqs = _block_seqs(self.count).unpack_from(payload, self._seqs_at)
         return seqs
 
     def seq(self, j: int) -> int:
@@ -305,7 +305,7 @@ class BlockEntries:
         start = sum(lens[: j + 1]) + sum(lens[n : n + j])
         return payload[start : start + lens[n + j]]
 
-    def values(self) -> list[bytes | None]:
+    def values(self) -> Sequence[bytes | None]:
         """Every value, in order (None for a delete); decoded on the first call."""
         values = self._values
         if values is not None:
@@ -315,9 +315,9 @@ class BlockEntries:
             values = self._values
             assert values is not None
             return values
-        found: list[bytes | None]
+        found: Sequence[bytes | None]
         if self._layout is not None:
-            found = list(self._layout.values.unpack_from(payload))
+            found = self._layout.values.unpack_from(payload)
         else:
             lens = self._lengths
             assert lens is not None
@@ -333,9 +333,9 @@ class BlockEntries:
         if kinds.count(1) != len(kinds):
             found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
         if self._seqs is None:  # the payload goes: the keys and sequences are decoded first
-            self._seqs = list(_block_seqs(self.count).unpack_from(payload, self._seqs_at))
+            self._seqs = _block_seqs(self.count).unpack_from(payload, self._seqs_at)
         if self._keys is None and self._layout is not None:
-            self._keys = list(self._layout.keys.unpack_from(payload))
+            self._keys = self._layout.keys.unpack_from(payload)
         self._values = found
         self._payload = None
         return found
@@ -352,4 +352,4 @@ class BlockEntries:
 def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
     """(keys, sequences, values) of a block payload; a value of None is a delete."""
     entries = BlockEntries(payload, path, offset)
-    return entries.keys, entries.seqs, entries.values()
+    return list(entries.keys), list(entries.seqs), list(entries.values())

@@ -450,7 +450,7 @@ class TableReader:
             offset = self._offsets[b]
             hit = self._cache.get((self.file_number, offset))
             if hit is not None:
-                keys, seqs, values = hit.keys, hit.seqs, hit.values()
+                keys, seqs, values = list(hit.keys), list(hit.seqs), list(hit.values())
             else:
                 keys, seqs, values = decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
             if not keys:

@@ -324,9 +324,9 @@ def test_block_entries_slice_each_value_as_the_whole_decode_does(
     payload = block.encode_block(keys, seqs, values)
     for _ in range(3):  # a layout is built the second time its lengths are seen, and used from then on
         entries = block.BlockEntries(payload, PATH, 20)
-        assert (entries.keys, entries.seqs) == (keys, seqs)
+        assert (list(entries.keys), list(entries.seqs)) == (keys, seqs)
         assert [entries.value(j) for j in range(len(keys))] == values
-        assert entries.values() == values
+        assert list(entries.values()) == values
         assert [entries.value(j) for j in range(len(keys))] == values
         assert entries.ascending() == all(a < b for a, b in itertools.pairwise(keys))
 

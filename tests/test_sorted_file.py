@@ -618,4 +618,4 @@ def test_a_block_finds_keys_in_place_as_bisect_does(pairs: list[tuple[bytes, int
     assert [fresh.key_at(j) for j in range(fresh.count)] == keys
     assert [fresh.seq(j) for j in range(fresh.count)] == seqs
     assert not keys or fresh.decoded() is False
-    assert fresh.keys == keys and fresh.find(probe, after) == want
+    assert list(fresh.keys) == keys and fresh.find(probe, after) == want
