@@ -77,10 +77,10 @@ class Config:
     """Target size of a table data block, in bytes.  Default 4096; from 64 bytes to 16 MiB."""
     bloom_bits_per_key: int = attrs.field(default=10, validator=_positive_int(0, 64))
     """Bloom filter bits per key in each table; 0 disables the filter.  Default 10; from 0 to 64."""
-    cache_size: int = attrs.field(default=32 << 20, validator=_positive_int(0, 1 << 40))
+    cache_size: int = attrs.field(default=24 << 20, validator=_positive_int(0, 1 << 40))
     """Bytes of memory the block cache keeps decoded table blocks in, shared by every table of the KV (a
     block is charged its size on disk plus 96 bytes per entry for its decoded objects).
-    Default 32 MiB; from 0 (no cache) to 1 TiB."""
+    Default 24 MiB; from 0 (no cache) to 1 TiB."""
     max_key_size: int = attrs.field(default=65535, validator=_positive_int(0, MAX_KEY_SIZE_CAP))
     """Largest key accepted, in bytes.  Default and cap 65,535 (``MAX_KEY_SIZE_CAP``)."""
     max_value_size: int = attrs.field(default=64 << 20, validator=_positive_int(0, MAX_VALUE_SIZE_CAP))

@@ -16,7 +16,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("sync", True),
     ("block_size", 4096),
     ("bloom_bits_per_key", 10),
-    ("cache_size", 32 * 1024 * 1024),
+    ("cache_size", 24 * 1024 * 1024),
     ("max_key_size", 65535),
     ("max_value_size", 64 * 1024 * 1024),
     ("background", True),
