@@ -87,17 +87,11 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
     round and per level.
     """
     if len(levels) == 1:
-        for chunk in levels[0]:
-            rows = _live(chunk)
-            if rows:
-                if reverse:
-                    rows.reverse()
-                yield rows
+        yield from _passed(levels[0], reverse)
         return
     # heads[n] is the unread part of level its[n]'s current chunk, oldest level first
     its = list(reversed(levels))
     heads: list[list[Item]] = [[] for _ in its]
-    key = _KEY
     while True:
         n = 0
         while n < len(its):  # refill the levels a round used up; drop those that ran out
@@ -111,47 +105,59 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
             n += 1
         if len(its) <= 1:
             break
-        parts: list[list[Item]] = []
-        if not reverse:
-            bound = min([head[-1][0] for head in heads])
-            for n, head in enumerate(heads):
-                if head[-1][0] <= bound:
-                    parts.append(head)
-                    heads[n] = []
-                else:
-                    cut = bisect.bisect_right(head, bound, key=key)
-                    if cut:
-                        parts.append(head[:cut])
-                        heads[n] = head[cut:]
-        else:
-            bound = max([head[0][0] for head in heads])
-            for n, head in enumerate(heads):
-                if head[0][0] >= bound:
-                    parts.append(head)
-                    heads[n] = []
-                else:
-                    cut = bisect.bisect_left(head, bound, key=key)
-                    if cut < len(head):
-                        parts.append(head[cut:])
-                        heads[n] = head[:cut]
+        parts = _round(heads, reverse)
         if len(parts) == 1:
             rows = _live(parts[0])
         else:
             merged = list(itertools.chain.from_iterable(parts))
-            merged.sort(key=key)  # stable: a key's versions stay oldest level first
+            merged.sort(key=_KEY)  # stable: a key's versions stay oldest level first
             # each key's last, newest, row, in key order (a dict keeps a key where it first came)
-            rows = _live(list(dict(zip(map(key, merged), merged)).values()))
+            rows = _live(list(dict(zip(map(_KEY, merged), merged)).values()))
         if rows:
             if reverse:
                 rows.reverse()
             yield rows
     if its:  # one level left: the rest of it, as it comes
-        for chunk in itertools.chain((heads[0],), its[0]):
-            rows = _live(chunk)
-            if rows:
-                if reverse:
-                    rows.reverse()
-                yield rows
+        yield from _passed(itertools.chain((heads[0],), its[0]), reverse)
+
+
+def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
+    """Take from each level's unread rows (``heads``, cut in place) those up to the nearest chunk end of
+    any level, in the direction of travel: the parts of one round, oldest level first."""
+    parts: list[list[Item]] = []
+    if not reverse:
+        bound = min([head[-1][0] for head in heads])
+        for n, head in enumerate(heads):
+            if head[-1][0] <= bound:
+                parts.append(head)
+                heads[n] = []
+            else:
+                cut = bisect.bisect_right(head, bound, key=_KEY)
+                if cut:
+                    parts.append(head[:cut])
+                    heads[n] = head[cut:]
+        return parts
+    bound = max([head[0][0] for head in heads])
+    for n, head in enumerate(heads):
+        if head[0][0] >= bound:
+            parts.append(head)
+            heads[n] = []
+        else:
+            cut = bisect.bisect_left(head, bound, key=_KEY)
+            if cut < len(head):
+                parts.append(head[cut:])
+                heads[n] = head[:cut]
+    return parts
+
+
+def _passed(chunks: Iterable[list[Item]], reverse: bool) -> Iterator[list[tuple[bytes, bytes]]]:
+    """The chunks of the one level left, without their deletes, in the direction of travel."""
+    for chunk in chunks:
+        rows = _live(chunk)
+        if rows:
+            if reverse:
+                rows.reverse()
+            yield rows
 
 
 _KEY = operator.itemgetter(0)
