@@ -84,7 +84,7 @@ class Reader:
         snap = self.snapshot
         levels: list[Iterator[Chunk]] = []
         if self.pending is not None:  # live: the transaction's later writes are seen when reached
-            levels.append(chunks_of(self.pending.items(start, snap, reverse, inclusive), reverse))
+            levels.append(chunks_of(self.pending.items(start, snap, reverse, inclusive), reverse, 1, 1))
         for mem in self.view.mems:
             if len(mem):  # keys written into it from now on are past the snapshot
                 levels.append(mem.chunks(start, snap, reverse, inclusive))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import pathlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -1039,3 +1040,18 @@ def test_tx_interleavings_match_a_serial_execution_in_commit_order(
         kv._check()
     finally:
         kv.close()
+
+
+def test_a_tx_scan_sees_a_write_made_after_it_passed_earlier_keys(tmp_path: pathlib.Path) -> None:
+    # documented (docs/transactions.md): the transaction's own writes are a live level of its scans; a key
+    # written ahead of the scan's position is seen when the scan reaches it, however many keys it passed
+    with KV.open(str(tmp_path / "db")) as kv:
+        kv.set(b"b", b"table")
+        tx = kv.new_tx()
+        for key in (b"a", b"c", b"e", b"g"):
+            tx.set(key, b"tx")
+        scan = tx.scan()
+        assert [next(scan)[0], next(scan)[0], next(scan)[0]] == [b"a", b"b", b"c"]
+        tx.set(b"f", b"later")
+        assert list(scan) == [(b"e", b"tx"), (b"f", b"later"), (b"g", b"tx")]
+        tx.abort()
