@@ -214,7 +214,8 @@ class BlockEntries:
         while lo < hi:
             mid = (lo + hi) >> 1
             start, end = spans[mid]
-            if payload[start:end] < key or (after and payload[start:end] == key):
+            probe = payload[start:end]
+            if probe < key or (after and probe == key):
                 lo = mid + 1
             else:
                 hi = mid

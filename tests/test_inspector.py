@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import KV, Config, record
+from kvstore import KV, Config, TableStats, record
 from kvstore.fs import OSFileSystem
 from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
 from kvstore.wal import WalWriter
@@ -81,13 +81,19 @@ def test_inspect_sst_agrees_with_the_table_the_engine_wrote(tmp_path: Path) -> N
     assert tree["footer"]["offset"] == table.bytes - record.FOOTER.size
 
 
-def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path) -> None:
-    """Version 2: the blocked filter's lines and k; version 1 (tests/data/format_v1): its bits and probes."""
+def _one_table(tmp_path: Path) -> TableStats:
+    """A database in ``tmp_path / "db"`` of 200 keys merged into one table, and that table."""
     with KV.open(tmp_path / "db", CONFIG) as kv:
         for i in range(200):
             kv.set(b"k%03d" % i, b"v")
         kv.compact(full=True)
         table = kv.stats().tables[0]
+    return table
+
+
+def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path) -> None:
+    """Version 2: the blocked filter's lines and k; version 1 (tests/data/format_v1): its bits and probes."""
+    table = _one_table(tmp_path)
     tree = inspect_sst(str(tmp_path / "db" / table.name))
     assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 2
     assert tree["bloom"] == {"kind": "blocked", "bits": 5 * 512, "probes": 6, "lines": 5}
@@ -99,11 +105,7 @@ def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path
 
 
 def test_inspect_sst_names_a_damaged_bloom_trailer_under_a_good_checksum(tmp_path: Path) -> None:
-    with KV.open(tmp_path / "db", CONFIG) as kv:
-        for i in range(200):
-            kv.set(b"k%03d" % i, b"v")
-        kv.compact(full=True)
-        table = kv.stats().tables[0]
+    table = _one_table(tmp_path)
     path = tmp_path / "db" / table.name
     data = bytearray(path.read_bytes())
     foot_at = len(data) - record.FOOTER.size
