@@ -68,8 +68,8 @@ class Config:
     """Encoded bytes (keys, values, 16 bytes per version) the memtable holds before it is flushed to a table.
     Default 4 MiB; from 1 byte to 1 TiB.  Memory, table size and replay time at open grow with it."""
     growth_factor: float = attrs.field(default=2.0, validator=_growth)
-    """Tables i and i+1 (newest first) merge when ``size[i+1] <= (growth_factor - 1) * size[i]``.
-    Default 2.0; from 2.0 to 1000.0.  Larger: fewer tables, more rewriting."""
+    """Each table (newest first) is kept more than ``growth_factor - 1`` times all newer tables together; the
+    first that is not is merged with the newer tables it needs.  Default 2.0; from 2.0 to 1000.0.  Larger: fewer tables, more rewriting."""
     sync: bool = attrs.field(default=True, validator=_bool)
     """Default durability of ``commit()`` and of one-operation writes: True fsyncs the WAL before returning.
     Default True.  ``commit(sync=...)`` overrides it for one commit."""

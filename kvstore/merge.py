@@ -3,11 +3,11 @@
 Levels are given newest first.  Three rules live here and nowhere else
 (DESIGN.md, "Levels and merging"):
 
-  - **Tables merge by a growth factor** (``pick_run``): the first run of
-    adjacent tables, newest first, in which each next table is at most
-    ``growth_factor - 1`` times the size of all before it in the run, merges
-    into one, so table sizes grow geometrically and a read consults
-    O(log(size)) tables.
+  - **Tables merge by a growth factor** (``pick_run``): each table must be
+    more than ``growth_factor - 1`` times the size of all newer tables
+    together; the first that is not merges with the newer tables it needs,
+    so table sizes grow geometrically and a read consults O(log(size))
+    tables.
   - **Newest level wins.**  For a key present in several levels, the newest
     level's version is the one a reader sees; a newer level always holds
     higher sequence numbers for a key than an older one.
@@ -324,19 +324,30 @@ def _retain(seqs: list[int], values: list[bytes | None], snapshots: Sequence[int
 
 
 def pick_run(sizes: Sequence[int], growth_factor: float) -> tuple[int, int] | None:
-    """``(i, j)``: tables ``i`` to ``j - 1`` (sizes newest first) are the first run the growth-factor rule
-    merges, or None when the rule holds.
+    """``(i, j)``: tables ``i`` to ``j - 1`` (sizes newest first) are the run the growth-factor rule
+    merges, or None when the rule holds: every table is more than ``growth_factor - 1`` times the sizes of
+    all newer tables together.
 
-    >>> pick_run([10, 10, 100], 4), pick_run([10, 100, 1000], 4)
-    ((0, 2), None)
+    The first (newest) table ``t`` that breaks the rule is merged with the fewest newest-adjacent tables
+    whose sizes sum to at least ``size[t] / (growth_factor - 1)``; older tables join the run while each is
+    at most ``growth_factor - 1`` times the run so far.
+
+    >>> pick_run([10, 10, 100], 4), pick_run([10, 100, 1000], 4), pick_run([36, 37, 38, 200], 2)
+    ((0, 2), None, (0, 3))
     """
     factor = growth_factor - 1
-    for i in range(len(sizes) - 1):
-        acc = sizes[i]
-        j = i + 1
-        while j < len(sizes) and sizes[j] <= factor * acc:
-            acc += sizes[j]
-            j += 1
-        if j - i >= 2:
+    newer = 0
+    for t in range(1, len(sizes)):
+        newer += sizes[t - 1]
+        if sizes[t] <= factor * newer:
+            i, acc = t - 1, sizes[t - 1]
+            while sizes[t] > factor * acc:
+                i -= 1
+                acc += sizes[i]
+            acc += sizes[t]
+            j = t + 1
+            while j < len(sizes) and sizes[j] <= factor * acc:
+                acc += sizes[j]
+                j += 1
             return i, j
     return None
