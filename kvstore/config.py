@@ -69,7 +69,8 @@ class Config:
     Default 4 MiB; from 1 byte to 1 TiB.  Memory, table size and replay time at open grow with it."""
     growth_factor: float = attrs.field(default=2.0, validator=_growth)
     """Each table (newest first) is kept more than ``growth_factor - 1`` times all newer tables together; the
-    first that is not is merged with the newer tables it needs.  Default 2.0; from 2.0 to 1000.0.  Larger: fewer tables, more rewriting."""
+    first that is not is merged with the newer tables it needs.  Default 2.0; from 2.0 to 1000.0.  Larger:
+    fewer tables, more rewriting."""
     sync: bool = attrs.field(default=True, validator=_bool)
     """Default durability of ``commit()`` and of one-operation writes: True fsyncs the WAL before returning.
     Default True.  ``commit(sync=...)`` overrides it for one commit."""

@@ -78,7 +78,9 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
 
     A round takes, from every level, the rows up to the nearest chunk end
     of any level (``bound``): every version of those keys is then at hand.
-    When one level holds them all they pass as they are; otherwise the
+    When one level holds them all they pass as they are; two parts of
+    which one has at most an eighth of the other's rows are merged by
+    bisecting the few into the many (``_merge_few``); otherwise the
     parts, oldest level first, are sorted by key (a stable sort that merges
     the presorted parts in C), a dict keeps each key's last, newest, value,
     and deletes are dropped.  A level is asked for its next chunk only when
@@ -108,6 +110,8 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
         parts = _round(heads, reverse)
         if len(parts) == 1:
             rows = _live(parts[0])
+        elif len(parts) == 2 and min(len(parts[0]), len(parts[1])) * _FEW <= max(len(parts[0]), len(parts[1])):
+            rows = _live(_merge_few(parts[0], parts[1]))
         else:
             merged = list(itertools.chain.from_iterable(parts))
             merged.sort(key=_KEY)  # stable: a key's versions stay oldest level first
@@ -121,6 +125,32 @@ def merge_chunks(levels: Sequence[Iterator[list[Item]]], reverse: bool = False) 
         yield from _passed(itertools.chain((heads[0],), its[0]), reverse)
 
 
+_FEW = 8  # a round's smaller part at most 1/_FEW of the larger: bisect its rows in (_merge_few)
+
+
+def _merge_few(older: list[Item], newer: list[Item]) -> list[Item]:
+    """Two ascending parts of a round merged, the newer part's row kept for a key in both: each row of the
+    smaller part is bisected into the larger (a tuple ``(key,)`` sorts just before every row of that key,
+    so no key function runs per comparison) and the rows between are copied as slices."""
+    if len(newer) <= len(older):
+        big, small, small_wins = older, newer, True
+    else:
+        big, small, small_wins = newer, older, False
+    out: list[Item] = []
+    lo, n = 0, len(big)
+    for row in small:
+        pos = bisect.bisect_left(big, (row[0],), lo)
+        out += big[lo:pos]
+        if pos < n and big[pos][0] == row[0]:
+            out.append(row if small_wins else big[pos])
+            lo = pos + 1
+        else:
+            out.append(row)
+            lo = pos
+    out += big[lo:]
+    return out
+
+
 def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
     """Take from each level's unread rows (``heads``, cut in place) those up to the nearest chunk end of
     any level, in the direction of travel: the parts of one round, oldest level first."""
@@ -132,7 +162,7 @@ def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
                 parts.append(head)
                 heads[n] = []
             else:
-                cut = bisect.bisect_right(head, bound, key=_KEY)
+                cut = bisect.bisect_left(head, (bound + b"\x00",))  # after every row of key bound
                 if cut:
                     parts.append(head[:cut])
                     heads[n] = head[cut:]
@@ -143,7 +173,7 @@ def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
             parts.append(head)
             heads[n] = []
         else:
-            cut = bisect.bisect_left(head, bound, key=_KEY)
+            cut = bisect.bisect_left(head, (bound,))
             if cut < len(head):
                 parts.append(head[cut:])
                 heads[n] = head[:cut]

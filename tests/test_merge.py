@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore.merge import EntryChunk, compact_chunks, entry_chunks_of, merge_entry_chunks, merge_items
+from kvstore.chunks import chunks_of
+from kvstore.merge import EntryChunk, compact_chunks, entry_chunks_of, merge_chunks, merge_entry_chunks, merge_items
 
 Level = dict[bytes, "bytes | None"]
 Entry = tuple[bytes, int, "bytes | None"]
@@ -69,6 +70,27 @@ def test_merge_items_match_a_dict_model(levels: list[Level], reverse: bool) -> N
         model.update(level)
     expected = sorted(((k, v) for k, v in model.items() if v is not None), reverse=reverse)
     assert _merged(levels, reverse) == expected
+
+
+@given(st.integers(16, 300), st.data(), st.booleans(), st.booleans(), st.integers(1, 300), st.integers(1, 300))
+def test_merge_chunks_of_a_few_rows_into_many_match_a_dict_model(count: int, data: st.DataObject,
+                                                                  few_is_newer: bool, reverse: bool,
+                                                                  size_many: int, size_few: int) -> None:
+    """Rounds whose parts are lopsided (a handful of rows against hundreds) are merged by bisecting the few
+    into the many, the newer level's row winning whichever side is smaller."""
+    deleted = data.draw(st.sets(st.integers(0, count - 1), max_size=8))
+    many: Level = {b"%03d" % (2 * i): (None if i in deleted else b"m") for i in range(count)}
+    shared = data.draw(st.lists(st.sampled_from(sorted(many)), max_size=12))
+    others = data.draw(st.lists(st.builds(b"%03d".__mod__, st.integers(0, 700)), max_size=4))
+    few: Level = {key: data.draw(st.one_of(st.none(), st.binary(min_size=2, max_size=2))) for key in shared + others}
+    levels = [few, many] if few_is_newer else [many, few]
+    sizes = [size_few, size_many] if few_is_newer else [size_many, size_few]
+    model: dict[bytes, bytes | None] = {}
+    for level in reversed(levels):
+        model.update(level)
+    expected = sorted(((k, v) for k, v in model.items() if v is not None), reverse=reverse)
+    chunks = [chunks_of(_items(level, reverse), reverse, size, size) for level, size in zip(levels, sizes)]
+    assert [row for chunk in merge_chunks(chunks, reverse) for row in chunk] == expected
 
 
 # ---------------------------------------------------------------- the reference, one entry at a time
