@@ -130,8 +130,7 @@ _FEW = 8  # a round's smaller part at most 1/_FEW of the larger: bisect its rows
 
 def _merge_few(older: list[Item], newer: list[Item]) -> list[Item]:
     """Two ascending parts of a round merged, the newer part's row kept for a key in both: each row of the
-    smaller part is bisected into the larger (a tuple ``(key,)`` sorts just before every row of that key,
-    so no key function runs per comparison) and the rows between are copied as slices."""
+    smaller part is bisected into the larger, and the rows between are copied as slices (in C)."""
     if len(newer) <= len(older):
         big, small, small_wins = older, newer, True
     else:
@@ -139,7 +138,7 @@ def _merge_few(older: list[Item], newer: list[Item]) -> list[Item]:
     out: list[Item] = []
     lo, n = 0, len(big)
     for row in small:
-        pos = bisect.bisect_left(big, (row[0],), lo)
+        pos = bisect.bisect_left(big, row[0], lo, key=_KEY)
         out += big[lo:pos]
         if pos < n and big[pos][0] == row[0]:
             out.append(row if small_wins else big[pos])
@@ -162,7 +161,7 @@ def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
                 parts.append(head)
                 heads[n] = []
             else:
-                cut = bisect.bisect_left(head, (bound + b"\x00",))  # after every row of key bound
+                cut = bisect.bisect_right(head, bound, key=_KEY)
                 if cut:
                     parts.append(head[:cut])
                     heads[n] = head[cut:]
@@ -173,7 +172,7 @@ def _round(heads: list[list[Item]], reverse: bool) -> list[list[Item]]:
             parts.append(head)
             heads[n] = []
         else:
-            cut = bisect.bisect_left(head, (bound,))
+            cut = bisect.bisect_left(head, bound, key=_KEY)
             if cut < len(head):
                 parts.append(head[cut:])
                 heads[n] = head[:cut]

@@ -130,3 +130,25 @@ def test_hot_paths_example_runs_every_operation_and_refuses_others(tmp_path: pat
     bad = subprocess.run([sys.executable, script, "nothing", "5"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "OP must be one of get" in bad.stderr
+
+
+def test_merge_rounds_example_merges_each_shape_and_refuses_others(tmp_path: pathlib.Path) -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import merge_rounds
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    for shape in merge_rounds.SHAPES:
+        newer, older = merge_rounds.levels(shape)
+        expected = sorted({**dict(older), **dict(newer)}.items())
+        got = [row for chunk in merge_rounds.merge_chunks(
+            [merge_rounds.chunks_of(iter(level), False, 8, 256) for level in (newer, older)]) for row in chunk]
+        assert got == expected, shape
+    script = str(ROOT / "examples" / "merge_rounds.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([sys.executable, script, "sparse", "1"], cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, script, "nothing", "1"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 1 and "SHAPE must be one of sparse" in bad.stderr
