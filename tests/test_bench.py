@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import runpy
 import subprocess
 import sys
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from kvstore import bench
+from kvstore.chunks import chunks_of
+from kvstore.merge import merge_chunks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NUM = 2000
@@ -133,16 +136,12 @@ def test_hot_paths_example_runs_every_operation_and_refuses_others(tmp_path: pat
 
 
 def test_merge_rounds_example_merges_each_shape_and_refuses_others(tmp_path: pathlib.Path) -> None:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import merge_rounds
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
-    for shape in merge_rounds.SHAPES:
-        newer, older = merge_rounds.levels(shape)
+    example = runpy.run_path(str(ROOT / "examples" / "merge_rounds.py"))
+    for shape in example["SHAPES"]:
+        newer, older = example["levels"](shape)
         expected = sorted({**dict(older), **dict(newer)}.items())
-        got = [row for chunk in merge_rounds.merge_chunks(
-            [merge_rounds.chunks_of(iter(level), False, 8, 256) for level in (newer, older)]) for row in chunk]
+        got = [row for chunk in merge_chunks([chunks_of(iter(level), False, 8, 256) for level in (newer, older)])
+               for row in chunk]
         assert got == expected, shape
     script = str(ROOT / "examples" / "merge_rounds.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
