@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import TypeVar
 
+from kvstore import runs
 from kvstore.builder import build_table
 from kvstore.core import Core, log
 from kvstore.errors import FailedError
@@ -212,14 +213,19 @@ class Jobs:
             self._compact_by_policy()
 
     def _compact_by_policy(self) -> None:
-        """Merge runs until the growth-factor rule holds (under ``merge_lock``)."""
+        """Merge sorted runs (``runs.group``: adjacent tables of disjoint key ranges weigh as one) until the
+        growth-factor rule holds over them (under ``merge_lock``)."""
         versions, growth = self._versions, self._kv._config.growth_factor
         while not self._stopping_merges():
             tables = list(versions.tables)
-            run = pick_run([t.reader.size for t in tables], growth)
-            if run is None:
+            counts = runs.group([(t.reader.smallest, t.reader.largest) for t in tables])
+            ends = list(itertools.accumulate(counts))
+            sizes = [sum(t.reader.size for t in tables[end - count : end]) for count, end in zip(counts, ends)]
+            picked = pick_run(sizes, growth)
+            if picked is None:
                 return
-            self._merge(tables[run[0] : run[1]])
+            i, j = picked
+            self._merge(tables[ends[i] - counts[i] : ends[j - 1]])
 
     def _stopping_merges(self) -> bool:
         return self._kv._failed is not None or (self.stopping and threading.current_thread() in self.threads)
@@ -235,7 +241,8 @@ class Jobs:
         with versions.lock:
             number = versions.new_number()
             bottom = group[-1] is versions.tables[-1]
-        table = self._write_table(number, [t.reader.entry_chunks() for t in group], bottom)
+        levels = runs.runs_of(tuple(t.reader for t in group))  # a run's tables as one source, in key order
+        table = self._write_table(number, [level.entry_chunks() for level in levels], bottom)
         with versions.lock:
             versions.swap(group, table, merged)
 

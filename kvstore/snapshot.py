@@ -37,7 +37,7 @@ def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
         found = mem.get(key, snapshot)
         if found is not None:
             return found[1]
-    readers = view.readers
+    readers = view.runs
     if readers:  # the key is hashed, and its bloom mask made, once for every table
         probe = bloom.probe(record.key_hash(key), readers[0].bloom_k)
         for reader in readers:
@@ -88,7 +88,7 @@ class Reader:
         for mem in self.view.mems:
             if len(mem):  # keys written into it from now on are past the snapshot
                 levels.append(mem.chunks(start, snap, reverse, inclusive))
-        for reader in self.view.readers:
+        for reader in self.view.runs:
             if start is not None and (start < reader.smallest if reverse else start > reader.largest):
                 continue  # the table lies wholly behind the start
             levels.append(reader.chunks(start, snap, reverse, inclusive))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+from kvstore.runs import Run, runs_of
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import TableReader
 
@@ -50,12 +51,14 @@ class Frozen:
 class View:
     """What one reader sees besides its snapshot: memtables and tables, newest first."""
 
-    __slots__ = ("mems", "tables", "readers", "refs")
+    __slots__ = ("mems", "tables", "readers", "runs", "refs")
 
     def __init__(self, mems: tuple[Memtable, ...], tables: tuple[Table, ...]) -> None:
         self.mems = mems
         self.tables = tables
         self.readers = tuple(t.reader for t in tables)
+        self.runs: tuple[TableReader | Run, ...] = runs_of(self.readers)
+        """The levels a read consults below the memtables: tables of disjoint key ranges as one ``Run``."""
         self.refs = 1  # the KV's own, while this is the current view
         for t in tables:
             t.refs += 1

@@ -407,8 +407,8 @@ def test_design_doc_merge_policy_example_is_what_a_kv_does(tmp_path: Path) -> No
     with KV.open(tmp_path / "db", config) as kv:
         unit = 0
         for flush in range(1, 9):
-            for i in range(200):  # equal flushes: 200 new keys of one length, values of one length
-                kv.set(b"%08d" % (flush * 1000 + i), b"v" * 100)
+            for i in range(200):  # equal flushes of 200 new keys of one length, values of one length, each
+                kv.set(b"%08d" % (i * 1000 + flush), b"v" * 100)  # flush over the same key range
             kv.flush()
             sizes = [t.bytes for t in kv.stats().tables]
             unit = unit or sizes[0]

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"config", "record", "fs", "simfs", "keys"},
     {"filenames", "chunks", "bloom", "block"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
-    {"merge", "builder"},
+    {"merge", "builder", "runs"},
     # the engine's mechanisms, bottom up: what readers hold and what transactions read; the one typed home
     # of the hot fields; reading one snapshot; the live set of files; the commit pipeline beside flushes
     # and merges; then recovery, check, backup and transactions; the KV facade on top
