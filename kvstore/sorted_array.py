@@ -26,6 +26,7 @@ import operator
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -36,8 +37,20 @@ ENTRY_OVERHEAD = 16
 # keys fetched per step of an iterator: few at first (a seek often reads a handful), then many
 _FIRST_CHUNK = 8
 _CHUNK = 256
+# writes in one commit from which their new keys go to ``_add_keys`` together
+_BULK = 64
 
 Version = tuple[int, "bytes | None"]
+
+
+def _cut(keys: list[bytes], load: int) -> list[list[bytes]]:
+    """``keys`` cut into sublists of ``load`` keys, a short last one joined to the one before it, so every
+    sublist but a lone one holds from half to twice ``load`` keys (what sortedcontainers keeps)."""
+    parts = [keys[pos : pos + load] for pos in range(0, len(keys), load)]
+    if len(parts) > 1 and len(parts[-1]) < load // 2:
+        last = parts.pop()
+        parts[-1] += last
+    return parts
 
 
 class Memtable:
@@ -80,12 +93,13 @@ class Memtable:
         """Add the writes of several commits, each under its sequence, taking the lock once; returns the
         bytes of keys and values added."""
         data = self._data
-        add = self._keys.add
         added = 0
         count = 0
         with self.lock:
             for seq, writes in commits:
                 assert seq >= self.max_seq, (seq, self.max_seq)
+                fresh: list[bytes] = []
+                add = fresh.append if len(writes) >= _BULK else self._keys.add  # many: laid on at once
                 for key, value in writes:
                     versions = data.get(key)
                     if versions is None:
@@ -95,6 +109,8 @@ class Memtable:
                         assert versions[-1][0] < seq, (key, seq)
                         versions.append((seq, value))
                     added += len(key) if value is None else len(key) + len(value)
+                if fresh:
+                    self._add_keys(fresh)
                 count += len(writes)
                 if not self.min_seq:
                     self.min_seq = seq
@@ -102,6 +118,36 @@ class Memtable:
             self.bytes += added + count * ENTRY_OVERHEAD
             self.entries_count += count
         return added
+
+    def _add_keys(self, fresh: list[bytes]) -> None:
+        """Add keys new to the memtable to its key index (under ``lock``).  Keys that all lie past either
+        end of the index (a load in key order) are laid on as whole sublists of the sorted list, with its
+        invariants kept (each sublist sorted, non-empty and at most its load long, ``_maxes`` their last
+        keys, the positional index rebuilt on demand); others are added one by one."""
+        keys = self._keys
+        fresh.sort()
+        raw: Any = keys  # the sorted list's internals, as sortedcontainers lays them out
+        lists, maxes, load = raw._lists, raw._maxes, raw._load
+        if not maxes or fresh[0] > maxes[-1]:  # after every key: the last sublist and the new keys, re-cut
+            tail = lists.pop() + fresh if lists else fresh
+            del maxes[len(lists):]
+            parts = _cut(tail, load)
+            lists.extend(parts)
+        elif fresh[-1] < lists[0][0]:  # before every key: the new keys and the first sublist, re-cut
+            parts = _cut(fresh + lists[0], load)
+            lists[:1] = parts
+            del maxes[0]
+            maxes[:0] = [part[-1] for part in parts]
+            raw._len += len(fresh)
+            del raw._index[:]
+            return
+        else:
+            for key in fresh:
+                keys.add(key)
+            return
+        maxes.extend(part[-1] for part in parts)
+        raw._len += len(fresh)
+        del raw._index[:]
 
     def _put(self, key: bytes, seq: int, value: bytes | None) -> None:
         assert seq >= self.max_seq, (seq, self.max_seq)

@@ -229,3 +229,34 @@ _MANY = Memtable()
 for _i, _key in enumerate(_MANY_KEYS):
     _MANY.put(_key, _i + 1, _key)
 assert len(_MANY._keys._lists) > 2  # type: ignore[attr-defined]
+
+
+_COMMIT = st.one_of(
+    st.tuples(st.just("up"), st.integers(0, 5000), st.integers(1, 300)),  # a run of keys in order
+    st.tuples(st.just("down"), st.integers(0, 5000), st.integers(1, 300)),
+    st.tuples(st.just("spread"), st.integers(0, 5000), st.integers(1, 300)),  # keys among the others
+)
+
+
+@settings(max_examples=60)
+@given(st.lists(_COMMIT, min_size=1, max_size=12))
+def test_apply_many_lays_runs_of_new_keys_on_the_key_index_and_keeps_it_sorted(
+        commits: list[tuple[str, int, int]]) -> None:
+    """Commits of many new keys past either end of the index are laid on as whole sublists; the index
+    stays a valid sorted list (sortedcontainers' own check) holding exactly the memtable's keys."""
+    mem = Memtable()
+    model: dict[bytes, bytes] = {}
+    for seq, (kind, first, count) in enumerate(commits, start=1):
+        if kind == "up":
+            keys = [b"%06d" % (first * 100 + i) for i in range(count)]
+        elif kind == "down":
+            keys = [b"%06d" % (first * 100 - i) for i in range(count) if first * 100 - i >= 0]
+        else:
+            keys = [b"%06d" % (first + i * 37) for i in range(count)]
+        writes = sorted({key: b"%d" % seq for key in keys}.items())
+        mem.apply_many([(seq, writes)])
+        model.update(writes)
+        mem._keys._check()
+        assert list(mem._keys) == sorted(model)
+    assert [(k, v) for k, v in mem.items(None, len(commits))] == sorted(model.items())
+    assert all(mem.get(k, len(commits)) is not None for k in model)
