@@ -1,6 +1,6 @@
 """One hot path of kvstore, ``COUNT`` times, after a fixed setup: for counting instructions per operation.
 
-    python examples/hot_paths.py OP COUNT        OP: get scan_row seek10 cursor10 set tx_commit delete
+    python examples/hot_paths.py OP COUNT   OP: get scan_row seek10 cursor10 set tx_commit delete fillseq
 
 The setup is the same every run (20,000 keys written in transactions of 1,000, flushed, then 5,000 of them
 set again, so a read meets the memtable and a table; flushes inline, no fsync), so the instructions a run
@@ -22,7 +22,7 @@ import tempfile
 
 from kvstore import KV, Config
 
-OPS = ("get", "scan_row", "seek10", "cursor10", "set", "tx_commit", "delete")
+OPS = ("get", "scan_row", "seek10", "cursor10", "set", "tx_commit", "delete", "fillseq")
 
 
 def main(op: str, count: int) -> None:
@@ -72,6 +72,11 @@ def _run(kv: KV, op: str, probe: list[bytes], count: int, val: bytes) -> None:
             with kv.new_tx() as tx:
                 tx.get(k)
                 tx.set(k, val)
+    elif op == "fillseq":  # COUNT new keys above every other, ascending, in transactions of 1,000
+        for start in range(0, count, 1000):
+            with kv.new_tx() as tx:
+                for i in range(start, min(count, start + 1000)):
+                    tx.set(b"z%015d" % i, val)
     else:
         for k in probe:
             kv.delete(k)

@@ -126,7 +126,7 @@ def test_bench_runs_as_a_kvstore_subcommand(tmp_path: pathlib.Path) -> None:
 def test_hot_paths_example_runs_every_operation_and_refuses_others(tmp_path: pathlib.Path) -> None:
     script = str(ROOT / "examples" / "hot_paths.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for op in ["get", "scan_row", "seek10", "cursor10", "set", "tx_commit", "delete"]:
+    for op in ["get", "scan_row", "seek10", "cursor10", "set", "tx_commit", "delete", "fillseq"]:
         proc = subprocess.run([sys.executable, script, op, "5"], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, (op, proc.stderr)
