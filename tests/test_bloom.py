@@ -70,7 +70,7 @@ def test_mask_tables_refuse_a_probe_count_out_of_range() -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 1000, (1 << 16) + 3], ids=lambda n: f"{n}keys")
-@pytest.mark.parametrize("bits", [1, 10, 64], ids=lambda b: f"{b}bits")
+@pytest.mark.parametrize("bits", [1, 3, 10, 64], ids=lambda b: f"{b}bits")
 def test_blocked_build_sets_the_bits_the_design_describes(count: int, bits: int) -> None:
     hashes = [record.key_hash(b"key%d" % i) for i in range(count)]
     if count > 1000 and bits != 10:
