@@ -256,7 +256,7 @@ def test_apply_many_lays_runs_of_new_keys_on_the_key_index_and_keeps_it_sorted(
         writes = sorted({key: b"%d" % seq for key in keys}.items())
         mem.apply_many([(seq, writes)])
         model.update(writes)
-        mem._keys._check()
+        mem._keys._check()  # type: ignore[attr-defined]  # sortedcontainers' own invariants
         assert list(mem._keys) == sorted(model)
     assert [(k, v) for k, v in mem.items(None, len(commits))] == sorted(model.items())
     assert all(mem.get(k, len(commits)) is not None for k in model)
