@@ -100,7 +100,11 @@ class _Layouts:
         self._layouts: dict[bytes, _Layout] = {}
 
     def get(self, lengths: bytes, n: int) -> _Layout | None:
-        """The layout for these length arrays of ``n`` entries, or None while they are new."""
+        """The layout for these length arrays of ``n`` entries, or None while they are new, and always for
+        a block of more than ``_LAYOUT_MAX`` entries (an index block, decoded whole once: its layout would
+        take milliseconds to build for nothing)."""
+        if n > _LAYOUT_MAX:
+            return None
         found = self._layouts.get(lengths)
         if found is not None:
             return found
@@ -116,6 +120,7 @@ class _Layouts:
         return found
 
 
+_LAYOUT_MAX = 1024  # entries; a data block of the default 4 KiB holds a few dozen
 _LAYOUTS = _Layouts(64)
 
 

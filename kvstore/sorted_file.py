@@ -25,6 +25,7 @@ import itertools
 import operator
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 from kvstore import bloom, record
 from kvstore.block import BlockEntries, decode_block
@@ -132,21 +133,53 @@ class TableReader:
                 raise CorruptSSTableError(path, foot_at, f"footer places the {name} outside the file")
         ikeys, iseqs, ivalues = decode_block(self._chunk(*index), path, index[0])
         self._index_keys = ikeys
-        self._offsets: list[int] = []
-        self._sizes: list[int] = []
+        del iseqs
+        if not self._index_in_order(ivalues, lo, index[0]):
+            self._check_index(ivalues, lo, index[0])  # raises, naming the first entry out of order
+        self._load_bloom(version, filter_at)
+        (self.num_entries, self.deletes, self.min_seq, self.max_seq,
+         self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
+        if self._index_keys and self._index_keys[-1] != self.largest:
+            raise CorruptSSTableError(path, props[0], "properties disagree with the index on the largest key")
+
+    def _index_in_order(self, ivalues: list[bytes | None], lo: int, index_at: int) -> bool:
+        """Unpack the index's (offset, size) pairs at once, in C; True when they are whole pairs that
+        tile the data blocks from ``lo`` to ``index_at`` in order (``_check_index`` says what is wrong
+        otherwise)."""
+        width = record.INDEX_VALUE.size
+        if not ivalues or None in ivalues:
+            return False
+        pairs = cast("list[bytes]", ivalues)
+        if set(map(len, pairs)) != {width}:
+            return False
+        offsets, sizes = map(list, zip(*record.INDEX_VALUE.iter_unpack(b"".join(pairs))))
+        ends = list(map(operator.add, offsets, sizes))
+        if offsets[0] != lo or offsets[1:] != ends[:-1] or min(sizes) < 8 or ends[-1] != index_at:
+            return False
+        self._offsets, self._sizes = offsets, sizes
+        return True
+
+    def _check_index(self, ivalues: list[bytes | None], lo: int, index_at: int) -> None:
+        """Read the index's (offset, size) pairs one by one, raising ``CorruptSSTableError`` at the first
+        that is not a pair or not the next block."""
+        path = self.path
+        self._offsets = []
+        self._sizes = []
         prev_end = lo
         for value in ivalues:
             if value is None or len(value) != record.INDEX_VALUE.size:
-                raise CorruptSSTableError(path, index[0], "index entry is not an (offset, size) pair")
+                raise CorruptSSTableError(path, index_at, "index entry is not an (offset, size) pair")
             off, sz = record.INDEX_VALUE.unpack(value)
             if off != prev_end or sz < 8:
-                raise CorruptSSTableError(path, index[0], f"index points at block ({off}, {sz}) out of sequence")
+                raise CorruptSSTableError(path, index_at, f"index points at block ({off}, {sz}) out of sequence")
             prev_end = off + sz
             self._offsets.append(off)
             self._sizes.append(sz)
-        if prev_end != index[0]:
-            raise CorruptSSTableError(path, index[0], "index does not cover the data blocks")
-        del iseqs
+        if prev_end != index_at:
+            raise CorruptSSTableError(path, index_at, "index does not cover the data blocks")
+
+    def _load_bloom(self, version: int, filter_at: tuple[int, int]) -> None:
+        path = self.path
         # checked even when empty (bloom_bits_per_key=0): every byte is
         self._bloom = bloom.decode(self._chunk(*filter_at), version, path, filter_at[0])
         # the filter's fields, probed inline by get(); None when there is nothing to filter with
@@ -160,10 +193,6 @@ class TableReader:
         self._bloom_bits = v1.bits_or_none() if v1 is not None else None  # version 1
         self._bloom_nbits = len(self._bloom_bits or b"") * 8
         self._bloom_probes = range(v1.k if v1 is not None else 0)
-        (self.num_entries, self.deletes, self.min_seq, self.max_seq,
-         self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
-        if self._index_keys and self._index_keys[-1] != self.largest:
-            raise CorruptSSTableError(path, props[0], "properties disagree with the index on the largest key")
 
     def _chunk(self, offset: int, size: int) -> bytes:
         data = self._file.pread(size, offset)
