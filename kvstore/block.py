@@ -141,8 +141,9 @@ class BlockEntries:
     __slots__ = ("count", "fresh", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths",
                  "_values", "_ascending")
 
-    def __init__(self, payload: bytes, path: str, offset: int) -> None:
-        size = len(payload)
+    def __init__(self, payload: bytes, path: str, offset: int, size: int | None = None) -> None:
+        if size is None:  # else the payload is payload[:size], and the bytes after it are not looked at
+            size = len(payload)
         if size < BLOCK_COUNT.size:
             raise CorruptSSTableError(path, offset, "block shorter than its entry count")
         (n,) = BLOCK_COUNT.unpack_from(payload, size - 4)
@@ -355,7 +356,8 @@ class BlockEntries:
         return ascending
 
 
-def decode_block(payload: bytes, path: str, offset: int) -> tuple[list[bytes], list[int], list[bytes | None]]:
-    """(keys, sequences, values) of a block payload; a value of None is a delete."""
-    entries = BlockEntries(payload, path, offset)
+def decode_block(payload: bytes, path: str, offset: int,
+                 size: int | None = None) -> tuple[list[bytes], list[int], list[bytes | None]]:
+    """(keys, sequences, values) of a block payload (``payload[:size]``); a value of None is a delete."""
+    entries = BlockEntries(payload, path, offset, size)
     return list(entries.keys), list(entries.seqs), list(entries.values())

@@ -278,13 +278,20 @@ def seal_chunk(file_number: int, offset: int, payload: bytes) -> bytes:
 
 def open_chunk(chunk: bytes, path: str, file_number: int, offset: int) -> bytes:
     """The payload of a chunk read at ``offset``; raises ``BadChecksumError`` when it does not check out."""
-    if len(chunk) < CHUNK_CRC.size:
+    return chunk[: check_chunk(chunk, path, file_number, offset)]
+
+
+def check_chunk(chunk: bytes, path: str, file_number: int, offset: int) -> int:
+    """The length of the payload of a chunk read at ``offset`` (the chunk less its CRC), its checksum
+    checked in place, without copying the payload; raises ``BadChecksumError`` when it does not check out."""
+    size = len(chunk) - CHUNK_CRC.size
+    if size < 0:
         raise CorruptionError(path, offset, f"chunk of {len(chunk)} bytes is shorter than its checksum")
-    payload = chunk[:-4]
-    (stored,) = CHUNK_CRC.unpack_from(chunk, len(chunk) - 4)
-    if crc(payload, crc(CHUNK_CRC_PREFIX.pack(file_number, offset))) != stored:
-        raise BadChecksumError(path, offset, "block checksum mismatch")
-    return payload
+    (stored,) = CHUNK_CRC.unpack_from(chunk, size)
+    with memoryview(chunk) as view:
+        if crc(view[:size], crc(CHUNK_CRC_PREFIX.pack(file_number, offset))) != stored:
+            raise BadChecksumError(path, offset, "block checksum mismatch")
+    return size
 
 
 # ---------------------------------------------------------------- table properties and footer

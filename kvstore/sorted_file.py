@@ -195,11 +195,17 @@ class TableReader:
         self._bloom_probes = range(v1.k if v1 is not None else 0)
 
     def _chunk(self, offset: int, size: int) -> bytes:
+        data, end = self._read_chunk(offset, size)
+        return data[:end]
+
+    def _read_chunk(self, offset: int, size: int) -> tuple[bytes, int]:
+        """The chunk of ``size`` bytes at ``offset`` as read, its CRC checked in place, and where its
+        payload ends (the CRC's 4 bytes stay behind it: no copy of the payload)."""
         data = self._file.pread(size, offset)
         if len(data) != size:
             raise CorruptSSTableError(self.path, offset, f"chunk of {size} bytes runs past the end of the file")
         try:
-            return record.open_chunk(data, self.path, self.file_number, offset)
+            return data, record.check_chunk(data, self.path, self.file_number, offset)
         except CorruptSSTableError:
             raise
         except CorruptionError as exc:
@@ -218,7 +224,8 @@ class TableReader:
         if hit is not None:
             hit.fresh = False
             return hit
-        block = BlockEntries(self._chunk(offset, self._sizes[i]), self.path, offset)
+        data, end = self._read_chunk(offset, self._sizes[i])
+        block = BlockEntries(data, self.path, offset, end)
         self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * block.count)
         return block
 
@@ -481,7 +488,8 @@ class TableReader:
             if hit is not None:
                 keys, seqs, values = list(hit.keys), list(hit.seqs), list(hit.values())
             else:
-                keys, seqs, values = decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+                data, end = self._read_chunk(offset, self._sizes[b])
+                keys, seqs, values = decode_block(data, self.path, offset, end)
             if not keys:
                 continue
             # in order: keys ascend, and the versions of one key have descending sequences
@@ -502,7 +510,8 @@ class TableReader:
         for b in range(len(self._offsets)):
             try:
                 offset = self._offsets[b]
-                keys, seqs, _ = decode_block(self._chunk(offset, self._sizes[b]), self.path, offset)
+                data, end = self._read_chunk(offset, self._sizes[b])
+                keys, seqs, _ = decode_block(data, self.path, offset, end)
             except CorruptionError as exc:
                 problems.append(str(exc))
                 continue

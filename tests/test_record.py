@@ -270,6 +270,25 @@ def test_chunk_round_trips() -> None:
     assert record.open_chunk(record.seal_chunk(7, 20, b""), PATH, 7, 20) == b""
 
 
+@given(st.data(), st.binary(max_size=100))
+def test_check_chunk_checks_in_place_what_open_chunk_checks(data: st.DataObject, payload: bytes) -> None:
+    chunk = record.seal_chunk(7, 4096, payload)
+    assert record.check_chunk(chunk, PATH, 7, 4096) == len(payload)  # the payload is chunk[:that]
+    _, damaged = data.draw(mutations(chunk))
+    with pytest.raises(CorruptionError) as info:
+        record.check_chunk(damaged, PATH, 7, 4096)
+    assert info.value.offset == 4096
+
+
+def test_a_block_read_with_its_checksum_behind_it_decodes_as_the_payload_alone() -> None:
+    keys, seqs, values = [b"a", b"bb", b"c"], [3, 2, 1], [b"x", None, b"zz"]
+    payload = block.encode_block(keys, seqs, values)
+    chunk = record.seal_chunk(7, 4096, payload)
+    end = record.check_chunk(chunk, PATH, 7, 4096)
+    assert block.decode_block(chunk, PATH, 4096, end) == block.decode_block(payload, PATH, 4096) == (
+        keys, seqs, values)
+
+
 @pytest.mark.parametrize(("number", "offset"), [(8, 4096), (7, 4097)], ids=["other-file", "other-offset"])
 def test_chunk_read_as_another_file_or_offset_fails_its_checksum(number: int, offset: int) -> None:
     chunk = record.seal_chunk(7, 4096, b"payload")
