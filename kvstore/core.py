@@ -157,5 +157,5 @@ class Core:
         """Make the current memtables and ``tables`` the view new readers take (under ``_lock``); True when
         letting go of the old view freed a dropped table."""
         old = self._view
-        self._view = View((self._mem, *(f.mem for f in self._imms)), tables)
+        self._view = View((self._mem, *(f.mem for f in self._imms)), tables, old)
         return old.release()

@@ -108,21 +108,12 @@ def _smallest(reader: TableReader) -> bytes:
     return reader.smallest
 
 
-_last: tuple[tuple[TableReader, ...], tuple[TableReader | Run, ...]] = ((), ())
-
-
 def runs_of(readers: tuple[TableReader, ...]) -> tuple[TableReader | Run, ...]:
     """The levels a read consults for tables ``readers`` (newest first): a table alone in its run as
-    itself, a run of several as a ``Run``.  The last answer is kept, since views change their memtables
-    far more often than their tables."""
-    global _last
-    last = _last
-    if last[0] == readers:
-        return last[1]
+    itself, a run of several as a ``Run``."""
     levels: list[TableReader | Run] = []
     pos = 0
     for count in group([(r.smallest, r.largest) for r in readers]):
         levels.append(readers[pos] if count == 1 else Run(readers[pos : pos + count]))
         pos += count
-    _last = (readers, tuple(levels))
-    return _last[1]
+    return tuple(levels)

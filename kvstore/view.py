@@ -53,11 +53,15 @@ class View:
 
     __slots__ = ("mems", "tables", "readers", "runs", "refs")
 
-    def __init__(self, mems: tuple[Memtable, ...], tables: tuple[Table, ...]) -> None:
+    def __init__(self, mems: tuple[Memtable, ...], tables: tuple[Table, ...], before: View | None = None) -> None:
         self.mems = mems
         self.tables = tables
         self.readers = tuple(t.reader for t in tables)
-        self.runs: tuple[TableReader | Run, ...] = runs_of(self.readers)
+        self.runs: tuple[TableReader | Run, ...]
+        if before is not None and before.readers == self.readers:  # only the memtables changed
+            self.runs = before.runs
+        else:
+            self.runs = runs_of(self.readers)
         """The levels a read consults below the memtables: tables of disjoint key ranges as one ``Run``."""
         self.refs = 1  # the KV's own, while this is the current view
         for t in tables:
