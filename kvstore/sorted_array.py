@@ -129,23 +129,17 @@ class Memtable:
         raw: Any = keys  # the sorted list's internals, as sortedcontainers lays them out
         lists, maxes, load = raw._lists, raw._maxes, raw._load
         if not maxes or fresh[0] > maxes[-1]:  # after every key: the last sublist and the new keys, re-cut
-            tail = lists.pop() + fresh if lists else fresh
-            del maxes[len(lists):]
-            parts = _cut(tail, load)
-            lists.extend(parts)
+            parts = _cut(lists.pop() + fresh if lists else fresh, load)
+            lists[len(lists):] = parts
+            maxes[len(lists) - len(parts):] = [part[-1] for part in parts]
         elif fresh[-1] < lists[0][0]:  # before every key: the new keys and the first sublist, re-cut
             parts = _cut(fresh + lists[0], load)
             lists[:1] = parts
-            del maxes[0]
-            maxes[:0] = [part[-1] for part in parts]
-            raw._len += len(fresh)
-            del raw._index[:]
-            return
+            maxes[:1] = [part[-1] for part in parts]
         else:
             for key in fresh:
                 keys.add(key)
             return
-        maxes.extend(part[-1] for part in parts)
         raw._len += len(fresh)
         del raw._index[:]
 
