@@ -14,10 +14,11 @@ Invariants of ``Fragments``: starts ascend strictly, ``start < end`` for
 each piece, pieces do not overlap (``end <= next start``), each piece's
 sequences are distinct, positive and descending.
 
-The table section that stores them, byte by byte: a u8 version (1), a u32
-count, then per fragment a u16 start length, a u16 end length, a u32
-sequence count, the sequences as u64, the start and end bytes; then the
-CRC32C of all of it as a u32 (little-endian throughout).
+The payload of the table section that stores them, byte by byte
+(little-endian): a u8 version (1), a u32 count, then per fragment a u16
+start length, a u16 end length, a u32 sequence count, the sequences as u64,
+the start and end bytes.  The table seals it like its other sections
+(``record.seal_chunk``: a CRC32C over the file number, offset and payload).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from kvstore import record
 from kvstore.errors import CorruptSSTableError, UnsupportedFormatError
 
 __all__ = ["MAX_BOUND", "SECTION_VERSION", "Fragments", "Tombstone", "decode", "encode"]
@@ -43,7 +43,6 @@ MAX_BOUND = 0xFFFF
 
 _HEAD = struct.Struct("<BI")
 _PIECE = struct.Struct("<HHI")
-_CRC = struct.Struct("<I")
 
 
 class Fragments:
@@ -210,7 +209,7 @@ class Fragments:
 
 
 def encode(fragments: Fragments) -> bytes:
-    """The table section of ``fragments`` (module docstring); ``ValueError`` for a bound over
+    """The section payload of ``fragments`` (module docstring); ``ValueError`` for a bound over
     ``MAX_BOUND`` bytes (the public calls refuse such bounds first)."""
     out = [_HEAD.pack(SECTION_VERSION, len(fragments))]
     for start, end, seqs in zip(fragments.starts, fragments.ends, fragments.seqs):
@@ -220,22 +219,19 @@ def encode(fragments: Fragments) -> bytes:
         out.append(struct.pack(f"<{len(seqs)}Q", *seqs))
         out.append(start)
         out.append(end)
-    body = b"".join(out)
-    return body + _CRC.pack(record.crc(body))
+    return b"".join(out)
 
 
 def decode(data: bytes, path: str, offset: int) -> Fragments:
-    """The fragments of a table section at ``offset`` of ``path``; ``CorruptSSTableError`` when it is
-    damaged or breaks an invariant, ``UnsupportedFormatError`` for a newer section version."""
+    """The fragments of the section payload ``data`` (its checksum already checked) at ``offset`` of
+    ``path``; ``CorruptSSTableError`` when it is cut short or breaks an invariant, ``UnsupportedFormatError``
+    for a newer section version."""
 
     def bad(why: str) -> CorruptSSTableError:
         return CorruptSSTableError(path, offset, f"range tombstone section: {why}")
 
-    if len(data) < _HEAD.size + _CRC.size:
+    if len(data) < _HEAD.size:
         raise bad(f"{len(data)} bytes is too short")
-    body = memoryview(data)[: -_CRC.size]
-    if record.crc(body) != _CRC.unpack_from(data, len(data) - _CRC.size)[0]:
-        raise bad("checksum mismatch")
     version, count = _HEAD.unpack_from(data, 0)
     if version > SECTION_VERSION:
         raise UnsupportedFormatError(f"{path}: range tombstone section version {version} is newer than "
@@ -245,7 +241,7 @@ def decode(data: bytes, path: str, offset: int) -> Fragments:
     starts: list[bytes] = []
     ends: list[bytes] = []
     seqs: list[tuple[int, ...]] = []
-    pos, limit = _HEAD.size, len(body)
+    pos, limit = _HEAD.size, len(data)
     for _ in range(count):
         if pos + _PIECE.size > limit:
             raise bad("cut short")
