@@ -113,15 +113,44 @@ def mask_tables(k: int) -> Tables:
 
 def mask(h: int, k: int) -> int:
     """The 512-bit mask of the key with hash ``h`` in a filter of ``k`` probes (k in [1, 24])."""
-    a, b = _TABLES[k] or mask_tables(k)
+    tables = _TABLES[k]
+    if tables is None:
+        return _mask_before_tables(h, k)
+    a, b = tables
     return a[h >> 19] | b[h & 8191]
 
 
 def probe(h: int, k: int = DEFAULT_PROBES) -> Probe:
     """What every version-2 table needs to test the key with hash ``h``: (h, k, its mask for k); k in
     [1, 24]."""
-    a, b = _TABLES[k] or mask_tables(k)
+    tables = _TABLES[k]
+    if tables is None:
+        return h, k, _mask_before_tables(h, k)
+    a, b = tables
     return h, k, a[h >> 19] | b[h & 8191]
+
+
+# probes of each k answered without the lookup tables (``_mask_before_tables``)
+_DIRECT = [0] * (MAX_PROBES + 1)
+#: probes a process answers by computing the mask before it builds the tables of that k (tens of
+#: milliseconds): a process that only reads a few keys, or has just opened a database, does not wait for them
+DIRECT_PROBES = 1024
+
+
+def _mask_before_tables(h: int, k: int) -> int:
+    """The mask ``mask_tables(k)`` would give, computed alone (about 5 us for k = 6) for the first
+    ``DIRECT_PROBES`` probes of ``k``; then the tables are built."""
+    if _DIRECT[k] >= DIRECT_PROBES:
+        a, b = mask_tables(k)
+        return a[h >> 19] | b[h & 8191]
+    if not 1 <= k <= MAX_PROBES:
+        raise ValueError(f"a bloom filter has 1 to {MAX_PROBES} probes, not {k}")
+    _DIRECT[k] += 1
+    m = 0
+    for t, (j, bits) in enumerate(((h >> 19, (k + 1) // 2), (h & _WINDOW, k // 2))):
+        for i in range(bits):
+            m |= 1 << (fmix32((((k * 2 + t) * 16 + i) << WINDOW_BITS) | j) >> 23)
+    return m
 
 
 def build(hashes: Sequence[int], bits_per_key: int) -> bytes:

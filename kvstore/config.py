@@ -89,6 +89,11 @@ class Config:
     background: bool = attrs.field(default=True, validator=_bool)
     """Flush and merge in two background threads (True, the default); False runs them inline in the
     committing thread, deterministic, for tests."""
+    merge_process: bool = attrs.field(default=True, validator=_bool)
+    """Write tables (flushes and merges) in a helper process (True, the default: the same Python, started on
+    the first flush or merge and kept), so that work does not hold the interpreter lock the application's
+    threads need; False writes them in this process.  Only on the real file system; if the helper fails,
+    the work runs in this process."""
     recovery: Literal["strict", "salvage"] = attrs.field(default="strict", validator=_recovery)
     """``"strict"`` (the default) refuses a WAL damaged before its durable point with ``CorruptionError``;
     ``"salvage"`` keeps the longest valid prefix of the logs and reports what it dropped."""

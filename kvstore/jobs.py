@@ -25,22 +25,30 @@ import time
 from collections.abc import Iterator
 from typing import TypeVar
 
-from kvstore import runs
+from kvstore import helper, runs
 from kvstore.builder import build_table
 from kvstore.core import Core, log
 from kvstore.errors import FailedError
 from kvstore.filenames import table_path
+from kvstore.fs import OSFileSystem
 from kvstore.merge import EntryChunk, compact_chunks, pick_run
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import TableReader
 from kvstore.versions import VersionSet
 from kvstore.view import Frozen, Table
 
-__all__ = ["MAX_IMMUTABLE", "Jobs"]
+__all__ = ["IDLE_RATIO", "IDLE_SECONDS", "MAX_IMMUTABLE", "Jobs"]
 
 T = TypeVar("T")
 #: Frozen memtables waiting for the background flush before commits wait.
 MAX_IMMUTABLE = 2
+#: seconds without a commit or a flush after which the merge thread merges the tables down to one sorted
+#: run or two (``Jobs._idle_merge``)
+IDLE_SECONDS = 1.0
+#: an idle merge rewrites the oldest run only when the newer runs hold at least 1/IDLE_RATIO of its bytes
+IDLE_RATIO = 8
+#: keys per chunk of a memtable sent to the helper (fewer, larger lists to pickle)
+_ROWS_CHUNK = 4096
 
 
 def _yielding(chunks: Iterator[T]) -> Iterator[T]:
@@ -71,6 +79,7 @@ class Jobs:
         self.merge_wanted = False
         self.flushes = 0
         self.merges = 0
+        self.idle_merges = 0
         self.write_stalls = 0
         self.stall_seconds = 0.0
 
@@ -167,7 +176,9 @@ class Jobs:
             with versions.lock:
                 number = versions.new_number()
                 bottom = not versions.tables
-            table = self._write_table(number, [frozen.mem.entry_chunks()], bottom)
+            done, table = self._in_helper([], number, bottom, frozen.mem)
+            if not done:
+                table = self._write_table(number, [frozen.mem.entry_chunks()], bottom)
             with versions.lock:
                 last = max(versions.meta.last_sequence, frozen.mem.max_seq)
                 versions.swap([], table, flushed, log_number=frozen.next_log, last_sequence=last)
@@ -241,10 +252,40 @@ class Jobs:
         with versions.lock:
             number = versions.new_number()
             bottom = group[-1] is versions.tables[-1]
-        levels = runs.runs_of(tuple(t.reader for t in group))  # a run's tables as one source, in key order
-        table = self._write_table(number, [level.entry_chunks() for level in levels], bottom)
+        done, table = self._in_helper(group, number, bottom)
+        if not done:
+            levels = runs.runs_of(tuple(t.reader for t in group))  # a run's tables as one source, in key order
+            table = self._write_table(number, [level.entry_chunks() for level in levels], bottom)
         with versions.lock:
             versions.swap(group, table, merged)
+
+    def _in_helper(self, group: list[Table], number: int, bottom: bool,
+                   mem: Memtable | None = None) -> tuple[bool, Table | None]:
+        """Merge ``group`` (and frozen memtable ``mem``, newer than all of it: a flush) into table ``number``
+        in a helper process (``helper.merge_files``), off the interpreter lock: (True, the table or None
+        when nothing was left), or (False, None) when
+        ``Config.merge_process`` is off, the file system is not the real one (a simulated one lives in this
+        process only) or the helper failed, and the merge is still to be done here."""
+        kv = self._kv
+        if not (kv._config.merge_process and type(kv._fs) is OSFileSystem):
+            return False, None
+        path = table_path(kv._dir, number)
+        with kv._lock:
+            snapshots = tuple(sorted(kv._snapshots.counts))
+        rows = tuple(mem.entry_chunks(_ROWS_CHUNK)) if mem is not None else ()
+        request = helper.MergeRequest(tuple((t.reader.path, t.reader.file_number) for t in group), path, number,
+                                      kv._config, snapshots, bottom, rows)
+        try:
+            info = helper.merge_files(request)
+        except helper.HelperError as exc:
+            log.warning("kvstore merge helper failed (%s); merging in this process", exc)
+            return False, None
+        if info is None:
+            return True, None
+        kv._fs.sync_dir(kv._dir)
+        with kv._lock:
+            kv._bytes_written += info.size
+        return True, Table(TableReader(kv._fs, path, number, kv._cache))
 
     # ------------------------------------------------------------------ background threads
 
@@ -281,20 +322,51 @@ class Jobs:
             self._background_error(exc, "flushing the memtable")
 
     def _merger(self) -> None:
-        """Background thread: merge tables by the growth-factor policy after each flush."""
+        """Background thread: merge tables by the growth-factor policy after each flush, and once more when
+        the KV has been idle for ``IDLE_SECONDS`` (``_merge_when_idle``)."""
         kv = self._kv
         try:
             while True:
+                idle = False
                 with kv._cond:
                     while not (self.merge_wanted or self.stopping or kv._failed):
-                        kv._cond.wait()
+                        seq = kv._seq
+                        timeout = IDLE_SECONDS if self._idle_merge() else None
+                        if not kv._cond.wait(timeout) and kv._seq == seq and not kv._imms:
+                            idle = True
+                            break
                     if kv._failed is not None or self.stopping:
                         return
-                    self.merge_wanted = False
+                    if not idle:
+                        self.merge_wanted = False
                 with self.merge_lock:
-                    self._compact_by_policy()
+                    if idle:
+                        group = self._idle_merge()
+                        if group:
+                            self.idle_merges += 1
+                            self._merge(group)
+                    else:
+                        self._compact_by_policy()
         except BaseException as exc:  # noqa: BLE001 - never swallowed: the KV stops and says why
             self._background_error(exc, "merging tables")
+
+    def _idle_merge(self) -> list[Table]:
+        """The tables an idle KV merges, so that reads consult one sorted run or two: every table when the
+        runs newer than the oldest hold at least ``1 / IDLE_RATIO`` of its bytes, else the newer runs
+        (when there are two or more of them); none when table writing is not in a helper process (merging
+        in this process would take the interpreter lock from the readers)."""
+        kv = self._kv
+        if not (kv._config.merge_process and type(kv._fs) is OSFileSystem):
+            return []
+        tables = list(self._versions.tables)
+        counts = runs.group([(t.reader.smallest, t.reader.largest) for t in tables])
+        if len(counts) < 2:
+            return []
+        oldest = sum(t.reader.size for t in tables[len(tables) - counts[-1] :])
+        newer = tables[: len(tables) - counts[-1]]
+        if sum(t.reader.size for t in newer) * IDLE_RATIO >= oldest:
+            return tables
+        return newer if len(counts) > 2 else []
 
     def _background_error(self, exc: BaseException, what: str) -> None:
         kv = self._kv

@@ -117,26 +117,19 @@ class MetaStore:
                                   meta.tables)
         path = self.path(slot)
         fs = self._fs
-        if self.slots[slot].present:
-            file = fs.open(path, write=True)
-            try:
-                file.write_at(0, data)
-                file.truncate(len(data))
-                file.fsync()
-            finally:
-                file.close()
-        else:
-            tmp = os.path.join(self._dir, META_TEMP_NAMES[slot])
-            if fs.exists(tmp):
-                fs.unlink(tmp)
-            file = fs.open(tmp, create=True)
-            try:
-                file.append(data)
-                file.fsync()
-            finally:
-                file.close()
-            fs.rename(tmp, path)
-            fs.sync_dir(self._dir)
+        # always a new file renamed over the slot: a crash (or a kill) at any moment leaves the slot whole,
+        # old or new, never an old slot partly overwritten (which ``check()`` would rightly call damaged)
+        tmp = os.path.join(self._dir, META_TEMP_NAMES[slot])
+        if fs.exists(tmp):
+            fs.unlink(tmp)
+        file = fs.open(tmp, create=True)
+        try:
+            file.append(data)
+            file.fsync()
+        finally:
+            file.close()
+        fs.rename(tmp, path)
+        fs.sync_dir(self._dir)
         self.slots[slot] = SlotState(META_NAMES[slot], True, meta=meta)
         self.newest = slot
         return len(data)

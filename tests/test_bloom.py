@@ -63,6 +63,21 @@ def test_mask_tables_follow_the_documented_formula(k: int) -> None:
     assert all(0 < bin(a | b).count("1") <= k for a, b in zip(*tables))
 
 
+@pytest.mark.parametrize("k", [1, 2, 6, 7, 24], ids=lambda k: f"k{k}")
+def test_masks_before_the_tables_are_built_are_the_tables_masks(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bloom, "_TABLES", [None] * (bloom.MAX_PROBES + 1))
+    monkeypatch.setattr(bloom, "_DIRECT", [0] * (bloom.MAX_PROBES + 1))
+    monkeypatch.setattr(bloom, "DIRECT_PROBES", 300)
+    hashes = [record.key_hash(b"key%d" % i) for i in range(600)]
+    early = [bloom.probe(h, k) for h in hashes[:150]] + [(h, k, bloom.mask(h, k)) for h in hashes[150:300]]
+    assert bloom._TABLES[k] is None and bloom._DIRECT[k] == 300  # computed alone so far
+    late = [bloom.probe(h, k) for h in hashes[300:]]
+    tables = bloom._TABLES[k]
+    assert tables is not None  # past DIRECT_PROBES the tables are built and used
+    a, b = tables
+    assert early + late == [(h, k, a[h >> 19] | b[h & 8191]) for h in hashes]
+
+
 def test_mask_tables_refuse_a_probe_count_out_of_range() -> None:
     for k in (0, 25):
         with pytest.raises(ValueError):

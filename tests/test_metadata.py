@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any
 
 import pytest
 
@@ -218,7 +219,7 @@ def test_meta_write_of_a_missing_slot_clears_a_stale_temp_file(tmp_path: pathlib
     assert _store(tmp_path).load() == _meta(1)
 
 
-def test_meta_shorter_rewrite_in_place_leaves_no_stale_bytes(tmp_path: pathlib.Path) -> None:
+def test_meta_shorter_rewrite_leaves_no_stale_bytes(tmp_path: pathlib.Path) -> None:
     store = _store(tmp_path)
     store.load()
     store.write(_meta(1, tables=tuple(range(50))))
@@ -226,3 +227,33 @@ def test_meta_shorter_rewrite_in_place_leaves_no_stale_bytes(tmp_path: pathlib.P
     store.write(_meta(3, tables=(1,)))  # slot 0 again, much shorter
     assert _slot(tmp_path, 0).stat().st_size == len(record.encode_meta(0, 3, 103, 1, 30, [1]))
     assert _store(tmp_path).load() == _meta(3, tables=(1,))
+
+
+class _Recording(OSFileSystem):
+    """The real file system, recording each open for writing and each rename."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def open(self, path: str, *, write: bool = False, create: bool = False) -> Any:
+        if write or create:
+            self.calls.append(("open", os.path.basename(path)))
+        return super().open(path, write=write, create=create)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.calls.append(("rename", f"{os.path.basename(src)}->{os.path.basename(dst)}"))
+        super().rename(src, dst)
+
+
+def test_meta_slot_is_never_overwritten_in_place(tmp_path: pathlib.Path) -> None:
+    """A slot is replaced whole by a rename, so no crash or kill can leave an older slot half overwritten
+    (open would skip it, but ``check()`` could not tell it from damage)."""
+    fs = _Recording()
+    store = MetaStore(fs, str(tmp_path))
+    store.load()
+    for version in range(1, 6):
+        store.write(_meta(version, tables=tuple(range(12 - 2 * version))))
+    assert fs.calls == [call for v in range(1, 6) for call in (
+        ("open", f"meta{(v - 1) % 2}.tmp"), ("rename", f"meta{(v - 1) % 2}.tmp->meta{(v - 1) % 2}"))]
+    assert sorted(os.listdir(tmp_path)) == ["meta0", "meta1"]
+    assert _store(tmp_path).load() == _meta(5, tables=(0, 1))
