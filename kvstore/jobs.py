@@ -259,15 +259,20 @@ class Jobs:
         with versions.lock:
             versions.swap(group, table, merged)
 
+    def _helper_writes(self) -> bool:
+        """Whether tables are written by the helper process: ``Config.merge_process`` on the real file system
+        (a simulated one lives in this process only)."""
+        kv = self._kv
+        return kv._config.merge_process and type(kv._fs) is OSFileSystem
+
     def _in_helper(self, group: list[Table], number: int, bottom: bool,
                    mem: Memtable | None = None) -> tuple[bool, Table | None]:
         """Merge ``group`` (and frozen memtable ``mem``, newer than all of it: a flush) into table ``number``
         in a helper process (``helper.merge_files``), off the interpreter lock: (True, the table or None
-        when nothing was left), or (False, None) when
-        ``Config.merge_process`` is off, the file system is not the real one (a simulated one lives in this
-        process only) or the helper failed, and the merge is still to be done here."""
+        when nothing was left), or (False, None) when the helper does not write tables (``_helper_writes``)
+        or failed, and the merge is still to be done here."""
         kv = self._kv
-        if not (kv._config.merge_process and type(kv._fs) is OSFileSystem):
+        if not self._helper_writes():
             return False, None
         path = table_path(kv._dir, number)
         with kv._lock:
@@ -355,8 +360,7 @@ class Jobs:
         runs newer than the oldest hold at least ``1 / IDLE_RATIO`` of its bytes, else the newer runs
         (when there are two or more of them); none when table writing is not in a helper process (merging
         in this process would take the interpreter lock from the readers)."""
-        kv = self._kv
-        if not (kv._config.merge_process and type(kv._fs) is OSFileSystem):
+        if not self._helper_writes():
             return []
         tables = list(self._versions.tables)
         counts = runs.group([(t.reader.smallest, t.reader.largest) for t in tables])
