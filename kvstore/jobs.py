@@ -283,7 +283,7 @@ class Jobs:
         try:
             info = helper.merge_files(request)
         except helper.HelperError as exc:
-            log.warning("kvstore merge helper failed (%s); merging in this process", exc)
+            log.warning("kvstore merge helper failed (%s); writing the table in this process", exc)
             return False, None
         if info is None:
             return True, None
@@ -328,7 +328,7 @@ class Jobs:
 
     def _merger(self) -> None:
         """Background thread: merge tables by the growth-factor policy after each flush, and once more when
-        the KV has been idle for ``IDLE_SECONDS`` (``_merge_when_idle``)."""
+        the KV has been idle for ``IDLE_SECONDS`` (``_idle_merge``)."""
         kv = self._kv
         try:
             while True:
