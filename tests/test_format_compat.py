@@ -1,5 +1,6 @@
-"""Old formats stay readable: tests/data/format_v1/, written by a kvstore of format version 1, opens and
-answers every key, merges its tables with new ones, and opens read-only (DESIGN.md, "On-disk formats").
+"""Old formats stay readable: tests/data/format_v1/, written by a kvstore of format version 1, and
+tests/data/format_v2/, written by one whose tables are of version 2, open and answer every key, merge their
+tables with new ones, and open read-only (DESIGN.md, "On-disk formats").
 
 The checked-in files are never opened in place: each test copies them first.  How they were made, and what
 every key must read, is ``tests/data/make_format_v1.py``.
@@ -23,6 +24,8 @@ from kvstore.sorted_file import BlockCache, TableReader
 
 DATA = pathlib.Path(__file__).parent / "data"
 FORMAT_V1 = DATA / "format_v1"
+FORMAT_V2 = DATA / "format_v2"  # tables of version 2, WAL and meta of version 1 (tests/data/make_format_v2.py)
+OLD = pytest.mark.parametrize("old", [FORMAT_V1, FORMAT_V2], ids=["format_v1", "format_v2"])
 CONFIG = Config(background=False, sync=True, memtable_size=2048, block_size=256)
 
 
@@ -38,8 +41,8 @@ def _generator() -> ModuleType:
 GEN = _generator()
 
 
-def _copy(tmp_path: pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(shutil.copytree(FORMAT_V1, tmp_path / "db"))
+def _copy(tmp_path: pathlib.Path, old: pathlib.Path = FORMAT_V1) -> pathlib.Path:
+    return pathlib.Path(shutil.copytree(old, tmp_path / "db"))
 
 
 def _digest(path: pathlib.Path) -> dict[str, str]:
@@ -81,16 +84,32 @@ def test_format_v1_fixture_is_what_the_generator_describes() -> None:
     assert any(size > 4 for size in filters) and any(size == 4 for size in filters)  # 4: the CRC alone
 
 
-def _entries(number: int) -> list[tuple[bytes, int, bytes | None]]:
-    reader = TableReader(OSFileSystem(), str(FORMAT_V1 / f"{number:06d}.sst"), number, BlockCache(0))
+def test_format_v2_fixture_is_what_the_generator_describes() -> None:
+    """The checked-in files: tables of version 2, logs and meta slots of version 1; tables with and
+    without a bloom filter, deletes, several versions of a key, and a log to replay."""
+    for p in FORMAT_V2.iterdir():
+        data = p.read_bytes()
+        assert int.from_bytes(data[4:6], "little") == (2 if data[:4] == record.TABLE_MAGIC else 1), p.name
+    with KV.open(FORMAT_V2, Config(read_only=True)) as kv:
+        stats = kv.stats()
+        assert len(stats.tables) >= 3 and stats.memtable_entries >= GEN.WAL_ONLY
+        assert any(t.deletes for t in stats.tables)
+        assert any(t.entries > len({k for k, _, _ in _entries(t.file_number, FORMAT_V2)}) for t in stats.tables)
+        live = sorted(t.file_number for t in stats.tables)
+    filters = [_bloom_size(n, FORMAT_V2) for n in live]
+    assert any(size > 4 for size in filters) and any(size == 4 for size in filters)
+
+
+def _entries(number: int, old: pathlib.Path = FORMAT_V1) -> list[tuple[bytes, int, bytes | None]]:
+    reader = TableReader(OSFileSystem(), str(old / f"{number:06d}.sst"), number, BlockCache(0))
     try:
         return list(reader.entries())
     finally:
         reader.close()
 
 
-def _bloom_size(number: int) -> int:
-    data = (FORMAT_V1 / f"{number:06d}.sst").read_bytes()
+def _bloom_size(number: int, old: pathlib.Path = FORMAT_V1) -> int:
+    data = (old / f"{number:06d}.sst").read_bytes()
     _, (_, size), _ = record.decode_footer(data[-record.FOOTER.size :], "t", len(data) - record.FOOTER.size, number)
     return size
 
@@ -115,8 +134,9 @@ def test_format_v1_tables_answer_every_key_they_hold() -> None:
             reader.close()
 
 
-def test_format_v1_opens_and_reads_every_key_and_scan(tmp_path: pathlib.Path) -> None:
-    path = _copy(tmp_path)
+@OLD
+def test_old_format_opens_and_reads_every_key_and_scan(tmp_path: pathlib.Path, old: pathlib.Path) -> None:
+    path = _copy(tmp_path, old)
     model, written = GEN.expected(), GEN.written()
     with KV.open(path, CONFIG) as kv:
         _reads_everything(kv, model, written)
@@ -124,8 +144,9 @@ def test_format_v1_opens_and_reads_every_key_and_scan(tmp_path: pathlib.Path) ->
         assert len(kv.stats().tables) >= 3
 
 
-def test_format_v1_opens_read_only_and_changes_nothing(tmp_path: pathlib.Path) -> None:
-    path = _copy(tmp_path)
+@OLD
+def test_old_format_opens_read_only_and_changes_nothing(tmp_path: pathlib.Path, old: pathlib.Path) -> None:
+    path = _copy(tmp_path, old)
     before = _digest(path)
     with KV.open(path, Config(read_only=True)) as kv:
         _reads_everything(kv, GEN.expected(), GEN.written())
@@ -133,10 +154,11 @@ def test_format_v1_opens_read_only_and_changes_nothing(tmp_path: pathlib.Path) -
     assert _digest(path) == before
 
 
-def test_format_v1_merges_with_new_tables_and_reopens(tmp_path: pathlib.Path) -> None:
+@OLD
+def test_old_format_merges_with_new_tables_and_reopens(tmp_path: pathlib.Path, old: pathlib.Path) -> None:
     """New writes and deletes, a flush and a full compaction (old tables merged with new ones); after a
     reopen everything reads as the model says, and every table is of the version this kvstore writes."""
-    path = _copy(tmp_path)
+    path = _copy(tmp_path, old)
     model, written = GEN.expected(), GEN.written()
     with KV.open(path, CONFIG) as kv:
         for i in range(0, GEN.KEYS + 50, 4):
