@@ -15,15 +15,17 @@ from collections.abc import Iterable
 
 from kvstore.config import Config
 from kvstore.fs import FileSystem
+from kvstore.rangedel import Fragments
 from kvstore.table_writer import TableInfo, TableWriter
 
 __all__ = ["build_table"]
 
 
 def build_table(fs: FileSystem, path: str, number: int, config: Config,
-                chunks: Iterable[tuple[list[bytes], list[int], list[bytes | None]]]) -> TableInfo | None:
-    """Write the entries of ``chunks`` as table ``number`` at ``path``, fsynced; None (and no file) when
-    there are none.
+                chunks: Iterable[tuple[list[bytes], list[int], list[bytes | None]]],
+                fragments: Fragments | None = None) -> TableInfo | None:
+    """Write the entries of ``chunks`` and the range tombstones ``fragments`` as table ``number`` at
+    ``path``, fsynced; None (and no file) when there are neither.
 
     Raises ``OSError`` from the file system; the half-written file is then left for the next open's
     orphan sweep (no meta names it)."""
@@ -32,7 +34,7 @@ def build_table(fs: FileSystem, path: str, number: int, config: Config,
         writer = TableWriter(file, number, config.block_size, config.bloom_bits_per_key)
         for keys, seqs, values in chunks:
             writer.add_chunk(keys, seqs, values)
-        info = writer.finish() if writer.num_entries else None
+        info = writer.finish(fragments) if writer.num_entries or fragments else None
     finally:
         file.close()
     if info is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kvstore import bloom, filenames, record
+from kvstore import bloom, filenames, rangedel, record
 from kvstore.block import decode_block
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.filenames import META_NAMES
@@ -40,7 +40,9 @@ def _read(fs: FileSystem, path: str) -> bytes:
 
 
 def _kind(value: bytes | None) -> str:
-    return "delete" if value is None else "value"
+    if value is None:
+        return "delete"
+    return "range delete" if type(value) is record.RangeEnd else "value"
 
 
 def _header(buf: bytes, path: str, magic: bytes, problems: list[str]) -> Tree:
@@ -172,7 +174,7 @@ def inspect_sst(path: str, *, entries: bool = False, fs: FileSystem | None = Non
     places = _footer(table, tree)
     if places is not None:
         index, filter_at, props = places
-        _properties(table, props, tree)
+        _properties(table, props, tree["footer"]["version"], tree)
         _bloom(table, filter_at, tree["footer"]["version"], tree)
         _blocks(table, index, entries, tree)
     return tree
@@ -199,14 +201,26 @@ def _footer(table: _Table, tree: Tree) -> tuple[tuple[int, int], ...] | None:
         return None
 
 
-def _properties(table: _Table, place: tuple[int, int], tree: Tree) -> None:
+def _properties(table: _Table, place: tuple[int, int], version: int, tree: Tree) -> None:
+    """The properties in ``tree``, and (version 3) the range tombstones they place, one row per piece."""
     try:
-        e, d, smin, smax, small, large = record.decode_props(table.chunk(place, "properties"), table.path, place[0])
+        e, d, smin, smax, small, large, ranges = record.decode_props(table.chunk(place, "properties"), table.path,
+                                                                     place[0], version)
     except CorruptionError as exc:
         tree["problems"].append(str(exc))
         return
     tree["properties"] = {"entries": e, "deletes": d, "min_seq": smin, "max_seq": smax, "smallest": small,
                           "largest": large}
+    tree["range_tombstones"] = []
+    if ranges == (0, 0):
+        return
+    try:
+        fragments = rangedel.decode(table.chunk(ranges, "range tombstones"), table.path, ranges[0])
+    except (CorruptionError, UnsupportedFormatError) as exc:
+        tree["problems"].append(str(exc))
+        return
+    tree["range_tombstones"] = [{"start": start, "end": end, "sequences": list(seqs)}
+                                for start, end, seqs in zip(fragments.starts, fragments.ends, fragments.seqs)]
 
 
 def _bloom(table: _Table, place: tuple[int, int], version: int, tree: Tree) -> None:

@@ -26,11 +26,16 @@ from kvstore.errors import (
     UnsupportedFormatError,
 )
 
-#: The format version of the WAL and meta files this code writes and the newest it reads.
+#: The format version of the meta files this code writes and the newest it reads (and of the WAL up to
+#: version 1; see ``WAL_FORMAT_VERSION``).
 FORMAT_VERSION = 1
-#: The format version of the tables this code writes and the newest it reads: 2, the blocked bloom filter;
-#: version 1 tables (the double-hashing filter) are still read.  Tables have their own version since 2.
-TABLE_FORMAT_VERSION = 2
+#: The format version of the WAL files this code writes and the newest it reads: 2 adds range deletes
+#: (``Kind.RANGE_DELETE``) to a commit unit; version 1 logs are still replayed.
+WAL_FORMAT_VERSION = 2
+#: The format version of the tables this code writes and the newest it reads: 3, a section of range
+#: tombstones named by the properties; 2, the blocked bloom filter; version 1 tables (the double-hashing
+#: filter) and version 2 tables are still read.  Tables have their own version since 2.
+TABLE_FORMAT_VERSION = 3
 
 WAL_MAGIC = b"KVWL"
 TABLE_MAGIC = b"KVST"
@@ -42,6 +47,16 @@ class Kind(enum.IntEnum):
 
     DELETE = 0
     VALUE = 1
+    #: a range delete in a commit unit (WAL version 2): the key is its start, the value its end
+    RANGE_DELETE = 2
+
+
+class RangeEnd(bytes):
+    """The end of a range delete ``[start, end)``, carried as the value of a write whose key is its start:
+    how a commit's writes (``(key, value)`` pairs, a value None a delete) hold a range delete too.  A
+    commit's range deletes follow its other writes, their starts ascending and the ranges disjoint."""
+
+    __slots__ = ()
 
 
 class BloomKind(enum.IntEnum):
@@ -108,6 +123,10 @@ BLOOM_LINE = 64
 # table properties: entries u64 | deletes u64 | min_seq u64 | max_seq u64 | smallest_len u16 | largest_len u16
 PROPS = struct.Struct("<QQQQHH")
 assert PROPS.size == 36
+# after the smallest and largest keys, in a version-3 table: range_off u64 | range_size u32, where the
+# range tombstone section's chunk is (0, 0 when the table has none)
+PROPS_RANGES = struct.Struct("<QI")
+assert PROPS_RANGES.size == 12
 
 # table footer, the file's last 56 bytes:
 # index_off u64 | index_size u32 | bloom_off u64 | bloom_size u32 | props_off u64 | props_size u32
@@ -134,7 +153,9 @@ MAX_COUNTER = (1 << 63) - 1
 
 def newest_version(magic: bytes) -> int:
     """The format version this code writes, and the newest it reads, for files with ``magic``."""
-    return TABLE_FORMAT_VERSION if magic == TABLE_MAGIC else FORMAT_VERSION
+    if magic == TABLE_MAGIC:
+        return TABLE_FORMAT_VERSION
+    return WAL_FORMAT_VERSION if magic == WAL_MAGIC else FORMAT_VERSION
 
 
 def encode_file_header(magic: bytes, file_number: int, version: int | None = None) -> bytes:
@@ -184,7 +205,7 @@ def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[byt
     """The payload of one COMMIT record: its header, then each write (value None is a delete)."""
     if len(writes) == 1:
         key, value = writes[0]
-        if value is not None and len(value) < MAX_RECORD_PAYLOAD - COMMIT_OF_ONE.size - len(key):
+        if type(value) is bytes and len(value) < MAX_RECORD_PAYLOAD - COMMIT_OF_ONE.size - len(key):
             return COMMIT_OF_ONE.pack(sequence, durable_offset, 1, 1, len(key), len(value)) + key + value
     pack = WAL_ENTRY.pack
     parts = [COMMIT_HEADER.pack(sequence, durable_offset, len(writes))]
@@ -194,7 +215,7 @@ def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[byt
             append(pack(0, len(key), 0))
             append(key)
         else:
-            append(pack(1, len(key), len(value)))
+            append(pack(2 if type(value) is RangeEnd else 1, len(key), len(value)))
             append(key)
             append(value)
     payload = b"".join(parts)
@@ -208,11 +229,13 @@ _unpack_one = COMMIT_OF_ONE.unpack_from
 
 
 def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, list[tuple[bytes, bytes | None]]]:
-    """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``.
+    """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``; a range
+    delete is a write whose value is a ``RangeEnd``.
 
-    Raises ``CorruptionError`` naming ``path`` and ``offset`` when the payload does not parse or its keys
+    Raises ``CorruptionError`` naming ``path`` and ``offset`` when the payload does not parse, its keys
     are not in strictly ascending order (the writer logs each key of a transaction once, in key order:
-    a key twice or out of order is not what it wrote).
+    a key twice or out of order is not what it wrote), or its range deletes are not after the other
+    writes, non-empty, in order and disjoint.
     """
     size = len(payload)
     if size >= _ONE:  # the commonest commit, one VALUE (what encode_commit packs as COMMIT_OF_ONE), in one unpack
@@ -229,6 +252,7 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
     esize = WAL_ENTRY.size
     writes: list[tuple[bytes, bytes | None]] = []
     prev = b""  # below every key but b"" itself, which is only allowed first (``writes`` still empty)
+    ranged: bytes | None = None  # the end of the last range delete read
     for _ in range(count):
         if pos + esize > size:
             raise CorruptionError(path, offset, "commit record truncated inside a write")
@@ -239,6 +263,17 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
         if vend > size:
             raise CorruptionError(path, offset, "commit record truncated inside a key or value")
         key = payload[pos:kend]
+        if kind == 2:
+            end = RangeEnd(payload[kend:vend])
+            if not key < end or (ranged and key < ranged):
+                raise CorruptionError(path, offset, f"commit record holds a range delete at {key[:40]!r} that is "
+                                                    "empty, out of order or overlapping the one before")
+            ranged = end
+            writes.append((key, end))
+            pos = vend
+            continue
+        if ranged is not None:
+            raise CorruptionError(path, offset, f"commit record holds key {key[:40]!r} after a range delete")
         if key <= prev and writes:
             why = "twice" if key == prev else "out of order"
             raise CorruptionError(path, offset, f"commit record holds key {key[:40]!r} {why}: keys ascend, each once")
@@ -297,21 +332,29 @@ def check_chunk(chunk: bytes, path: str, file_number: int, offset: int) -> int:
 # ---------------------------------------------------------------- table properties and footer
 
 
-def encode_props(entries: int, deletes: int, min_seq: int, max_seq: int, smallest: bytes, largest: bytes) -> bytes:
-    """The properties payload: counts, sequence range, smallest and largest key."""
-    return PROPS.pack(entries, deletes, min_seq, max_seq, len(smallest), len(largest)) + smallest + largest
+def encode_props(entries: int, deletes: int, min_seq: int, max_seq: int, smallest: bytes, largest: bytes,
+                 ranges: tuple[int, int] | None = (0, 0)) -> bytes:
+    """The properties payload: counts, sequence range (of entries and range tombstones), smallest and
+    largest key, and (version 3; ``ranges`` None leaves it out, as versions 1 and 2 do) where the range
+    tombstone section is."""
+    head = PROPS.pack(entries, deletes, min_seq, max_seq, len(smallest), len(largest)) + smallest + largest
+    return head if ranges is None else head + PROPS_RANGES.pack(*ranges)
 
 
-def decode_props(payload: bytes, path: str, offset: int) -> tuple[int, int, int, int, bytes, bytes]:
-    """(entries, deletes, min_seq, max_seq, smallest, largest) of a properties payload."""
-    if len(payload) < PROPS.size:
+def decode_props(payload: bytes, path: str, offset: int, version: int = TABLE_FORMAT_VERSION
+                 ) -> tuple[int, int, int, int, bytes, bytes, tuple[int, int]]:
+    """(entries, deletes, min_seq, max_seq, smallest, largest, (range_off, range_size)) of the properties
+    payload of a table of ``version``; before version 3 there is no range section: (0, 0)."""
+    tail = PROPS_RANGES.size if version >= 3 else 0
+    if len(payload) < PROPS.size + tail:
         raise CorruptSSTableError(path, offset, "properties block too short")
     entries, deletes, min_seq, max_seq, slen, llen = PROPS.unpack_from(payload, 0)
-    if PROPS.size + slen + llen != len(payload):
+    if PROPS.size + slen + llen + tail != len(payload):
         raise CorruptSSTableError(path, offset, "properties block lengths do not add up")
     smallest = payload[PROPS.size : PROPS.size + slen]
-    largest = payload[PROPS.size + slen :]
-    return entries, deletes, min_seq, max_seq, smallest, largest
+    largest = payload[PROPS.size + slen : PROPS.size + slen + llen]
+    ranges = PROPS_RANGES.unpack_from(payload, len(payload) - tail) if tail else (0, 0)
+    return entries, deletes, min_seq, max_seq, smallest, largest, ranges
 
 
 def encode_footer(index: tuple[int, int], bloom: tuple[int, int], props: tuple[int, int], file_number: int,

@@ -141,8 +141,7 @@ def _replay(kv: Core, versions: VersionSet, found: Recovery, logs: list[int]) ->
                 if seq <= last_sequence:
                     continue  # already in a table
                 raise CorruptionError(path, -1, f"sequence {seq} does not follow {kv._seq}")
-            for key, value in writes:
-                kv._mem.put(key, seq, value)
+            kv._mem.apply_many([(seq, writes)])
             kv._seq = seq
         found.replayed[number] = (result.valid_end, result.header_ok)
         versions.logs.append(number)

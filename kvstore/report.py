@@ -112,7 +112,9 @@ def _wal_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
         lines.append(f"frame @{f['offset']}  {f['length']} bytes  crc {f['crc']}  sequence {f['sequence']}"
                      f"  durable offset {f['durable_offset']}  {len(f['writes'])} writes")
         for w in f["writes"]:
-            if w["value"] is None:
+            if w["kind"] == "range delete":
+                lines.append(f"    delete range [{shorten(w['key'], form, limit)}, {shorten(w['value'], form, limit)})")
+            elif w["value"] is None:
                 lines.append(f"    delete {shorten(w['key'], form, limit)}")
             else:
                 lines.append(f"    set    {shorten(w['key'], form, limit)} = {shorten(w['value'], form, limit)}")
@@ -135,6 +137,9 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
         lines.append(f"props     {props['entries']:,} entries ({props['deletes']:,} deletes)  sequences"
                      f" {props['min_seq']}..{props['max_seq']}  keys {shorten(props['smallest'], form, limit)}"
                      f" .. {shorten(props['largest'], form, limit)}")
+    for r in tree.get("range_tombstones", ()):
+        lines.append(f"range     [{shorten(r['start'], form, limit)}, {shorten(r['end'], form, limit)}) deleted at"
+                     f" sequence{'s' if len(r['sequences']) > 1 else ''} {', '.join(map(str, r['sequences']))}")
     bloom = tree.get("bloom")
     if bloom is not None:
         shape = f" ({bloom['lines']:,} line{'s' if bloom['lines'] != 1 else ''} of 512)" if "lines" in bloom else ""

@@ -30,6 +30,9 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from kvstore.rangedel import Fragments, Tombstone
+from kvstore.record import RangeEnd
+
 __all__ = ["ENTRY_OVERHEAD", "Memtable"]
 
 #: Bytes charged per stored version beside its key and value (sequence, kind, lengths).
@@ -70,10 +73,28 @@ class Memtable:
         self.max_seq = 0
         self.min_seq = 0
         self.entries_count = 0
+        #: the range tombstones (start, end, sequence) in commit order; only appended to
+        self.ranges: list[Tombstone] = []
+        self._fragments: tuple[int, Fragments] = (0, Fragments([], [], []))
 
     def __len__(self) -> int:
         """The number of distinct keys."""
         return len(self._data)
+
+    def empty(self) -> bool:
+        """True when nothing was written: no key and no range tombstone."""
+        return not self._data and not self.ranges
+
+    def fragments(self) -> Fragments:
+        """The range tombstones as fragments (``rangedel``), built again only after a new one arrived.  Safe
+        beside the writer: a reader whose snapshot covers a tombstone finds it appended already."""
+        ranges = self.ranges
+        count, fragments = self._fragments
+        if count != len(ranges):
+            count = len(ranges)
+            fragments = Fragments.of(ranges[:count])
+            self._fragments = (count, fragments)
+        return fragments
 
     @property
     def num_entries(self) -> int:
@@ -98,6 +119,10 @@ class Memtable:
         with self.lock:
             for seq, writes in commits:
                 assert seq >= self.max_seq, (seq, self.max_seq)
+                if writes and type(writes[-1][1]) is RangeEnd:  # range deletes come last in a commit
+                    writes, ranged, bounds = self._split(writes, seq)
+                    count += ranged
+                    added += bounds
                 fresh: list[bytes] = []
                 add = fresh.append if len(writes) >= _BULK else self._keys.add  # many: laid on at once
                 for key, value in writes:
@@ -118,6 +143,19 @@ class Memtable:
             self.bytes += added + count * ENTRY_OVERHEAD
             self.entries_count += count
         return added
+
+    def _split(self, writes: Sequence[tuple[bytes, bytes | None]], seq: int
+               ) -> tuple[Sequence[tuple[bytes, bytes | None]], int, int]:
+        """Take a commit's range deletes (``record.RangeEnd`` values) into ``ranges`` at ``seq`` (under
+        ``lock``); returns the other writes, how many range deletes there were and the bytes of their
+        bounds (each is charged as an entry: bounds plus ``ENTRY_OVERHEAD``)."""
+        points = [w for w in writes if type(w[1]) is not RangeEnd]
+        added = 0
+        for start, end in writes[len(points):]:
+            assert end is not None
+            self.ranges.append((start, bytes(end), seq))
+            added += len(start) + len(end)
+        return points, len(writes) - len(points), added
 
     def _add_keys(self, fresh: list[bytes]) -> None:
         """Add keys new to the memtable to its key index (under ``lock``).  Keys that all lie past either
@@ -317,6 +355,11 @@ class Memtable:
             bottom = seqs[0] if not bottom else min(bottom, seqs[0])
             count += len(versions)
             total += sum(len(key) + ENTRY_OVERHEAD + (0 if v is None else len(v)) for _, v in versions)
+        for start, end, seq in self.ranges:
+            total += len(start) + len(end) + ENTRY_OVERHEAD
+            count += 1
+            top = max(top, seq)
+            bottom = seq if not bottom else min(bottom, seq)
         assert total == self.bytes, (total, self.bytes)
         assert count == self.entries_count, (count, self.entries_count)
         assert top == self.max_seq, (top, self.max_seq)

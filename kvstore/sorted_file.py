@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from typing import cast
 
-from kvstore import bloom, record
+from kvstore import bloom, rangedel, record
 from kvstore.block import BlockEntries, decode_block
 from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
@@ -137,10 +137,31 @@ class TableReader:
         if not self._index_in_order(ivalues, lo, index[0]):
             self._check_index(ivalues, lo, index[0])  # raises, naming the first entry out of order
         self._load_bloom(version, filter_at)
-        (self.num_entries, self.deletes, self.min_seq, self.max_seq,
-         self.smallest, self.largest) = record.decode_props(self._chunk(*props), path, props[0])
+        (self.num_entries, self.deletes, self.min_seq, self.max_seq, self.smallest, self.largest,
+         ranges) = record.decode_props(self._chunk(*props), path, props[0], version)
         if self._index_keys and self._index_keys[-1] != self.largest:
             raise CorruptSSTableError(path, props[0], "properties disagree with the index on the largest key")
+        self._load_ranges(ranges, lo, foot_at)
+
+    def _load_ranges(self, ranges: tuple[int, int], lo: int, foot_at: int) -> None:
+        """The range tombstone section (version 3), and the key bounds of everything the table holds."""
+        path = self.path
+        #: the table's range tombstones, as fragments (empty when it has none)
+        self.fragments = rangedel.Fragments([], [], [])
+        if ranges != (0, 0):
+            off, sz = ranges
+            if off < lo or sz < 4 or off + sz > foot_at:
+                raise CorruptSSTableError(path, foot_at, "properties place the range tombstones outside the file")
+            self.fragments = rangedel.decode(self._chunk(off, sz), path, off)
+            if not self.fragments:
+                raise CorruptSSTableError(path, off, "range tombstone section holds no tombstone")
+        #: the lowest and highest key the table speaks for: its entries' and its range tombstones' (an end
+        #: is excluded, so ``hi`` is conservative); what sorted runs and scans place the table by
+        self.lo, self.hi = self.smallest, self.largest
+        span = self.fragments.span()
+        if span is not None:
+            self.lo = span[0] if not self.num_entries else min(self.smallest, span[0])
+            self.hi = span[1] if not self.num_entries else max(self.largest, span[1])
 
     def _index_in_order(self, ivalues: list[bytes | None], lo: int, index_at: int) -> bool:
         """Unpack the index's (offset, size) pairs at once, in C; True when they are whole pairs that

@@ -24,7 +24,7 @@ import itertools
 import operator
 from collections.abc import Iterable
 
-from kvstore import bloom, record
+from kvstore import bloom, rangedel, record
 from kvstore.block import encode_block
 from kvstore.fs import File
 
@@ -40,10 +40,11 @@ _ADD_ALL_CHUNK = 1024
 class TableInfo:
     """What a finished table holds: its size, counts, sequence range and key range."""
 
-    __slots__ = ("file_number", "size", "entries", "deletes", "min_seq", "max_seq", "smallest", "largest")
+    __slots__ = ("file_number", "size", "entries", "deletes", "min_seq", "max_seq", "smallest", "largest",
+                 "ranges")
 
     def __init__(self, file_number: int, size: int, entries: int, deletes: int, min_seq: int, max_seq: int,
-                 smallest: bytes, largest: bytes) -> None:
+                 smallest: bytes, largest: bytes, ranges: int = 0) -> None:
         self.file_number = file_number
         self.size = size
         self.entries = entries
@@ -52,6 +53,7 @@ class TableInfo:
         self.max_seq = max_seq
         self.smallest = smallest
         self.largest = largest
+        self.ranges = ranges  # pieces of range tombstones
 
 
 class TableWriter:
@@ -196,8 +198,9 @@ class TableWriter:
             self._buffered = 0
         return offset, len(chunk)
 
-    def finish(self) -> TableInfo:
-        """Write the index, bloom, properties and footer, fsync, and describe the table."""
+    def finish(self, fragments: rangedel.Fragments | None = None) -> TableInfo:
+        """Write the index, bloom, range tombstones (``fragments``), properties and footer, fsync, and
+        describe the table."""
         if self._pending[0]:
             self._finish_block(*self._pending)
             self._pending = ([], [], [], [], [])
@@ -205,12 +208,18 @@ class TableWriter:
         bloom_payload = bloom.build(self._hashes, self._bloom_bits) if self._bloom_bits else b""
         filter_at = self._emit(bloom_payload)
         largest = self._last_key or b""
+        ranges = (0, 0)
+        if fragments:
+            ranges = self._emit(rangedel.encode(fragments))
+            seqs = [q for qs in fragments.seqs for q in qs]
+            self._min_seq = min(seqs) if not self._min_seq else min(self._min_seq, *seqs)
+            self._max_seq = max(self._max_seq, *seqs)
         props = self._emit(record.encode_props(self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                                               self._smallest, largest))
+                                               self._smallest, largest, ranges))
         self._buf.append(record.encode_footer(index, filter_at, props, self._number))
         self._file.append(b"".join(self._buf))
         self._buf = []
         self._file.fsync()
         size = self._offset + record.FOOTER.size
         return TableInfo(self._number, size, self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                         self._smallest, largest)
+                         self._smallest, largest, len(fragments or ()))

@@ -410,7 +410,7 @@ def test_inspect_wal_shows_frames_and_calls_a_torn_tail_by_its_name(db: Path) ->
     result = run("inspect", "wal", log)
     assert result.returncode == 0 and result.stderr == b""
     text = out(result)
-    assert "header    magic KVWL  version 1" in text and "set    late = 1" in text
+    assert "header    magic KVWL  version 2" in text and "set    late = 1" in text
     with open(log, "ab") as f:
         f.write(b"\x01\x02\x03")  # half a frame header: what a crash mid-append leaves
     result = run("inspect", "wal", log)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import KV, Config, block, bloom, record
+from kvstore import KV, Config, block, bloom, rangedel, record
 from kvstore.fs import OSFileSystem
 from kvstore.metadata import Meta, MetaStore
 from kvstore.sorted_file import BlockCache, TableReader
@@ -30,11 +30,12 @@ _EXAMPLE = re.compile(r"<!-- example: ([a-z0-9_]+) -->\n```hex\n(.*?)```", re.DO
 
 # ---------------------------------------------------------------- the inputs DESIGN.md states
 
-# "the first frame of log 7, at offset 20: sequence 42, durable_offset 20, apple = red and a delete of kiwi"
+# "the first frame of log 7, at offset 20: sequence 42, durable_offset 20, apple = red, a delete of kiwi and a
+# range delete of [m, p)"
 LOG_NUMBER = 7
 COMMIT_SEQUENCE = 42
 COMMIT_DURABLE = 20
-COMMIT_WRITES: list[tuple[bytes, bytes | None]] = [(b"apple", b"red"), (b"kiwi", None)]
+COMMIT_WRITES: list[tuple[bytes, bytes | None]] = [(b"apple", b"red"), (b"kiwi", None), (b"m", record.RangeEnd(b"p"))]
 
 # "table 12, block_size 4096, bloom_bits_per_key 10: apple@5 = red, kiwi@9 = DELETE, kiwi@4 = green"
 TABLE_NUMBER = 12
@@ -42,11 +43,13 @@ TABLE_ENTRIES: list[tuple[bytes, int, bytes | None]] = [(b"apple", 5, b"red"), (
                                                         (b"kiwi", 4, b"green")]
 BLOCK_SIZE = 4096
 BLOOM_BITS = 10
-# "header (0..19), one data block (20..93), index (94..132), bloom (133..202), properties (203..251),
-# footer (252..307)"
+# "and one range tombstone, [b, d) at sequence 7"
+TABLE_RANGES = rangedel.Fragments.of([(b"b", b"d", 7)])
+# "header (0..19), one data block (20..93), index (94..132), bloom (133..202), range tombstones
+# (203..229), properties (230..290), footer (291..346)"
 TABLE_OFFSETS = {"table_header": 0, "table_data_block": 20, "table_index": 94, "table_bloom": 133,
-                 "table_props": 203, "table_footer": 252}
-TABLE_SIZE = 308
+                 "table_ranges": 203, "table_props": 230, "table_footer": 291}
+TABLE_SIZE = 347
 TABLE_PARTS = tuple(TABLE_OFFSETS)
 # "the version 1 filter of the same two keys, at offset 133 of a version 1 table"
 CHUNK_OFFSETS = {**TABLE_OFFSETS, "table_bloom_v1": 133}
@@ -93,8 +96,9 @@ def _bloom_v1_payload() -> bytes:
 def _props_payload() -> bytes:
     seqs = [e[1] for e in TABLE_ENTRIES]
     deletes = sum(1 for e in TABLE_ENTRIES if e[2] is None)
+    ranges = (TABLE_OFFSETS["table_ranges"], len(_chunk("table_ranges", rangedel.encode(TABLE_RANGES))))
     return record.encode_props(len(TABLE_ENTRIES), deletes, min(seqs), max(seqs), TABLE_ENTRIES[0][0],
-                               TABLE_ENTRIES[-1][0])
+                               TABLE_ENTRIES[-1][0], ranges)
 
 
 def _chunk(name: str, payload: bytes) -> bytes:
@@ -118,6 +122,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "table_index": lambda: _chunk("table_index", _index_payload()),
     "table_bloom": lambda: _chunk("table_bloom", _bloom_payload()),
     "table_bloom_v1": lambda: _chunk("table_bloom_v1", _bloom_v1_payload()),
+    "table_ranges": lambda: _chunk("table_ranges", rangedel.encode(TABLE_RANGES)),
     "table_props": lambda: _chunk("table_props", _props_payload()),
     "table_footer": _footer,
     "meta_slot": lambda: record.encode_meta(META_SLOT, *META_FIELDS),
@@ -170,7 +175,7 @@ def test_design_doc_example_matches_encoder(name: str) -> None:
 def _decode_file_header(data: bytes, magic: bytes, number: int) -> None:
     version = record.decode_file_header(data, "example", magic, number)
     assert record.FILE_HEADER.unpack(data)[:4] == (magic, version, 0, number)
-    assert version == (2 if magic == record.TABLE_MAGIC else 1) == record.newest_version(magic)
+    assert version == {record.TABLE_MAGIC: 3, record.WAL_MAGIC: 2}.get(magic, 1) == record.newest_version(magic)
 
 
 def _decode_wal_frame(data: bytes) -> None:
@@ -180,6 +185,7 @@ def _decode_wal_frame(data: bytes) -> None:
     assert record.frame_crc(LOG_NUMBER, length, rtype, payload) == stored
     decoded = record.decode_commit(payload, "example", record.FILE_HEADER.size)
     assert decoded == (COMMIT_SEQUENCE, COMMIT_DURABLE, COMMIT_WRITES)
+    assert type(decoded[2][-1][1]) is record.RangeEnd
 
 
 def _open(name: str, data: bytes) -> bytes:
@@ -232,12 +238,18 @@ def _decode_bloom_v1(data: bytes) -> None:
 def _decode_props(data: bytes) -> None:
     payload = _open("table_props", data)
     decoded = record.decode_props(payload, "example", TABLE_OFFSETS["table_props"])
-    assert decoded == (3, 1, 4, 9, b"apple", b"kiwi")
+    assert decoded == (3, 1, 4, 9, b"apple", b"kiwi", (203, 27))
+
+
+def _decode_ranges(data: bytes) -> None:
+    payload = _open("table_ranges", data)
+    fragments = rangedel.decode(payload, "example", TABLE_OFFSETS["table_ranges"])
+    assert fragments == TABLE_RANGES and fragments.tombstones() == [(b"b", b"d", 7)]
 
 
 def _decode_footer(data: bytes) -> None:
-    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER, version=2)
-    assert placed == ((94, 39), (133, 70), (203, 49))
+    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER, version=3)
+    assert placed == ((94, 39), (133, 70), (230, 61))
     assert TABLE_OFFSETS["table_footer"] + record.FOOTER.size == TABLE_SIZE
 
 
@@ -254,6 +266,7 @@ DECODERS: dict[str, Callable[[bytes], None]] = {
     "table_index": _decode_index,
     "table_bloom": _decode_bloom,
     "table_bloom_v1": _decode_bloom_v1,
+    "table_ranges": _decode_ranges,
     "table_props": _decode_props,
     "table_footer": _decode_footer,
     "meta_slot": _decode_meta,
@@ -318,11 +331,11 @@ def test_design_doc_wal_example_is_what_the_wal_writer_writes(tmp_path: Path) ->
     finally:
         wal.close()
     expected = _doc("file_header") + _doc("wal_frame")
-    assert len(expected) == 75
+    assert len(expected) == 84
     assert Path(path).read_bytes() == expected
     replay = replay_log(fs, path, LOG_NUMBER, last=True)
     assert replay.commits == [(COMMIT_SEQUENCE, COMMIT_WRITES)]
-    assert (replay.valid_end, replay.damage) == (75, None)
+    assert (replay.valid_end, replay.damage) == (84, None)
 
 
 def test_design_doc_table_example_is_what_the_table_writer_writes(tmp_path: Path) -> None:
@@ -332,7 +345,7 @@ def test_design_doc_table_example_is_what_the_table_writer_writes(tmp_path: Path
     try:
         writer = TableWriter(file, TABLE_NUMBER, BLOCK_SIZE, BLOOM_BITS)
         writer.add_all(TABLE_ENTRIES)
-        info = writer.finish()
+        info = writer.finish(TABLE_RANGES)
     finally:
         file.close()
     expected = b"".join(_doc(name) for name in TABLE_PARTS)
@@ -347,6 +360,7 @@ def test_design_doc_table_example_is_what_the_table_writer_writes(tmp_path: Path
         assert reader.get(b"kiwi", 100) == (9, None)  # the newer version of kiwi, a delete, comes first
         assert reader.get(b"kiwi", 8) == (4, b"green")
         assert reader.get(b"apple", 5) == (5, b"red")
+        assert reader.fragments == TABLE_RANGES and (reader.lo, reader.hi) == (b"apple", b"kiwi")
         assert reader.verify() == []
     finally:
         reader.close()
@@ -370,8 +384,8 @@ def test_design_doc_format_sizes_match_the_drawings() -> None:
     assert {name: getattr(record, name).size for name in sizes} == sizes
     assert record.BLOCK_ENTRY_ARRAYS == 2 + 4 + 8 + 1
     assert (record.WAL_MAGIC, record.TABLE_MAGIC, record.META_MAGIC) == (b"KVWL", b"KVST", b"KVMT")
-    assert record.FORMAT_VERSION == 1
-    assert {k.name: k.value for k in record.Kind} == {"DELETE": 0, "VALUE": 1}
+    assert record.FORMAT_VERSION == 1 and record.WAL_FORMAT_VERSION == 2
+    assert {k.name: k.value for k in record.Kind} == {"DELETE": 0, "VALUE": 1, "RANGE_DELETE": 2}
     assert {t.name: t.value for t in record.RecordType} == {"RESERVED": 0, "COMMIT": 1}
 
 

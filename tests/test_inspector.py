@@ -95,7 +95,7 @@ def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path
     """Version 2: the blocked filter's lines and k; version 1 (tests/data/format_v1): its bits and probes."""
     table = _one_table(tmp_path)
     tree = inspect_sst(str(tmp_path / "db" / table.name))
-    assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 2
+    assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 3
     assert tree["bloom"] == {"kind": "blocked", "bits": 5 * 512, "probes": 6, "lines": 5}
     old = Path(__file__).parent / "data" / "format_v1"
     tree = inspect_sst(str(old / "000020.sst"))

@@ -81,7 +81,7 @@ def test_key_hash_is_crc32c_and_stable_across_processes() -> None:
 def test_file_header_layout_is_magic_version_reserved_number_crc() -> None:
     header = record.encode_file_header(record.WAL_MAGIC, 0x0102)
     assert header[:4] == b"KVWL"
-    assert header[4:6] == struct.pack("<H", record.FORMAT_VERSION)
+    assert header[4:6] == struct.pack("<H", record.WAL_FORMAT_VERSION)
     assert header[6:8] == b"\0\0"
     assert header[8:16] == struct.pack("<Q", 0x0102)
     assert header[16:] == struct.pack("<I", record.crc(header[:16]))
@@ -123,8 +123,8 @@ def test_file_header_newer_version_with_valid_checksum_is_unsupported(magic: byt
 
 @pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
 def test_file_header_every_version_up_to_the_newest_is_read(magic: bytes) -> None:
-    """Logs and meta slots are at version 1; tables at 2, and version 1 tables are still read."""
-    assert record.newest_version(magic) == (2 if magic == record.TABLE_MAGIC else 1)
+    """Meta slots are at version 1, logs at 2 and tables at 3; every older log and table version is still read."""
+    assert record.newest_version(magic) == {record.META_MAGIC: 1, record.WAL_MAGIC: 2, record.TABLE_MAGIC: 3}[magic]
     assert record.encode_file_header(magic, 3)[4:6] == record.newest_version(magic).to_bytes(2, "little")
     for version in range(1, record.newest_version(magic) + 1):
         header = record.encode_file_header(magic, 3, version=version)
@@ -195,7 +195,7 @@ def test_commit_with_trailing_bytes_is_corrupt() -> None:
         record.decode_commit(payload + b"\0", PATH, 20)
 
 
-@pytest.mark.parametrize(("kind", "vlen"), [(2, 0), (255, 1), (0, 1)], ids=["kind2", "kind255", "delete-with-value"])
+@pytest.mark.parametrize(("kind", "vlen"), [(3, 0), (255, 1), (0, 1)], ids=["kind3", "kind255", "delete-with-value"])
 def test_commit_write_of_unknown_kind_is_corrupt(kind: int, vlen: int) -> None:
     payload = (record.COMMIT_HEADER.pack(1, 20, 1) + record.WAL_ENTRY.pack(kind, 1, vlen) + b"k" + b"v" * vlen)
     with pytest.raises(CorruptionError, match="kind"):
@@ -402,12 +402,23 @@ def test_block_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
 # ---------------------------------------------------------------- properties
 
 
-PROPS = [(0, 0, 0, 0, b"", b""), (10, 3, 1, 99, b"aaa", b"zzz"), (2**64 - 1, 0, 5, 2**64 - 1, b"\0" * 300, b"\xff")]
+PROPS = [(0, 0, 0, 0, b"", b"", (0, 0)), (10, 3, 1, 99, b"aaa", b"zzz", (500, 40)),
+         (2**64 - 1, 0, 5, 2**64 - 1, b"\0" * 300, b"\xff", (2**64 - 1, 2**32 - 1))]
 
 
 @pytest.mark.parametrize("props", PROPS, ids=["empty", "small", "extremes"])
-def test_props_round_trip(props: tuple[int, int, int, int, bytes, bytes]) -> None:
+def test_props_round_trip(props: tuple[int, int, int, int, bytes, bytes, tuple[int, int]]) -> None:
     assert record.decode_props(record.encode_props(*props), PATH, 99) == props
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_props_before_version_3_have_no_range_section(version: int) -> None:
+    """Versions 1 and 2 end at the largest key: no place for range tombstones, read as (0, 0); the same
+    bytes read as version 3 are too short for their lengths."""
+    payload = record.encode_props(10, 3, 1, 99, b"aaa", b"zzz", None)
+    assert record.decode_props(payload, PATH, 99, version) == (10, 3, 1, 99, b"aaa", b"zzz", (0, 0))
+    with pytest.raises(CorruptSSTableError, match="properties"):
+        record.decode_props(payload, PATH, 99)
 
 
 @given(st.data(), keys_st, keys_st)
@@ -536,3 +547,35 @@ def test_meta_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
 def test_meta_random_body_behind_a_valid_header_decodes_or_raises_corruption(body: bytes) -> None:
     data = record.encode_file_header(record.META_MAGIC, 0) + body
     _decodes_or_corrupt(lambda: record.decode_meta(data, "/db/meta0", 0))
+
+
+# ---------------------------------------------------------------- range deletes in a commit unit
+
+
+def test_commit_with_range_deletes_round_trips_after_the_other_writes() -> None:
+    writes: list[tuple[bytes, bytes | None]] = [(b"a", b"1"), (b"q", None), (b"b", record.RangeEnd(b"d")),
+                                                (b"d", record.RangeEnd(b"zz"))]
+    payload = record.encode_commit(9, 20, writes)
+    assert len(payload) == record.commit_size(writes)
+    seq, durable, decoded = record.decode_commit(payload, PATH, 20)
+    assert (seq, durable, decoded) == (9, 20, writes)
+    assert [type(v) for _, v in decoded] == [bytes, type(None), record.RangeEnd, record.RangeEnd]
+
+
+def test_commit_of_one_range_delete_round_trips() -> None:
+    writes: list[tuple[bytes, bytes | None]] = [(b"", record.RangeEnd(b"\xff"))]
+    assert record.decode_commit(record.encode_commit(1, 20, writes), PATH, 20)[2] == writes
+
+
+@pytest.mark.parametrize("writes", [
+    [(b"b", record.RangeEnd(b"b"))],  # empty
+    [(b"c", record.RangeEnd(b"b"))],  # backwards
+    [(b"a", record.RangeEnd(b"c")), (b"b", record.RangeEnd(b"d"))],  # overlapping
+    [(b"c", record.RangeEnd(b"d")), (b"a", record.RangeEnd(b"b"))],  # out of order
+    [(b"a", record.RangeEnd(b"c")), (b"z", b"v")],  # a write after a range delete
+], ids=["empty", "backwards", "overlapping", "out-of-order", "write-after"])
+def test_commit_with_bad_range_deletes_is_corrupt(writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(1, 20, writes)
+    with pytest.raises(CorruptionError, match="range delete") as info:
+        record.decode_commit(payload, PATH, 20)
+    assert (info.value.path, info.value.offset) == (PATH, 20)

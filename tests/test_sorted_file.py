@@ -299,7 +299,7 @@ def test_table_bloom_has_no_false_negatives_and_filters_absent_keys(tmp_path: pa
     path, _ = _write(tmp_path, 8, ((b"key%06d" % i, i + 1, b"") for i in range(n)), block_size=1 << 16)
     reader = _open(path, 8)
     try:
-        assert reader.version == record.TABLE_FORMAT_VERSION == 2 and reader.bloom_k == 6
+        assert reader.version == record.TABLE_FORMAT_VERSION == 3 and reader.bloom_k == 6
         assert all(reader.may_contain(record.key_hash(b"key%06d" % i)) for i in range(n))
         assert all(reader.get(b"key%06d" % i, n) == (i + 1, b"") for i in range(0, n, 7))
         rate = sum(reader.may_contain(record.key_hash(b"nokey%06d" % i)) for i in range(n)) / n

@@ -366,7 +366,7 @@ def test_wal_damaged_header_before_frames_is_corruption(tmp_path: pathlib.Path) 
 
 def test_wal_newer_format_version_is_unsupported(tmp_path: pathlib.Path) -> None:
     path, _ = _log(tmp_path, COMMITS[:1])
-    _damage(path, 0, record.encode_file_header(record.WAL_MAGIC, 3, version=record.FORMAT_VERSION + 1))
+    _damage(path, 0, record.encode_file_header(record.WAL_MAGIC, 3, version=record.WAL_FORMAT_VERSION + 1))
     with pytest.raises(UnsupportedFormatError):
         replay_log(FS, path, 3, last=True)
 

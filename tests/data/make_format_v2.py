@@ -20,13 +20,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
+import shutil
+import tempfile
 
-import attrs  # noqa: E402
-import make_format_v1 as v1  # noqa: E402  (the workload, shared)
+import attrs
+import make_format_v1 as v1
 
-from kvstore import KV, Config, record  # noqa: E402
+from kvstore import KV, Config, record
 
 
 def build(dest: str) -> None:
