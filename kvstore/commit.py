@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from kvstore.core import Core, closed_error
 from kvstore.errors import ConflictError, FailedError
 from kvstore.isolation import TxState
+from kvstore.record import RangeEnd
 from kvstore.snapshot import Reader, get_in
 from kvstore.sorted_array import Memtable
 
@@ -62,6 +63,11 @@ class Writer:
         self.existed = True
         self.frozen: Memtable | None = None  # the memtable a ROTATE request froze
         self.taken = False  # a leader took it into its group: the leader answers it and takes it off
+
+
+def _ranged(w: Writer) -> bool:
+    """Whether the request writes range deletes (they come last in a commit's writes)."""
+    return bool(w.writes) and type(w.writes[-1][1]) is RangeEnd
 
 
 def _copy_error(exc: BaseException) -> BaseException:
@@ -147,9 +153,10 @@ class CommitPipeline:
 
     def _take_group(self, head: Writer) -> list[Writer]:
         """The requests the leader ``head`` carries out together (under ``lock``): the commits queued
-        behind it, up to ``GROUP_BYTES`` of keys and values; any other request goes alone."""
+        behind it, up to ``GROUP_BYTES`` of keys and values; any other request goes alone.  A commit with
+        range deletes is a group's last member, so no member's conflict check or delete looks past one."""
         writers = self.writers
-        if len(writers) == 1 or head.kind > DELETE:
+        if len(writers) == 1 or head.kind > DELETE or _ranged(head):
             return [head]
         group = [head]
         size = sum(len(k) + len(v or b"") for k, v in head.writes)
@@ -159,6 +166,8 @@ class CommitPipeline:
             size += sum(len(k) + len(v or b"") for k, v in w.writes)
             w.taken = True
             group.append(w)
+            if _ranged(w):
+                break
         return group
 
     def _lead(self, group: list[Writer]) -> None:

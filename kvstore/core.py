@@ -99,6 +99,18 @@ class Core:
             raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {self._config.max_key_size}")
         return key
 
+    def _bounds(self, start: object, end: object) -> tuple[bytes, bytes]:
+        """The bounds of a range delete as ``bytes``, checked as keys are (``TypeError`` and
+        ``KeyOrValueTooLargeError`` naming ``start`` or ``end``)."""
+        bounds = []
+        for bound, what in ((start, "start"), (end, "end")):
+            data = as_bytes(bound, what)
+            if len(data) > self._config.max_key_size:
+                raise KeyOrValueTooLargeError(f"{what} of {len(data)} bytes, max_key_size is "
+                                              f"{self._config.max_key_size}")
+            bounds.append(data)
+        return bounds[0], bounds[1]
+
     def _value(self, value: object) -> bytes:
         """``value`` as ``bytes``; ``KeyOrValueTooLargeError`` when it is longer than ``Config.max_value_size``."""
         value = as_bytes(value, "value")

@@ -44,6 +44,7 @@ from kvstore.builder import build_table
 from kvstore.config import Config
 from kvstore.fs import OSFileSystem
 from kvstore.merge import EntryChunk, compact_chunks
+from kvstore.rangedel import Fragments, Tombstone
 from kvstore.sorted_file import BlockCache, TableReader
 from kvstore.table_writer import TableInfo
 
@@ -74,6 +75,8 @@ class MergeRequest:
     snapshots: tuple[int, ...]
     bottom: bool
     rows: tuple[EntryChunk, ...] = ()
+    #: the frozen memtable's range tombstones, when ``rows`` are given
+    ranges: tuple[Tombstone, ...] = ()
 
 
 def merge_here(request: MergeRequest) -> TableInfo | None:
@@ -87,8 +90,10 @@ def merge_here(request: MergeRequest) -> TableInfo | None:
             readers.append(TableReader(fs, path, number, cache))
         sources = [iter(request.rows)] if request.rows else []
         sources += [level.entry_chunks() for level in runs.runs_of(tuple(readers))]
-        chunks = compact_chunks(sources, request.snapshots, request.bottom)
-        return build_table(fs, request.path, request.number, request.config, chunks)
+        fragments = Fragments.of(request.ranges).merge(*(r.fragments for r in readers if r.ranged))
+        chunks = compact_chunks(sources, request.snapshots, request.bottom, fragments or None)
+        kept = fragments.retained(request.snapshots, request.bottom) if fragments else None
+        return build_table(fs, request.path, request.number, request.config, chunks, kept)
     finally:
         for reader in readers:
             reader.close()

@@ -20,19 +20,61 @@ import collections
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
+from kvstore.rangedel import Fragments
+from kvstore.record import RangeEnd
+
 __all__ = ["Pending", "Range", "TxState", "WriteSets"]
 
 Item = tuple[bytes, "bytes | None"]
 
 
 class Pending:
-    """A transaction's buffered writes, readable as the newest level (a value of None is a delete)."""
+    """A transaction's buffered writes, readable as the newest level (a value of None is a delete), and
+    its range deletes."""
 
-    __slots__ = ("writes", "_sorted")
+    __slots__ = ("writes", "_sorted", "ranges", "_fragments")
+
+    #: the sequence a pending range delete hides below: every version a transaction reads is older
+    NEWEST = (1 << 64) - 1
 
     def __init__(self) -> None:
         self.writes: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] | None = []  # the keys in order, None once a new key came in
+        self.ranges: list[tuple[bytes, bytes]] = []  # [start, end) deleted, in call order
+        self._fragments: Fragments | None = None
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        """Delete ``[start, end)`` (``start < end``): the transaction's own writes in it are dropped, and
+        every key of the snapshot in it reads as absent."""
+        keys = self._keys()
+        for key in keys[bisect_left(keys, start) : bisect_left(keys, end)]:
+            del self.writes[key]
+        self._sorted = None
+        self.ranges.append((start, end))
+        self._fragments = None
+
+    def fragments(self) -> Fragments:
+        """The range deletes as fragments, each at ``NEWEST``."""
+        if self._fragments is None:
+            self._fragments = Fragments.of((s, e, self.NEWEST) for s, e in self.ranges)
+        return self._fragments
+
+    def covers(self, key: bytes) -> bool:
+        """Whether a range delete of this transaction covers ``key``."""
+        return bool(self.ranges) and self.fragments().covering(key, self.NEWEST) > 0
+
+    def commit_writes(self) -> list[tuple[bytes, bytes | None]]:
+        """What the commit logs: the writes in key order, then the range deletes joined into disjoint
+        ranges in order, each as ``(start, RangeEnd(end))``."""
+        out: list[tuple[bytes, bytes | None]] = sorted(self.writes.items())
+        joined: list[list[bytes]] = []
+        for start, end in sorted(self.ranges):
+            if joined and start <= joined[-1][1]:
+                joined[-1][1] = max(joined[-1][1], end)
+            else:
+                joined.append([start, end])
+        out += [(start, RangeEnd(end)) for start, end in joined]
+        return out
 
     def put(self, key: bytes, value: bytes | None) -> None:
         if key not in self.writes:
@@ -136,12 +178,14 @@ class WriteSets:
     """Live transactions' snapshots and the write sets of the commits they may conflict with
     (under the KV's ``_lock``, but for ``conflict``, which the write queue's leader calls)."""
 
-    __slots__ = ("snapshots", "recent_keys", "recent_log")
+    __slots__ = ("snapshots", "recent_keys", "recent_log", "recent_ranges")
 
     def __init__(self) -> None:
         self.snapshots: dict[int, int] = {}  # snapshot -> live transactions reading it
         self.recent_keys: dict[bytes, int] = {}  # key -> last sequence that wrote it, while a tx may conflict
         self.recent_log: collections.deque[tuple[int, list[bytes]]] = collections.deque()  # (seq, sorted keys)
+        # (seq, start, end) of each range delete committed while a tx may conflict: a range is one entry
+        self.recent_ranges: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
 
     def hold(self, snapshot: int) -> None:
         """A transaction reading ``snapshot`` began."""
@@ -160,6 +204,9 @@ class WriteSets:
         recent = self.recent_keys
         for number, writes in accepted:
             keys = [k for k, _ in writes]
+            if writes and type(writes[-1][1]) is RangeEnd:  # range deletes come last in a commit
+                keys = [k for k, v in writes if type(v) is not RangeEnd]
+                self.recent_ranges.extend((number, k, bytes(v)) for k, v in writes if type(v) is RangeEnd)
             self.recent_log.append((number, keys))
             for key in keys:
                 recent[key] = number
@@ -173,7 +220,11 @@ class WriteSets:
         if oldest is None:
             log_.clear()
             self.recent_keys.clear()
+            self.recent_ranges.clear()
             return
+        ranges = self.recent_ranges
+        while ranges and ranges[0][0] <= oldest:
+            ranges.popleft()
         recent = self.recent_keys
         while log_ and log_[0][0] <= oldest:
             seq, keys = log_.popleft()
@@ -183,7 +234,7 @@ class WriteSets:
 
     def tracked(self) -> int:
         """Keys of committed write sets kept for conflict checks."""
-        return sum(len(keys) for _, keys in self.recent_log)
+        return sum(len(keys) for _, keys in self.recent_log) + len(self.recent_ranges)
 
     def conflict(self, tx: TxState, snapshot: int, ahead: dict[bytes, bytes | None]) -> bytes | None:
         """A key that ``tx`` read (by get, delete, or inside a covered range) and that a commit after its
@@ -208,12 +259,32 @@ class WriteSets:
                     found = r.first_in(keys)
                     if found is not None:
                         return found
+        if self.recent_ranges and self.recent_ranges[-1][0] > snapshot:
+            found = _range_deleted(self.recent_ranges, snapshot, sorted(reads), ranges)
+            if found is not None:
+                return found
         if ahead:
             return _first_written(reads, ranges, ahead)
         return None
 
     def _check(self) -> None:
         assert all(self.recent_keys[k] >= seq for seq, keys in self.recent_log for k in keys)
+
+
+def _range_deleted(deleted: collections.deque[tuple[int, bytes, bytes]], snapshot: int, reads: list[bytes],
+                   ranges: list[Range]) -> bytes | None:
+    """A key of ``reads`` (sorted) that a range delete committed after ``snapshot`` covers, or the start
+    of such a range delete that meets one of ``ranges``; None when none does."""
+    for seq, start, end in reversed(deleted):
+        if seq <= snapshot:
+            break
+        i = bisect_left(reads, start)
+        if i < len(reads) and reads[i] < end:
+            return reads[i]
+        for r in ranges:
+            if (r.lo is None or r.lo < end) and (r.hi is None or start < r.hi or (r.hi_inclusive and start == r.hi)):
+                return max(start, r.lo) if r.lo is not None else start
+    return None
 
 
 def _first_written(reads: set[bytes], ranges: list[Range], ahead: dict[bytes, bytes | None]) -> bytes | None:

@@ -32,6 +32,7 @@ from kvstore.errors import FailedError
 from kvstore.filenames import table_path
 from kvstore.fs import OSFileSystem
 from kvstore.merge import EntryChunk, compact_chunks, pick_run
+from kvstore.rangedel import Fragments
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import TableReader
 from kvstore.versions import VersionSet
@@ -90,7 +91,7 @@ class Jobs:
         then flush it inline, or leave it to the background flush, first waiting while that one is
         behind.  Returns the memtable frozen, None when it was empty."""
         kv = self._kv
-        if not len(kv._mem):
+        if kv._mem.empty():
             return None
         background = kv._config.background
         if background and len(kv._imms) >= MAX_IMMUTABLE:
@@ -145,7 +146,7 @@ class Jobs:
     def flush_on_close(self) -> None:
         """Flush the memtable and every frozen one inline (the background threads have stopped)."""
         kv = self._kv
-        if len(kv._mem):
+        if not kv._mem.empty():
             self._freeze(new_log=False, what="closing")
         while kv._imms:
             self.flush_oldest()
@@ -178,23 +179,27 @@ class Jobs:
                 bottom = not versions.tables
             done, table = self._in_helper([], number, bottom, frozen.mem)
             if not done:
-                table = self._write_table(number, [frozen.mem.entry_chunks()], bottom)
+                fragments = frozen.mem.fragments()
+                table = self._write_table(number, [frozen.mem.entry_chunks()], bottom, fragments or None)
             with versions.lock:
                 last = max(versions.meta.last_sequence, frozen.mem.max_seq)
                 versions.swap([], table, flushed, log_number=frozen.next_log, last_sequence=last)
         except OSError as exc:
             raise kv._fail(exc, "flushing the memtable") from exc
 
-    def _write_table(self, number: int, sources: list[Iterator[EntryChunk]], bottom: bool) -> Table | None:
-        """Write the merge of ``sources`` as table ``number``, fsynced with its directory; None when empty."""
+    def _write_table(self, number: int, sources: list[Iterator[EntryChunk]], bottom: bool,
+                     fragments: Fragments | None) -> Table | None:
+        """Write the merge of ``sources`` under range tombstones ``fragments`` (those of every source) as
+        table ``number``, fsynced with its directory; None when empty."""
         kv = self._kv
         path = table_path(kv._dir, number)
         with kv._lock:
             snapshots = sorted(kv._snapshots.counts)
-        chunks = compact_chunks(sources, snapshots, bottom)
+        chunks = compact_chunks(sources, snapshots, bottom, fragments)
         if threading.current_thread() in self.threads:
             chunks = _yielding(chunks)
-        info = build_table(kv._fs, path, number, kv._config, chunks)
+        kept = fragments.retained(snapshots, bottom) if fragments else None
+        info = build_table(kv._fs, path, number, kv._config, chunks, kept)
         if info is None:
             return None
         kv._fs.sync_dir(kv._dir)
@@ -229,7 +234,7 @@ class Jobs:
         versions, growth = self._versions, self._kv._config.growth_factor
         while not self._stopping_merges():
             tables = list(versions.tables)
-            counts = runs.group([(t.reader.smallest, t.reader.largest) for t in tables])
+            counts = runs.group([(t.reader.lo, t.reader.hi) for t in tables])
             ends = list(itertools.accumulate(counts))
             sizes = [sum(t.reader.size for t in tables[end - count : end]) for count, end in zip(counts, ends)]
             picked = pick_run(sizes, growth)
@@ -255,7 +260,8 @@ class Jobs:
         done, table = self._in_helper(group, number, bottom)
         if not done:
             levels = runs.runs_of(tuple(t.reader for t in group))  # a run's tables as one source, in key order
-            table = self._write_table(number, [level.entry_chunks() for level in levels], bottom)
+            fragments = Fragments([], [], []).merge(*(t.reader.fragments for t in group if t.reader.ranged))
+            table = self._write_table(number, [level.entry_chunks() for level in levels], bottom, fragments or None)
         with versions.lock:
             versions.swap(group, table, merged)
 
@@ -278,8 +284,9 @@ class Jobs:
         with kv._lock:
             snapshots = tuple(sorted(kv._snapshots.counts))
         rows = tuple(mem.entry_chunks(_ROWS_CHUNK)) if mem is not None else ()
+        ranges = tuple(mem.ranges) if mem is not None else ()
         request = helper.MergeRequest(tuple((t.reader.path, t.reader.file_number) for t in group), path, number,
-                                      kv._config, snapshots, bottom, rows)
+                                      kv._config, snapshots, bottom, rows, ranges)
         try:
             info = helper.merge_files(request)
         except helper.HelperError as exc:
@@ -363,7 +370,7 @@ class Jobs:
         if not self._helper_writes():
             return []
         tables = list(self._versions.tables)
-        counts = runs.group([(t.reader.smallest, t.reader.largest) for t in tables])
+        counts = runs.group([(t.reader.lo, t.reader.hi) for t in tables])
         if len(counts) < 2:
             return []
         oldest = sum(t.reader.size for t in tables[len(tables) - counts[-1] :])

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kvstore.chunks import chunks_of
+from kvstore.rangedel import Fragments
 
 __all__ = ["EntryChunk", "SortedKV", "compact_chunks", "entry_chunks_of", "merge_chunks", "merge_entry_chunks",
            "merge_items", "pick_run"]
@@ -285,18 +286,28 @@ def _merge_entry_chunks(sources: Sequence[Iterator[EntryChunk]]) -> Iterator[Ent
 
 
 def compact_chunks(sources: Sequence[Iterator[EntryChunk]], snapshots: Sequence[int],
-                   bottom: bool) -> Iterator[EntryChunk]:
+                   bottom: bool, fragments: Fragments | None = None) -> Iterator[EntryChunk]:
     """The entries a merge of ``sources`` (chunks, newest level first) writes, as non-empty chunks.
 
-    ``snapshots`` are the sequences of live snapshots, ascending.  Keeps each
-    key's newest version and each older version that some snapshot sees (the
-    newest version at or before it); with ``bottom`` (the output is the
-    oldest table) drops deletes that are the oldest kept version of a key.
-    A chunk is filtered by C builtins; only keys with several versions while
-    snapshots are live take Python code per version (``_retain``).
+    ``snapshots`` are the sequences of live snapshots, ascending.  Drops every
+    version a range tombstone of ``fragments`` (those of every source) hides
+    from every snapshot (``Fragments.drops``); then keeps each key's newest
+    version and each older version that some snapshot sees (the newest
+    version at or before it); with ``bottom`` (the output is the oldest
+    table) drops deletes that are the oldest kept version of a key.  A chunk
+    is filtered by C builtins; only keys with several versions while
+    snapshots are live, and keys under range tombstones, take Python code
+    per version (``_retain``, ``Fragments.drops``).  What the merge writes of
+    the tombstones themselves is ``fragments.retained(snapshots, bottom)``.
     """
     lt = operator.lt
     for keys, seqs, values in merge_entry_chunks(sources):
+        if keys and fragments:
+            alive = list(map(operator.not_, fragments.drops(keys, seqs, snapshots)))
+            if not all(alive):
+                keys = list(itertools.compress(keys, alive))
+                seqs = list(itertools.compress(seqs, alive))
+                values = list(itertools.compress(values, alive))
         if not keys:
             continue
         if all(map(lt, keys, itertools.islice(keys, 1, None))):  # one version per key: the common case

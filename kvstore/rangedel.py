@@ -48,12 +48,13 @@ _PIECE = struct.Struct("<HHI")
 class Fragments:
     """Non-overlapping pieces of range tombstones, in key order; see the module's invariants."""
 
-    __slots__ = ("starts", "ends", "seqs")
+    __slots__ = ("starts", "ends", "seqs", "_max")
 
     def __init__(self, starts: list[bytes], ends: list[bytes], seqs: list[tuple[int, ...]]) -> None:
         self.starts = starts
         self.ends = ends
         self.seqs = seqs
+        self._max = -1  # max_seq(), once asked (the pieces never change)
 
     @classmethod
     def of(cls, tombstones: Iterable[Tombstone]) -> Fragments:
@@ -141,7 +142,10 @@ class Fragments:
         return (self.starts[0], self.ends[-1]) if self.starts else None
 
     def max_seq(self) -> int:
-        return max((qs[0] for qs in self.seqs), default=0)
+        """The newest sequence of any piece (0 when empty); computed once."""
+        if self._max < 0:
+            self._max = max((qs[0] for qs in self.seqs), default=0)
+        return self._max
 
     def min_seq(self) -> int:
         return min((qs[-1] for qs in self.seqs), default=0)

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 from kvstore.bloom import Probe
 from kvstore.chunks import Chunk
+from kvstore.rangedel import Fragments
 from kvstore.sorted_file import TableReader
 
 __all__ = ["Run", "group", "runs_of"]
@@ -62,15 +63,18 @@ class Run:
     ``TableReader`` methods a read and a merge use.
     """
 
-    __slots__ = ("readers", "smallest", "largest", "bloom_k", "_lows", "_highs")
+    __slots__ = ("readers", "smallest", "largest", "bloom_k", "fragments", "ranged", "_lows", "_highs")
 
     def __init__(self, readers: Sequence[TableReader]) -> None:
-        self.readers = tuple(sorted(readers, key=_smallest))
-        self._lows = [r.smallest for r in self.readers]
-        self._highs = [r.largest for r in self.readers]
+        self.readers = tuple(sorted(readers, key=_low))
+        self._lows = [r.lo for r in self.readers]
+        self._highs = [r.hi for r in self.readers]
         self.smallest = self._lows[0]
         self.largest = self._highs[-1]
         self.bloom_k = self.readers[0].bloom_k
+        # the tables' range tombstones lie within their disjoint bounds: together, one level's
+        self.fragments = Fragments([], [], []).merge(*(r.fragments for r in self.readers if r.ranged))
+        self.ranged = bool(self.fragments)
 
     def get(self, key: bytes, snapshot: int, probe: Probe | None = None
             ) -> tuple[int, bytes | None] | None:
@@ -104,8 +108,8 @@ def _chained(readers: Sequence[TableReader], start: bytes | None, snapshot: int,
             yield from reader.chunks(None, snapshot, reverse)
 
 
-def _smallest(reader: TableReader) -> bytes:
-    return reader.smallest
+def _low(reader: TableReader) -> bytes:
+    return reader.lo
 
 
 def runs_of(readers: tuple[TableReader, ...]) -> tuple[TableReader | Run, ...]:
@@ -113,7 +117,7 @@ def runs_of(readers: tuple[TableReader, ...]) -> tuple[TableReader | Run, ...]:
     itself, a run of several as a ``Run``."""
     levels: list[TableReader | Run] = []
     pos = 0
-    for count in group([(r.smallest, r.largest) for r in readers]):
+    for count in group([(r.lo, r.hi) for r in readers]):
         levels.append(readers[pos] if count == 1 else Run(readers[pos : pos + count]))
         pos += count
     return tuple(levels)

@@ -22,19 +22,30 @@ from typing import cast
 from kvstore import bloom, record
 from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
+from kvstore.covered import hidden_by_newer, own_hidden, visible
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
 from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
 from kvstore.merge import merge_chunks
+from kvstore.rangedel import Fragments
+from kvstore.runs import Run
+from kvstore.sorted_array import Memtable
+from kvstore.sorted_file import TableReader
 from kvstore.view import View
 
 __all__ = ["Cursor", "Reader", "Reads", "Scan", "get_in"]
 
 
 def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
-    """The value of ``key`` at ``snapshot`` in ``view``, or None when it is absent or deleted."""
+    """The value of ``key`` at ``snapshot`` in ``view``, or None when it is absent or deleted.  A level's
+    range tombstone over the key, newer than the level's own version of it, answers "absent" (every older
+    level is older than it)."""
     for mem in view.mems:
         found = mem.get(key, snapshot)
+        if mem.ranges:
+            cover = mem.fragments().covering(key, snapshot)
+            if cover and (found is None or found[0] < cover):
+                return None
         if found is not None:
             return found[1]
     readers = view.runs
@@ -42,6 +53,10 @@ def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
         probe = bloom.probe(record.key_hash(key), readers[0].bloom_k)
         for reader in readers:
             found = reader.get(key, snapshot, probe)
+            if reader.ranged:
+                cover = reader.fragments.covering(key, snapshot)
+                if cover and (found is None or found[0] < cover):
+                    return None
             if found is not None:
                 return found[1]
     return None
@@ -73,8 +88,12 @@ class Reader:
             raise ClosedError("the cursor or scan is closed")
 
     def get(self, key: bytes) -> bytes | None:
-        if self.pending is not None and key in self.pending.writes:
-            return self.pending.writes[key]
+        pending = self.pending
+        if pending is not None:
+            if key in pending.writes:
+                return pending.writes[key]
+            if pending.ranges and pending.covers(key):
+                return None  # deleted by this transaction: answered by its own write
         if self.tx is not None:
             self.tx.reads.add(key)
         return get_in(self.view, key, self.snapshot)
@@ -83,15 +102,25 @@ class Reader:
         """The live pairs from ``start`` on (``inclusive`` or not), in chunks in the direction of travel."""
         snap = self.snapshot
         levels: list[Iterator[Chunk]] = []
-        if self.pending is not None:  # live: the transaction's later writes are seen when reached
-            levels.append(chunks_of(self.pending.items(start, snap, reverse, inclusive), reverse, 1, 1))
+        above: Fragments | None = None  # the range tombstones of the levels added so far, visible at snap
+        pending = self.pending
+        if pending is not None:  # live: the transaction's later writes are seen when reached
+            levels.append(chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1))
+            if pending.ranges:
+                above = pending.fragments()
         for mem in self.view.mems:
+            own = visible(mem.fragments(), snap) if mem.ranges else None
             if len(mem):  # keys written into it from now on are past the snapshot
-                levels.append(mem.chunks(start, snap, reverse, inclusive))
+                levels.append(_level(mem, start, snap, reverse, inclusive, above, own))
+            if own is not None:
+                above = own if above is None else above.merge(own)
         for reader in self.view.runs:
-            if start is not None and (start < reader.smallest if reverse else start > reader.largest):
-                continue  # the table lies wholly behind the start
-            levels.append(reader.chunks(start, snap, reverse, inclusive))
+            own = visible(reader.fragments, snap) if reader.ranged else None
+            if start is None or not (start < reader.smallest if reverse else start > reader.largest):
+                levels.append(_level(reader, start, snap, reverse, inclusive, above, own))
+            # else the table's entries lie wholly behind the start
+            if own is not None:
+                above = own if above is None else above.merge(own)
         return merge_chunks(levels, reverse)
 
     def items(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
@@ -110,6 +139,22 @@ class Reader:
             free = self.view.release()
         if free:
             kv._collect_soon()
+
+
+def _level(level: Memtable | TableReader | Run, start: bytes | None, snapshot: int, reverse: bool, inclusive: bool,
+           above: Fragments | None, own: Fragments | None) -> Iterator[Chunk]:
+    """One level's chunks for ``Reader.chunks``, less what the range tombstones of newer levels (``above``)
+    and of its own (``own``) hide from ``snapshot`` (``covered``)."""
+    if above is None and own is None:
+        return level.chunks(start, snapshot, reverse, inclusive)
+
+    def position(key: bytes | None, inclusive: bool) -> Iterator[Chunk]:
+        chunks = level.chunks(key, snapshot, reverse, inclusive)
+        return chunks if own is None else own_hidden(chunks, own, level.get, snapshot)
+
+    if above is None:
+        return position(start, inclusive)
+    return hidden_by_newer(position, start, inclusive, reverse, above)
 
 
 class _ScanState:

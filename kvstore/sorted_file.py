@@ -158,6 +158,8 @@ class TableReader:
         #: the lowest and highest key the table speaks for: its entries' and its range tombstones' (an end
         #: is excluded, so ``hi`` is conservative); what sorted runs and scans place the table by
         self.lo, self.hi = self.smallest, self.largest
+        #: whether the table holds range tombstones (what a get tests before it looks at them)
+        self.ranged = bool(self.fragments)
         span = self.fragments.span()
         if span is not None:
             self.lo = span[0] if not self.num_entries else min(self.smallest, span[0])

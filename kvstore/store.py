@@ -31,9 +31,10 @@ from typing import TypeVar
 
 import attrs
 
+from kvstore import record
 from kvstore.backup import Progress, backup
 from kvstore.check import check
-from kvstore.commit import DELETE, ROTATE, CommitPipeline
+from kvstore.commit import COMMIT, DELETE, ROTATE, CommitPipeline
 from kvstore.config import Config
 from kvstore.core import Core, closed_error
 from kvstore.errors import ConflictError, CorruptionError, FailedError
@@ -229,6 +230,19 @@ class KV(Core, Reads):
         key = self._key(key)
         existed: bool = self._write(DELETE, [(key, None)], self._config.sync).existed
         return existed
+
+    def delete_range(self, start: Bytes, end: Bytes) -> None:
+        """Delete every key in ``[start, end)``: one range tombstone, whatever the number of keys it covers
+        (DESIGN.md, "Range tombstones").  ``start >= end`` deletes nothing and writes nothing.  Every later
+        read misses a covered key written before it and sees one written after it.  It reads nothing, so
+        it never raises ``ConflictError``; transactions that read a key or range it covers, with an older
+        snapshot, conflict at their commit.  Raises ``TypeError`` or ``KeyOrValueTooLargeError`` naming the
+        bound (nothing written), and as ``set`` otherwise."""
+        start, end = self._bounds(start, end)
+        if start >= end:
+            self._check_writable()
+            return
+        self._write(COMMIT, [(start, record.RangeEnd(end))], self._config.sync)
 
     def new_tx(self) -> KVTX:
         """A new transaction reading the snapshot of now; ``ClosedError`` once the KV is closed."""

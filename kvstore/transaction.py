@@ -91,6 +91,17 @@ class KVTX(Reads):
         self._pending.put(key, None)
         return existed
 
+    def delete_range(self, start: Bytes, end: Bytes) -> None:
+        """Buffer a delete of every key in ``[start, end)``: this transaction's own writes in the range are
+        dropped, and from now on its reads miss every key of the range, unless it writes the key again.
+        ``start >= end`` does nothing.  It reads nothing (no conflict of its own); at commit it is one
+        range tombstone, written with the transaction's sequence.  Raises ``TypeError`` or
+        ``KeyOrValueTooLargeError`` naming the bound, buffering nothing."""
+        start, end = self._kv._bounds(start, end)
+        self._check_usable()
+        if start < end:
+            self._pending.delete_range(start, end)
+
     def commit(self, *, sync: bool | None = None) -> None:
         """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.
 
@@ -107,14 +118,15 @@ class KVTX(Reads):
         """
         self._check_usable()
         try:
-            writes = self._pending.writes
+            pending = self._pending
             kv = self._kv
             durable = kv._config.sync if sync is None else bool(sync)
-            if writes:
-                size = record.commit_size(writes.items())
+            if pending.writes or pending.ranges:
+                writes = pending.commit_writes()
+                size = record.commit_size(writes)
                 if size > record.MAX_RECORD_PAYLOAD:  # refused here, not in a group it would fail whole
                     raise KeyOrValueTooLargeError(f"transaction encodes to {size} bytes, the WAL limit is 4 GiB")
-                kv._write(COMMIT, sorted(writes.items()), durable, self._reader)
+                kv._write(COMMIT, writes, durable, self._reader)
             elif durable and not kv._read_only:  # nothing to write, but every commit before it becomes durable
                 kv._write(COMMIT, [], True, self._reader)
         finally:

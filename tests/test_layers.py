@@ -1,10 +1,10 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
 errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom, block, rangedel -> sorted_array,
-sorted_file, table_writer, wal, metadata -> merge, builder, runs -> helper -> view, isolation -> core -> snapshot
--> versions -> commit, jobs -> recovery, check, backup, transaction -> store, then the benchmark and the command
-line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.  A module
-imports only modules of lower layers, never a sibling or a higher layer.
+sorted_file, table_writer, wal, metadata -> merge, builder, runs, covered -> helper -> view, isolation -> core
+-> snapshot -> versions -> commit, jobs -> recovery, check, backup, transaction -> store, then the benchmark and
+the command line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.
+A module imports only modules of lower layers, never a sibling or a higher layer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"config", "record", "fs", "simfs", "keys"},
     {"filenames", "chunks", "bloom", "block", "rangedel"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
-    {"merge", "builder", "runs"},
+    {"merge", "builder", "runs", "covered"},
     # a merge done file to file in a helper process
     {"helper"},
     # the engine's mechanisms, bottom up: what readers hold and what transactions read; the one typed home

@@ -7,7 +7,10 @@ model, keeps scans and cursors open across later writes, flushes, merges and
 reopens, and calls ``KV._check()`` after every step.  Its model of conflicts
 is docs/transactions.md read literally: a transaction commits unless a commit after its
 snapshot wrote a key it read (by get or delete, not served by its own writes)
-or a key inside what one of its scans or cursors covered.
+or a key inside what one of its scans or cursors covered.  A range delete
+writes its whole range: every key of the alphabet in it (two ranges with
+bounds from the alphabet meet exactly where they share an alphabet key, the
+greater of their starts).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ Model = dict[bytes, bytes]
 
 ALPHABET = b"\x00ab\xff"
 keys = st.lists(st.sampled_from(ALPHABET), min_size=0, max_size=3).map(bytes)
+#: every key ``keys`` draws, in order
+ALL_KEYS = sorted({b""} | {bytes([a]) for a in ALPHABET} | {bytes([a, b]) for a in ALPHABET for b in ALPHABET}
+                  | {bytes([a, b, c]) for a in ALPHABET for b in ALPHABET for c in ALPHABET})
 values = st.binary(max_size=24)
 maybe_keys = st.none() | keys
 prefixes = st.none() | st.lists(st.sampled_from(ALPHABET), max_size=2).map(bytes)
@@ -40,6 +46,7 @@ configs = st.builds(
     cache_size=st.sampled_from([0, 4096, 8 << 20]),
     sync=st.just(False),
     background=st.just(False),
+    merge_process=st.booleans(),  # tables written by the helper process, or in this one
 )
 
 MAX_TXS = 3
@@ -140,10 +147,23 @@ class TxModel:
         self.start = start  # commits before this index of the machine's history are in its snapshot
         self.reads: set[bytes] = set()
         self.ranges: list[Callable[[bytes], bool]] = []
+        self.deleted: list[tuple[bytes, bytes]] = []  # its range deletes
 
     def read(self, key: bytes) -> None:
-        if key not in self.writes:
+        if key not in self.writes and not any(s <= key < e for s, e in self.deleted):
             self.reads.add(key)
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        for key in [k for k in self.view if start <= k < end]:
+            del self.view[key]
+        for key in [k for k in self.writes if start <= k < end]:
+            del self.writes[key]
+        if start < end:
+            self.deleted.append((start, end))
+
+    def written(self) -> set[bytes]:
+        """The keys its commit writes: its own writes and every key of its range deletes."""
+        return set(self.writes) | {k for s, e in self.deleted for k in ALL_KEYS if s <= k < e}
 
     def covers(self, key: bytes) -> bool:
         return key in self.reads or any(r(key) for r in self.ranges)
@@ -155,6 +175,11 @@ class TxModel:
     def delete(self, key: bytes) -> None:
         self.view.pop(key, None)
         self.writes[key] = None
+
+
+def delete_range(model: Model, start: bytes, end: bytes) -> None:
+    for key in [k for k in model if start <= k < end]:
+        del model[key]
 
 
 def apply(model: Model, writes: dict[bytes, bytes | None]) -> None:
@@ -226,6 +251,13 @@ class KVMachine(RuleBasedStateMachine):
         assert self.db.delete(key) is (key in self.model)
         if self.model.pop(key, None) is not None:
             self.history.append({key})
+
+    @rule(start=keys, end=keys)
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        self.db.delete_range(start, end)
+        delete_range(self.model, start, end)
+        if start < end:
+            self.history.append({k for k in ALL_KEYS if start <= k < end})
 
     @rule(key=keys)
     def get(self, key: bytes) -> None:
@@ -329,6 +361,13 @@ class KVMachine(RuleBasedStateMachine):
         m.delete(key)
 
     @precondition(lambda self: bool(self.txs))
+    @rule(i=st.integers(0, MAX_TXS - 1), start=keys, end=keys)
+    def tx_delete_range(self, i: int, start: bytes, end: bytes) -> None:
+        m = self.txs[i % len(self.txs)]
+        m.tx.delete_range(start, end)
+        m.delete_range(start, end)
+
+    @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), key=keys)
     def tx_get(self, i: int, key: bytes) -> None:
         m = self.txs[i % len(self.txs)]
@@ -368,7 +407,7 @@ class KVMachine(RuleBasedStateMachine):
         m.ranges.append(CursorModel(cursor, m.view, key, for_prev=False).covers)
         it = m.tx.scan(key)  # never advanced: covers nothing
         conflict = any(m.covers(k) for written in self.history[m.start:] for k in written)
-        if conflict and m.writes:
+        if conflict and (m.writes or m.deleted):
             with pytest.raises(ConflictError):
                 if use_with:
                     with m.tx:
@@ -381,9 +420,11 @@ class KVMachine(RuleBasedStateMachine):
                     pass
             else:
                 m.tx.commit()
+            for start, end in m.deleted:
+                delete_range(self.model, start, end)
             apply(self.model, m.writes)
-            if m.writes:
-                self.history.append(set(m.writes))
+            if m.writes or m.deleted:
+                self.history.append(m.written())
         self.ended.append(m.tx)
         with pytest.raises(TxClosedError):
             cursor.next()
