@@ -44,6 +44,7 @@ from kvstore.commands import (
     cmd_check,
     cmd_compact,
     cmd_delete,
+    cmd_delete_range,
     cmd_dump,
     cmd_get,
     cmd_inspect,
@@ -68,8 +69,8 @@ FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 }
 
 #: The subcommands ``build_parser`` defines.
-COMMANDS = ("get", "put", "delete", "scan", "dump", "load", "stats", "check", "compact", "backup", "inspect",
-            "shell")
+COMMANDS = ("get", "put", "delete", "delete-range", "scan", "dump", "load", "stats", "check", "compact", "backup",
+            "inspect", "shell")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,7 +137,7 @@ class _Subcommands:
 
 
 def _add_key_commands(sub: _Subcommands) -> None:
-    """get, put, delete and scan: the commands that read keys and values from their arguments."""
+    """get, put, delete, delete-range and scan: the commands that read keys and values from their arguments."""
     p = sub.add("get", cmd_get, "print the value of KEY (exit 1 when absent)", hexed=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("--raw", action="store_true", help="write the value's bytes as they are, with no newline")
@@ -148,6 +149,11 @@ def _add_key_commands(sub: _Subcommands) -> None:
 
     p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True)
     p.add_argument("keys", metavar="KEY", nargs="+")
+
+    p = sub.add("delete-range", cmd_delete_range, "delete every key in [START, END) with one range tombstone",
+                hexed=True)
+    p.add_argument("start", metavar="START")
+    p.add_argument("end", metavar="END")
 
     p = sub.add("scan", cmd_scan, "print pairs in key order: key TAB value per line", hexed=True)
     add_scan_arguments(p)

@@ -35,8 +35,8 @@ from kvstore.store import KV, Stats
 __all__ = [
     "EXIT_BROKEN_PIPE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK",
     "EXIT_UNUSABLE", "EXIT_USAGE", "LOAD_BATCH_BYTES", "Streams", "UsageError", "cmd_backup", "cmd_check",
-    "cmd_compact", "cmd_delete", "cmd_dump", "cmd_get", "cmd_inspect", "cmd_load", "cmd_put", "cmd_scan",
-    "cmd_shell", "cmd_stats", "open_config",
+    "cmd_compact", "cmd_delete", "cmd_delete_range", "cmd_dump", "cmd_get", "cmd_inspect", "cmd_load", "cmd_put",
+    "cmd_scan", "cmd_shell", "cmd_stats", "open_config",
 ]
 
 EXIT_OK = 0
@@ -133,6 +133,18 @@ def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
     with _open(args, write=True) as kv, kv.new_tx() as tx:
         existed = sum(tx.delete(k) for k in keys)
     io.say(f"deleted {existed} of {_count(len(keys), 'key')}")
+    return EXIT_OK
+
+
+def cmd_delete_range(args: argparse.Namespace, io: Streams) -> int:
+    """``delete-range PATH START END``: delete every key in ``[START, END)`` with one range tombstone (nothing
+    when START >= END)."""
+    form = _form(args)
+    start, end = parse_bytes(args.start, form, "START"), parse_bytes(args.end, form, "END")
+    with _open(args, write=True) as kv:
+        kv.delete_range(start, end)
+    io.say(f"deleted [{form.show(start)}, {form.show(end)})" if start < end else
+           "nothing deleted: START is not below END")
     return EXIT_OK
 
 

@@ -88,9 +88,10 @@ def merge_here(request: MergeRequest) -> TableInfo | None:
     try:
         for path, number in request.inputs:
             readers.append(TableReader(fs, path, number, cache))
-        sources = [iter(request.rows)] if request.rows else []
-        sources += [level.entry_chunks() for level in runs.runs_of(tuple(readers))]
         fragments = Fragments.of(request.ranges).merge(*(r.fragments for r in readers if r.ranged))
+        sources = [iter(request.rows)] if request.rows else []
+        read = runs.unhidden(readers, fragments, request.snapshots)  # the others dropped unread
+        sources += [level.entry_chunks() for level in runs.runs_of(read)]
         chunks = compact_chunks(sources, request.snapshots, request.bottom, fragments or None)
         kept = fragments.retained(request.snapshots, request.bottom) if fragments else None
         return build_table(fs, request.path, request.number, request.config, chunks, kept)

@@ -218,7 +218,8 @@ class Jobs:
                 tables = list(self._versions.tables)
                 if not full:
                     self._compact_by_policy()
-                elif len(tables) > 1 or (tables and (tables[0].reader.deletes or _has_old_versions(tables[0]))):
+                elif len(tables) > 1 or (tables and (tables[0].reader.deletes or tables[0].reader.ranged
+                                                     or _has_old_versions(tables[0]))):
                     self._merge(tables)
             except OSError as exc:
                 raise kv._fail(exc, "merging tables") from exc
@@ -259,8 +260,11 @@ class Jobs:
             bottom = group[-1] is versions.tables[-1]
         done, table = self._in_helper(group, number, bottom)
         if not done:
-            levels = runs.runs_of(tuple(t.reader for t in group))  # a run's tables as one source, in key order
             fragments = Fragments([], [], []).merge(*(t.reader.fragments for t in group if t.reader.ranged))
+            with self._kv._lock:
+                snapshots = sorted(self._kv._snapshots.counts)
+            readers = runs.unhidden([t.reader for t in group], fragments, snapshots)  # the others dropped unread
+            levels = runs.runs_of(readers)  # a run's tables as one source, in key order
             table = self._write_table(number, [level.entry_chunks() for level in levels], bottom, fragments or None)
         with versions.lock:
             versions.swap(group, table, merged)

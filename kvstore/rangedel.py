@@ -186,6 +186,25 @@ class Fragments:
                 seqs.append(here)
         return Fragments(starts, ends, seqs)
 
+    def hides_all(self, low: bytes, high: bytes, min_seq: int, max_seq: int, snapshots: Sequence[int]) -> bool:
+        """Whether every version of keys ``[low, high]`` with sequences in ``[min_seq, max_seq]`` is one a
+        merge drops (``drops``): one piece covers the whole key range with a sequence above ``max_seq``
+        and no snapshot reads between ``min_seq`` and it.  A table for which this holds is dropped whole,
+        unread.
+
+        >>> f = Fragments.of([(b"a", b"m", 9)])
+        >>> f.hides_all(b"b", b"k", 2, 8, []), f.hides_all(b"b", b"m", 2, 8, []), f.hides_all(b"b", b"k", 2, 8, [5])
+        (True, False, False)
+        """
+        i = bisect.bisect_right(self.starts, low) - 1
+        if i < 0 or high >= self.ends[i]:
+            return False
+        newest = self.seqs[i][0]
+        if newest <= max_seq:
+            return False
+        j = bisect.bisect_left(snapshots, min_seq)
+        return j == len(snapshots) or snapshots[j] >= newest
+
     def drops(self, keys: list[bytes], seqs: list[int], snapshots: Sequence[int]) -> list[bool]:
         """For a merge: of the entries (``keys`` ascending, ``seqs``), which a tombstone here hides from
         every live snapshot (the newest tombstone sequence above the entry's comes before any snapshot at

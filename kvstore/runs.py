@@ -28,7 +28,7 @@ from kvstore.chunks import Chunk
 from kvstore.rangedel import Fragments
 from kvstore.sorted_file import TableReader
 
-__all__ = ["Run", "group", "runs_of"]
+__all__ = ["Run", "group", "runs_of", "unhidden"]
 
 EntryChunk = tuple[list[bytes], list[int], list["bytes | None"]]  # as merge.EntryChunk
 
@@ -110,6 +110,17 @@ def _chained(readers: Sequence[TableReader], start: bytes | None, snapshot: int,
 
 def _low(reader: TableReader) -> bytes:
     return reader.lo
+
+
+def unhidden(readers: Sequence[TableReader], fragments: Fragments | None,
+             snapshots: Sequence[int]) -> tuple[TableReader, ...]:
+    """The tables of a merge whose entries it must read: those of ``readers`` that the merge's range
+    tombstones ``fragments`` do not hide whole (``Fragments.hides_all``); the others are dropped unread."""
+    if not fragments:
+        return tuple(readers)
+    return tuple(r for r in readers
+                 if not r.num_entries or not fragments.hides_all(r.smallest, r.largest, r.min_seq, r.max_seq,
+                                                                 snapshots))
 
 
 def runs_of(readers: tuple[TableReader, ...]) -> tuple[TableReader | Run, ...]:

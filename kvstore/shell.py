@@ -1,6 +1,6 @@
 """``kvstore shell``: an interactive prompt on one open KV, also driven line by line from a script's stdin.
 
-Commands: get, put, del, scan, begin, commit, abort, stats, help, quit.
+Commands: get, put, del, delete-range, scan, begin, commit, abort, stats, help, quit.
 Arguments are split as a POSIX shell does (quotes group, backslashes are
 kept) and read in the session's ``BytesForm``; between ``begin`` and
 ``commit``/``abort`` every command goes through one transaction.  On a
@@ -115,7 +115,7 @@ def split(line: str) -> list[str]:
 class Shell(cmd.Cmd):
     """The prompt.  ``errors`` counts the commands that failed; ``run()`` returns 1 when any did."""
 
-    intro_text = "kvstore shell: get, put, del, scan, begin, commit, abort, stats, help, quit"
+    intro_text = "kvstore shell: get, put, del, delete-range, scan, begin, commit, abort, stats, help, quit"
 
     def __init__(self, kv: KV, path: str, form: BytesForm, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
         super().__init__(stdin=stdin, stdout=stdout)
@@ -161,6 +161,9 @@ class Shell(cmd.Cmd):
         """Run one line; errors are reported and counted, never raised."""
         if line.lstrip().startswith("#"):
             return False
+        words = line.split(None, 1)
+        if words and words[0] == "delete-range":  # cmd reads a command name as one identifier
+            line = "delete_range " + (words[1] if len(words) > 1 else "")
         try:
             return super().onecmd(line)
         except (ArgumentError, KVError, OSError) as exc:
@@ -235,6 +238,13 @@ class Shell(cmd.Cmd):
         self._say(f"deleted {existed} of {len(keys)}")
 
     do_delete = do_del
+
+    def do_delete_range(self, arg: str) -> None:
+        """delete-range START END: delete every key in [START, END) (in the open transaction, if any)."""
+        start, end = self._args(arg, 2, 2, "delete-range START END")
+        self._source.delete_range(start, end)
+        self._say(f"deleted [{self.form.show(start)}, {self.form.show(end)})" if start < end else
+                  "nothing deleted: START is not below END")
 
     def do_scan(self, arg: str) -> None:
         """scan [--from K] [--to K] [--prefix P] [--reverse] [--limit N] [--keys-only] [--format F]:

@@ -144,6 +144,39 @@ def test_delete_removes_keys_in_one_transaction_and_counts_those_that_existed(db
         assert kv.get(b"k001") is None and kv.get(b"k002") is None and kv.get(b"k003") == b"v3v3v3"
 
 
+def test_delete_range_deletes_the_keys_in_the_range_with_one_commit(db: Path) -> None:
+    with KV.open(db, Config(read_only=True)) as kv:
+        before = kv.stats().sequence
+    result = run("delete-range", db, "k002", "k005")
+    assert result.returncode == 0 and out(result) == "deleted [k002, k005)\n"
+    result = run("delete-range", "--hex", db, "6b303037", "6b303036")  # k007 > k006: nothing
+    assert result.returncode == 0 and out(result) == "nothing deleted: START is not below END\n"
+    with KV.open(db, Config(read_only=True)) as kv:
+        assert [k for k, _ in kv.scan(b"k001", b"k007")] == [b"k001", b"k005", b"k006"]
+        assert kv.stats().sequence == before + 1
+    assert run("delete-range", db, "k001").returncode == 2  # END missing: a usage error
+
+
+def test_inspect_shows_range_deletes_in_a_log_and_in_a_table(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with KV.open(path, Config(background=False)) as kv:
+        kv.set(b"a", b"1")
+        held = kv.new_tx()  # its snapshot keeps the tombstone in the bottom table the flush writes
+        kv.delete_range(b"b", b"d")
+        log = Path(kv._wal.path) if kv._wal is not None else None
+        assert log is not None
+        text = out(run("inspect", "wal", log))
+        assert "    delete range [b, d)" in text
+        kv.flush()
+        table = path / kv.stats().tables[0].name
+        text = out(run("inspect", "sst", table))
+        assert "range     [b, d) deleted at sequence 2" in text
+        tree = json.loads(out(run("inspect", "sst", "--json", table)))
+        assert tree["range_tombstones"] == [{"start": base64.b64encode(b"b").decode(),
+                                             "end": base64.b64encode(b"d").decode(), "sequences": [2]}]
+        held.abort()
+
+
 @pytest.mark.parametrize("argument", [r"bad\q", "trailing\\", r"\x4", r"\400"],
                          ids=["unknown-escape", "lone-backslash", "short-hex", "octal-past-255"])
 def test_a_bad_escape_is_a_usage_error(db: Path, argument: str) -> None:
@@ -475,12 +508,21 @@ def test_shell_driven_through_stdin(tmp_path: Path) -> None:
         "scan",
         "scan --keys-only --reverse --limit 1",
         "del nope",
+        "put e 5",
+        "put f 6",
+        "begin",
+        "delete-range d f",
+        "scan --keys-only",
+        "commit",
+        "delete-range z a",
+        "scan --keys-only",
         "",
     ])
     result = run("shell", tmp_path / "db", stdin=script.encode())
     assert result.returncode == 0, result.stderr
     assert out(result).splitlines() == ["one", "three", "deleted 1 of 1", "b key\ttwo", "d\tfour", "d",
-                                        "deleted 0 of 1"]
+                                        "deleted 0 of 1", "deleted [d, f)", "b key", "f",
+                                        "nothing deleted: START is not below END", "b key", "f"]
     assert result.stderr.decode().splitlines() == ["not found: missing", "not found: c"]
 
 

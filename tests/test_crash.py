@@ -70,10 +70,11 @@ seeds = st.integers(0, 2**32 - 1)
 modes = st.sampled_from(list(CrashMode))
 #: crash points inside a recovery (an open makes about 5..20 mutating operations)
 recovery_crashes = st.lists(st.tuples(st.integers(1, 24), modes, seeds), max_size=2)
-OPS = ["set", "delete", "tx_sync", "tx_nosync", "flush", "compact", "compact_full", "close"]
+OPS = ["set", "delete", "delete_range", "tx_sync", "tx_nosync", "tx_range", "flush", "compact", "compact_full",
+       "close"]
 FAULT_OPS = ["create", "write", "truncate", "fsync", "sync_dir", "rename", "unlink"]
 FAULT_PATTERNS = ["*", "*.log", "*.sst", "meta?", "meta?.tmp"]
-TARGETS = ["wal_middle", "wal_tail", "block", "index", "bloom", "props", "footer", "header",
+TARGETS = ["wal_middle", "wal_tail", "block", "index", "bloom", "ranges", "props", "footer", "header",
            "meta_newest", "meta_older", "meta_both"]
 
 
@@ -162,7 +163,8 @@ def wal_frames(buf: bytes) -> list[tuple[int, int, int]]:
 
 
 def table_layout(fs: FS, name: str) -> dict[str, list[tuple[int, int]]]:
-    """(offset, size) of each structure of one table: header, data blocks, index, bloom, props, footer."""
+    """(offset, size) of each structure of one table: header, data blocks, index, bloom, range tombstones
+    (none, or one section), props, footer."""
     path = os.path.join(DB, name)
     number = int(name.split(".")[0])
     reader = TableReader(fs, path, number, BlockCache(0))
@@ -173,8 +175,12 @@ def table_layout(fs: FS, name: str) -> dict[str, list[tuple[int, int]]]:
     data = fs.read_file(path)
     foot_at = len(data) - record.FOOTER.size
     index, bloom, props = record.decode_footer(data[foot_at:], path, foot_at, number)
+    version = int.from_bytes(data[4:6], "little")
+    payload = record.open_chunk(data[props[0] : props[0] + props[1]], path, number, props[0])
+    ranges = record.decode_props(payload, path, props[0], version)[6]
     return {"header": [(0, record.FILE_HEADER.size)], "block": blocks, "index": [index], "bloom": [bloom],
-            "props": [props], "footer": [(foot_at, record.FOOTER.size)]}
+            "ranges": [ranges] if ranges != (0, 0) else [], "props": [props],
+            "footer": [(foot_at, record.FOOTER.size)]}
 
 
 def meta_versions(fs: FS) -> dict[str, int]:
@@ -319,15 +325,31 @@ class CrashMachine(RuleBasedStateMachine):
             if existed:
                 self.commits.pop()
                 self.committed({key: None}, self.config.sync)
-        elif op in ("tx_sync", "tx_nosync"):
+        elif op == "delete_range":  # [key, the key 4 places on): as deletes of the model's keys in it
+            end = KEYS[(KEYS.index(key) + 4) % len(KEYS)]
+            gone: Writes = {k: None for k in KEYS if key <= k < end}
+            if gone:
+                self.commits.append(Commit(gone, Status.INFLIGHT))
+            kv.delete_range(key, end)
+            if gone:
+                self.commits.pop()
+                self.committed(gone, self.config.sync)
+        elif op in ("tx_sync", "tx_nosync", "tx_range"):
             other = KEYS[(KEYS.index(key) + 5) % len(KEYS)]
             writes: Writes = {key: self.value(pad), other: None}
             tx = kv.new_tx()
-            for k, v in writes.items():
-                if v is None:
-                    tx.delete(k)
-                else:
-                    tx.set(k, v)
+            if op == "tx_range":  # a range delete, then a write inside it: the write stays
+                start, end = min(key, other), max(key, other)
+                tx.delete_range(start, end)
+                value = self.value(pad)
+                writes = {**{k: None for k in KEYS if start <= k < end}, key: value}
+                tx.set(key, value)
+            else:
+                for k, v in writes.items():
+                    if v is None:
+                        tx.delete(k)
+                    else:
+                        tx.set(k, v)
             self.commits.append(Commit(writes, Status.INFLIGHT))
             tx.commit(sync=op == "tx_sync")
             self.commits.pop()
@@ -369,6 +391,14 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(key=keys)
     def kv_delete(self, key: bytes) -> None:
         self.run_op("delete", key, 0)
+
+    @rule(key=keys)
+    def kv_delete_range(self, key: bytes) -> None:
+        self.run_op("delete_range", key, 0)
+
+    @rule(key=keys, pad=pads)
+    def kv_tx_range(self, key: bytes, pad: int) -> None:
+        self.run_op("tx_range", key, pad)
 
     @rule(key=keys)
     def kv_get(self, key: bytes) -> None:
@@ -623,7 +653,10 @@ class CrashMachine(RuleBasedStateMachine):
             if not tables:
                 return
             name = data.draw(st.sampled_from(tables), label="table")
-            at, size = data.draw(st.sampled_from(table_layout(image, name)[part]), label="part")
+            places = table_layout(image, name)[part]
+            if not places:  # a table without blocks (range tombstones only), or without range tombstones
+                return
+            at, size = data.draw(st.sampled_from(places), label="part")
             damaged = {name}
             expect = None
         offset = at + data.draw(st.integers(0, size - 1), label="offset")
