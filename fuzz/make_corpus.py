@@ -19,26 +19,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import FIX, KINDS, pack_files
 
-from kvstore import KV, Config, block, record
+from kvstore import KV, Config, block, rangedel, record
 
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 CONFIG = Config(background=False, memtable_size=1024, block_size=128, sync=False)
 
 
 def build(path: pathlib.Path) -> pathlib.Path:
-    """A database with tables (flushed and merged), deletes, and unflushed commits; returns a crash copy."""
+    """A database with tables (flushed and merged), deletes, range deletes (in a table, kept by a snapshot,
+    and in the log), and unflushed commits; returns a crash copy."""
     with KV.open(path, CONFIG) as kv:
         for i in range(60):
             kv.set(b"key%03d" % (i * 7 % 60), b"value-%d" % i)
             if i % 9 == 8:
                 kv.delete(b"key%03d" % (i % 60))
+        held = kv.new_tx()
+        kv.delete_range(b"key010", b"key020")
+        kv.delete_range(b"key015", b"key030")
         kv.compact(full=True)
+        held.abort()
         for i in range(30):
             with kv.new_tx() as tx:
                 tx.set(b"k%02d" % i, b"v" * (i % 5))
                 tx.set(b"", b"empty key")
                 if i % 4 == 0:
                     tx.delete(b"key%03d" % i)
+                if i % 7 == 3:
+                    tx.delete_range(b"key%03d" % i, b"key%03d" % (i + 5))
         copy = path.parent / "crashed"
         shutil.copytree(path, copy, ignore=shutil.ignore_patterns("LOCK"))
     return copy
@@ -81,6 +88,9 @@ def seeds(db: pathlib.Path) -> dict[str, list[bytes]]:
     out["table_block"] = [bytes([FIX]) + b for b in blocks(tables[0])[:6]] + [bytes([FIX]) + blocks(tables[-1])[0]]
     out["table"] = [bytes([flags]) + t for t in tables[:2] for flags in (0, FIX | 2)]
     out["meta"] = [struct.pack("<BH", flags, len(metas[0])) + metas[0] + metas[1] for flags in (6, FIX | 6, FIX | 2)]
+    sections = [rangedel.encode(rangedel.Fragments.of(t)) for t in (
+        [(b"a", b"m", 5), (b"f", b"z", 7)], [(b"", b"\xff", 1)], [(b"k%02d" % i, b"k%02d\0" % i, i + 1) for i in range(8)])]
+    out["range_section"] = [bytes([FIX]) + s for s in sections] + [bytes([0]) + sections[0]]
     packed = []
     for name, data in files.items():
         if name in KINDS[:2]:
