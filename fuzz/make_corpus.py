@@ -89,7 +89,8 @@ def seeds(db: pathlib.Path) -> dict[str, list[bytes]]:
     out["table"] = [bytes([flags]) + t for t in tables[:2] for flags in (0, FIX | 2)]
     out["meta"] = [struct.pack("<BH", flags, len(metas[0])) + metas[0] + metas[1] for flags in (6, FIX | 6, FIX | 2)]
     sections = [rangedel.encode(rangedel.Fragments.of(t)) for t in (
-        [(b"a", b"m", 5), (b"f", b"z", 7)], [(b"", b"\xff", 1)], [(b"k%02d" % i, b"k%02d\0" % i, i + 1) for i in range(8)])]
+        [(b"a", b"m", 5), (b"f", b"z", 7)], [(b"", b"\xff", 1)],
+        [(b"k%02d" % i, b"k%02d\0" % i, i + 1) for i in range(8)])]
     out["range_section"] = [bytes([FIX]) + s for s in sections] + [bytes([0]) + sections[0]]
     packed = []
     for name, data in files.items():
