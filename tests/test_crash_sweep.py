@@ -141,6 +141,26 @@ class Run:
         if existed:
             self._acked(False)
 
+    def delete_range(self, start: bytes, end: bytes, sync: bool) -> None:
+        """A range delete in a transaction committed with ``sync``, and a write inside the range after it;
+        the oracle sees the keys it held in the range deleted, then the write."""
+        kv = self._kv()
+        tx = kv.new_tx()
+        tx.delete_range(start, end)
+        value = self.value("inside")
+        tx.set(start, value)
+        state = self.oracle.states()[-1]
+        self.oracle.commits.append({**{k: None for k in state if start <= k < end}, start: value})
+        tx.commit(sync=sync)
+        self._acked(sync)
+
+    def delete_range_one(self, start: bytes, end: bytes) -> None:
+        """``kv.delete_range`` (``Config.sync`` is False: not durable)."""
+        state = self.oracle.states()[-1]
+        self.oracle.commits.append({k: None for k in state if start <= k < end})
+        self._kv().delete_range(start, end)
+        self._acked(False)
+
     def abort(self, key: bytes) -> None:
         tx = self._kv().new_tx()
         tx.set(key, self.value("aborted"))
@@ -224,6 +244,19 @@ def wl_deletes(r: Run) -> None:
     r.tx({b"k5": r.value("k5")}, sync=False)
 
 
+def wl_range_deletes(r: Run) -> None:
+    """Keys in a table, a range delete over some (a tombstone in a newer table), merged away; range deletes
+    in the log, synced and not."""
+    r.open()
+    r.tx({b"r%d" % i: r.value("r") for i in range(6)}, sync=True)
+    r.flush()
+    r.delete_range(b"r1", b"r4", sync=True)
+    r.flush()
+    r.compact(full=True)
+    r.delete_range_one(b"r4", b"r9")
+    r.delete_range(b"r0", b"r2", sync=False)
+
+
 def wl_close_merge(r: Run) -> None:
     """Reopen a closed database into a flush and a policy merge inside a commit, close with files waiting."""
     r.open()
@@ -240,7 +273,7 @@ def wl_close_merge(r: Run) -> None:
 
 WORKLOADS: dict[str, Callable[[Run], None]] = {
     "create": wl_create, "flush": wl_flush, "merge": wl_merge, "reopen": wl_reopen, "deletes": wl_deletes,
-    "close_merge": wl_close_merge,
+    "range_deletes": wl_range_deletes, "close_merge": wl_close_merge,
 }
 
 

@@ -373,3 +373,21 @@ def test_a_transactions_range_delete_hides_keys_committed_after_its_snapshot(tmp
         assert kv.get(b"c") is None
     finally:
         kv.close()
+
+
+def test_a_backup_carries_range_tombstones_in_its_tables_and_log(tmp_path: pathlib.Path) -> None:
+    kv = _open(tmp_path)
+    try:
+        _fill(kv, 40)
+        kv.flush()
+        held = kv.new_tx()  # the flushed tombstone stays in the table while a snapshot reads under it
+        kv.delete_range(_key(0), _key(10))
+        kv.flush()
+        kv.delete_range(_key(30), _key(35))  # in the memtable and the log only
+        kv.backup(tmp_path / "copy")
+        held.abort()
+    finally:
+        kv.close()
+    with KV.open(tmp_path / "copy", Config(read_only=True)) as copy:
+        assert _keys(copy.scan()) == [_key(i) for i in range(40) if not (i < 10 or 30 <= i < 35)]
+        assert copy.check() == []
