@@ -3,7 +3,9 @@
 
 Each table of the snapshot's view is hard-linked into the destination under
 its own number (copied when linking fails, e.g. across file systems); the
-memtables' entries up to the snapshot become one new table; a fresh meta
+memtables' entries and range tombstones up to the snapshot become one new
+table (what the tombstones cover there dropped, the tombstones kept for
+the tables below); a fresh meta
 naming them is written last, after the directory is fsynced, so a backup cut
 short leaves a directory that refuses to open, never a partial database.
 """
@@ -15,10 +17,12 @@ from collections.abc import Callable, Iterator
 
 from kvstore.builder import build_table
 from kvstore.core import Core
+from kvstore.covered import visible
 from kvstore.filenames import table_name, table_path
 from kvstore.fs import FileSystem
 from kvstore.merge import compact_chunks, entry_chunks_of
 from kvstore.metadata import Meta, MetaStore
+from kvstore.rangedel import Fragments
 from kvstore.snapshot import Reader
 from kvstore.sorted_array import Memtable
 
@@ -54,8 +58,12 @@ def backup(kv: Core, dest: str | os.PathLike[str], progress: Progress | None) ->
             if progress is not None:
                 progress(len(done), total)
         number = max((t.file_number for t in view.readers), default=0) + 1
-        chunks = compact_chunks([entry_chunks_of(_visible(m, snapshot)) for m in view.mems], [], not view.readers)
-        if build_table(fs, table_path(dirpath, number), number, kv._config, chunks) is not None:
+        bottom = not view.readers
+        ranges = Fragments([], [], []).merge(*(f for m in view.mems if m.ranges
+                                               if (f := visible(m.fragments(), snapshot)) is not None))
+        chunks = compact_chunks([entry_chunks_of(_visible(m, snapshot)) for m in view.mems], [], bottom, ranges or None)
+        kept = ranges.retained([], bottom) if ranges else None
+        if build_table(fs, table_path(dirpath, number), number, kv._config, chunks, kept) is not None:
             done.insert(0, (table_name(number), "written"))
             numbers.insert(0, number)
         if progress is not None:
