@@ -67,6 +67,8 @@ class Pending:
         """What the commit logs: the writes in key order, then the range deletes joined into disjoint
         ranges in order, each as ``(start, RangeEnd(end))``."""
         out: list[tuple[bytes, bytes | None]] = sorted(self.writes.items())
+        if not self.ranges:
+            return out
         joined: list[list[bytes]] = []
         for start, end in sorted(self.ranges):
             if joined and start <= joined[-1][1]:

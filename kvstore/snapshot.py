@@ -111,13 +111,15 @@ class Reader:
         for mem in self.view.mems:
             own = visible(mem.fragments(), snap) if mem.ranges else None
             if len(mem):  # keys written into it from now on are past the snapshot
-                levels.append(_level(mem, start, snap, reverse, inclusive, above, own))
+                levels.append(mem.chunks(start, snap, reverse, inclusive) if above is None and own is None
+                              else _level(mem, start, snap, reverse, inclusive, above, own))
             if own is not None:
                 above = own if above is None else above.merge(own)
         for reader in self.view.runs:
             own = visible(reader.fragments, snap) if reader.ranged else None
             if start is None or not (start < reader.smallest if reverse else start > reader.largest):
-                levels.append(_level(reader, start, snap, reverse, inclusive, above, own))
+                levels.append(reader.chunks(start, snap, reverse, inclusive) if above is None and own is None
+                              else _level(reader, start, snap, reverse, inclusive, above, own))
             # else the table's entries lie wholly behind the start
             if own is not None:
                 above = own if above is None else above.merge(own)
@@ -145,8 +147,6 @@ def _level(level: Memtable | TableReader | Run, start: bytes | None, snapshot: i
            above: Fragments | None, own: Fragments | None) -> Iterator[Chunk]:
     """One level's chunks for ``Reader.chunks``, less what the range tombstones of newer levels (``above``)
     and of its own (``own``) hide from ``snapshot`` (``covered``)."""
-    if above is None and own is None:
-        return level.chunks(start, snapshot, reverse, inclusive)
 
     def position(key: bytes | None, inclusive: bool) -> Iterator[Chunk]:
         chunks = level.chunks(key, snapshot, reverse, inclusive)
