@@ -86,7 +86,7 @@ def main(n: int) -> None:
             ("scan reverse, every row", len(live), lambda kv: sum(1 for _ in kv.scan(reverse=True))),
             ("seek + 10 rows", len(starts), lambda kv: [list(zip(range(10), kv.scan(s))) for s in starts]),
         ):
-            cells = [median_seconds(lambda kv=kv: fn(kv)) / per * 1e6 for kv in dbs]
+            cells = [median_seconds(lambda kv=kv, fn=fn: fn(kv)) / per * 1e6 for kv in dbs]
             print(f"{name:<28}" + "".join(f"{c:>13.2f} us" for c in cells))
         for kv in dbs:
             kv.close()
