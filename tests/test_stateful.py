@@ -396,8 +396,9 @@ class KVMachine(RuleBasedStateMachine):
                 cm.move(how)
             if iterate:
                 assert list(cursor) == cm.rest()
-                cm.pos = None
-                cm.reach(True)  # iterating walks forward past the last key
+                if cm.pos is not None:  # iterating walks forward past the last key; an invalid cursor stays
+                    cm.pos = None
+                    cm.reach(True)
 
     @precondition(lambda self: bool(self.txs))
     @rule(i=st.integers(0, MAX_TXS - 1), key=keys, use_with=st.booleans())
