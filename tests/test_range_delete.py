@@ -306,6 +306,24 @@ def test_a_transactions_range_delete_drops_its_earlier_writes_and_keeps_later_on
         kv.close()
 
 
+def test_a_transactions_scan_started_before_its_range_delete_still_shows_the_snapshots_keys(
+        tmp_path: pathlib.Path) -> None:
+    kv = _open(tmp_path)
+    try:
+        _fill(kv, 6)
+        with kv.new_tx() as tx:
+            started = tx.scan()
+            assert next(started)[0] == _key(0)
+            unstarted = tx.scan()
+            tx.delete_range(_key(2), _key(4))
+            assert _keys(started) == [_key(i) for i in (1, 2, 3, 4, 5)]  # as documented: gathered at its start
+            assert _keys(unstarted) == [_key(i) for i in (0, 1, 4, 5)]
+            assert _keys(tx.scan()) == [_key(i) for i in (0, 1, 4, 5)]
+        assert _keys(kv.scan()) == [_key(i) for i in (0, 1, 4, 5)]
+    finally:
+        kv.close()
+
+
 def test_a_range_delete_conflicts_with_a_transaction_that_read_a_key_in_it(tmp_path: pathlib.Path) -> None:
     kv = _open(tmp_path)
     try:
