@@ -85,8 +85,7 @@ def test_delete_range_hides_covered_keys_and_shows_later_writes(tmp_path: pathli
 
 
 def test_a_newer_tables_range_tombstone_hides_a_key_the_older_tables_filter_holds(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path, bloom_bits_per_key=10)
-    try:
+    with _open(tmp_path, bloom_bits_per_key=10) as kv:
         _fill(kv, 50)
         kv.flush()
         kv.delete_range(_key(0), _key(40))
@@ -95,13 +94,10 @@ def test_a_newer_tables_range_tombstone_hides_a_key_the_older_tables_filter_hold
         assert len(tables) == 2 and tables[0].entries == 0
         assert kv.get(_key(3)) is None and kv.get(_key(45)) == b"v45"
         assert len(list(kv.scan())) == 10
-    finally:
-        kv.close()
 
 
 def test_a_snapshot_from_before_the_range_delete_still_reads_what_it_covers(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 30)
         tx = kv.new_tx()
         kv.delete_range(_key(0), _key(30))
@@ -113,13 +109,10 @@ def test_a_snapshot_from_before_the_range_delete_still_reads_what_it_covers(tmp_
         tx.abort()
         kv.compact(full=True)  # nothing sees them now: the merge drops them, and the tombstone with them
         assert kv.stats().tables == ()
-    finally:
-        kv.close()
 
 
 def test_a_merge_above_the_bottom_keeps_the_tombstone_for_the_tables_below(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 200)
         kv.flush()
         kv.set(b"a", b"1")
@@ -136,8 +129,6 @@ def test_a_merge_above_the_bottom_keeps_the_tombstone_for_the_tables_below(tmp_p
         assert newest.fragments.tombstones() == [(_key(0), _key(100), seq)]
         assert kv.get(_key(50)) is None and kv.get(_key(150)) == b"v150"
         assert len(list(kv.scan())) == 102
-    finally:
-        kv.close()
 
 
 def test_a_scan_past_a_deleted_range_reads_few_blocks_however_many_keys_it_covered(
@@ -170,8 +161,7 @@ def test_a_scan_past_a_deleted_range_reads_few_blocks_however_many_keys_it_cover
 
 def test_a_get_reads_one_block_among_many_range_tombstones(tmp_path: pathlib.Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    kv = _open(tmp_path, cache_size=0)
-    try:
+    with _open(tmp_path, cache_size=0) as kv:
         _fill(kv, 3000)
         kv.flush()
         for i in range(0, 3000, 3):  # 1,000 tombstones, each over one key
@@ -190,8 +180,6 @@ def test_a_get_reads_one_block_among_many_range_tombstones(tmp_path: pathlib.Pat
         fragments = kv._versions.tables[0].reader.fragments
         assert len(fragments) == 1000 and fragments.tombstones()[:2] == [
             (_key(0), _key(0) + b"\0", 7), (_key(3), _key(3) + b"\0", 8)]  # after the six commits of _fill
-    finally:
-        kv.close()
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["no-snapshot", "snapshot"])
@@ -209,8 +197,7 @@ def test_a_merge_drops_a_table_its_range_tombstones_hide_whole_unread(tmp_path: 
         return entry_chunks(self, size)
 
     monkeypatch.setattr(sorted_file.TableReader, "entry_chunks", counting)
-    kv = _open(tmp_path, merge_process=False)
-    try:
+    with _open(tmp_path, merge_process=False) as kv:
         _fill(kv, 100)
         kv.flush()
         hidden = kv._versions.tables[0].reader.file_number
@@ -225,13 +212,10 @@ def test_a_merge_drops_a_table_its_range_tombstones_hide_whole_unread(tmp_path: 
         if tx is not None:
             assert len(list(tx.scan())) == 100
             tx.abort()
-    finally:
-        kv.close()
 
 
 def test_empty_or_backward_ranges_write_nothing(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         kv.set(b"k", b"v")
         before = kv.stats()
         kv.delete_range(b"k", b"k")
@@ -242,13 +226,10 @@ def test_empty_or_backward_ranges_write_nothing(tmp_path: pathlib.Path) -> None:
             tx.delete_range(b"z", b"a")
             assert tx.get(b"k") == b"v"
         assert kv.stats().sequence == before.sequence
-    finally:
-        kv.close()
 
 
 def test_bad_bounds_raise_naming_the_bound_and_write_nothing(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path, max_key_size=8)
-    try:
+    with _open(tmp_path, max_key_size=8) as kv:
         seq = kv.stats().sequence
         with pytest.raises(TypeError, match="start"):
             kv.delete_range("a", b"b")  # type: ignore[arg-type]
@@ -264,8 +245,6 @@ def test_bad_bounds_raise_naming_the_bound_and_write_nothing(tmp_path: pathlib.P
         assert kv.stats().sequence == seq
         kv.delete_range(bytearray(b"a"), memoryview(b"b"))  # bytes-like bounds are taken
         assert kv.stats().sequence == seq + 1
-    finally:
-        kv.close()
     with KV.open(tmp_path / "db", Config(read_only=True)) as ro, pytest.raises(ReadOnlyError):
         ro.delete_range(b"a", b"b")
 
@@ -288,8 +267,7 @@ def test_a_durable_range_delete_survives_a_crash(mode: CrashMode) -> None:
 
 
 def test_a_transactions_range_delete_drops_its_earlier_writes_and_keeps_later_ones(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 10)
         with kv.new_tx() as tx:
             tx.set(_key(3), b"mine")
@@ -302,14 +280,11 @@ def test_a_transactions_range_delete_drops_its_earlier_writes_and_keeps_later_on
             assert kv.get(_key(3)) == b"v3"  # nothing visible before commit
         assert kv.get(_key(3)) is None and kv.get(_key(4)) == b"after" and kv.get(_key(2)) is None
         assert len(list(kv.scan())) == 7
-    finally:
-        kv.close()
 
 
 def test_a_transactions_scan_started_before_its_range_delete_still_shows_the_snapshots_keys(
         tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 6)
         with kv.new_tx() as tx:
             started = tx.scan()
@@ -320,13 +295,10 @@ def test_a_transactions_scan_started_before_its_range_delete_still_shows_the_sna
             assert _keys(unstarted) == [_key(i) for i in (0, 1, 4, 5)]
             assert _keys(tx.scan()) == [_key(i) for i in (0, 1, 4, 5)]
         assert _keys(kv.scan()) == [_key(i) for i in (0, 1, 4, 5)]
-    finally:
-        kv.close()
 
 
 def test_a_range_delete_conflicts_with_a_transaction_that_read_a_key_in_it(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         kv.set(b"m", b"1")
         tx = kv.new_tx()
         assert tx.get(b"m") == b"1"
@@ -334,8 +306,6 @@ def test_a_range_delete_conflicts_with_a_transaction_that_read_a_key_in_it(tmp_p
         kv.delete_range(b"a", b"z")
         with pytest.raises(ConflictError):
             tx.commit()
-    finally:
-        kv.close()
 
 
 @pytest.mark.parametrize(("scanned", "deleted", "clash"), [
@@ -346,8 +316,7 @@ def test_a_range_delete_conflicts_with_a_transaction_that_read_a_key_in_it(tmp_p
 ], ids=["overlap", "touching", "open-scan", "past-the-end"])
 def test_a_range_delete_conflicts_with_a_scan_it_meets(tmp_path: pathlib.Path, scanned: tuple[bytes, bytes | None],
                                                       deleted: tuple[bytes, bytes], clash: bool) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         tx = kv.new_tx()
         list(tx.scan(*scanned))  # an empty database: the scan covered its whole range
         tx.set(b"w", b"1")
@@ -358,13 +327,10 @@ def test_a_range_delete_conflicts_with_a_scan_it_meets(tmp_path: pathlib.Path, s
         else:
             tx.commit()
             assert kv.get(b"w") == b"1"
-    finally:
-        kv.close()
 
 
 def test_blind_range_deletes_never_conflict_and_are_one_tracked_write_each(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 100)
         one, two = kv.new_tx(), kv.new_tx()
         one.delete_range(_key(0), _key(60))
@@ -375,27 +341,21 @@ def test_blind_range_deletes_never_conflict_and_are_one_tracked_write_each(tmp_p
         assert kv.stats().tracked_writes == 2  # a range is one entry, not its 60 keys
         keep.abort()
         assert list(kv.scan()) == []
-    finally:
-        kv.close()
 
 
 def test_a_transactions_range_delete_hides_keys_committed_after_its_snapshot(tmp_path: pathlib.Path) -> None:
     """A range delete commits at its transaction's commit, so it hides what others committed in the range
     meanwhile (it read nothing, so nothing conflicts)."""
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         tx = kv.new_tx()
         tx.delete_range(b"a", b"m")
         kv.set(b"c", b"later")
         tx.commit()
         assert kv.get(b"c") is None
-    finally:
-        kv.close()
 
 
 def test_a_backup_carries_range_tombstones_in_its_tables_and_log(tmp_path: pathlib.Path) -> None:
-    kv = _open(tmp_path)
-    try:
+    with _open(tmp_path) as kv:
         _fill(kv, 40)
         kv.flush()
         held = kv.new_tx()  # the flushed tombstone stays in the table while a snapshot reads under it
@@ -404,8 +364,6 @@ def test_a_backup_carries_range_tombstones_in_its_tables_and_log(tmp_path: pathl
         kv.delete_range(_key(30), _key(35))  # in the memtable and the log only
         kv.backup(tmp_path / "copy")
         held.abort()
-    finally:
-        kv.close()
     with KV.open(tmp_path / "copy", Config(read_only=True)) as copy:
         assert _keys(copy.scan()) == [_key(i) for i in range(40) if not (i < 10 or 30 <= i < 35)]
         assert copy.check() == []
