@@ -1,6 +1,7 @@
-"""Old formats stay readable: tests/data/format_v1/, written by a kvstore of format version 1, and
-tests/data/format_v2/, written by one whose tables are of version 2, open and answer every key, merge their
-tables with new ones, and open read-only (DESIGN.md, "On-disk formats").
+"""Old formats stay readable: tests/data/format_v1/, written by a kvstore of format version 1,
+tests/data/format_v2/, written by one whose tables are of version 2, and tests/data/format_v3/, written by
+one whose tables are of version 3 and logs of version 2 (range tombstones), open and answer every key,
+merge their tables with new ones, and open read-only (DESIGN.md, "On-disk formats").
 
 The checked-in files are never opened in place: each test copies them first.  How they were made, and what
 every key must read, is ``tests/data/make_format_v1.py``.
@@ -25,7 +26,8 @@ from kvstore.sorted_file import BlockCache, TableReader
 DATA = pathlib.Path(__file__).parent / "data"
 FORMAT_V1 = DATA / "format_v1"
 FORMAT_V2 = DATA / "format_v2"  # tables of version 2, WAL and meta of version 1 (tests/data/make_format_v2.py)
-OLD = pytest.mark.parametrize("old", [FORMAT_V1, FORMAT_V2], ids=["format_v1", "format_v2"])
+FORMAT_V3 = DATA / "format_v3"  # tables of version 3, WAL of version 2, meta of 1 (tests/data/make_format_v3.py)
+OLD = pytest.mark.parametrize("old", [FORMAT_V1, FORMAT_V2, FORMAT_V3], ids=["format_v1", "format_v2", "format_v3"])
 CONFIG = Config(background=False, sync=True, memtable_size=2048, block_size=256)
 
 
@@ -98,6 +100,26 @@ def test_format_v2_fixture_is_what_the_generator_describes() -> None:
         live = sorted(t.file_number for t in stats.tables)
     filters = [_bloom_size(n, FORMAT_V2) for n in live]
     assert any(size > 4 for size in filters) and any(size == 4 for size in filters)
+
+
+def test_format_v3_fixture_is_what_the_generator_describes() -> None:
+    """The checked-in files: tables of version 3, logs of version 2, meta slots of version 1; range
+    tombstones in a table and in the log to replay, keys they cover in older tables, deletes, several
+    versions of a key."""
+    versions = {record.TABLE_MAGIC: 3, record.WAL_MAGIC: 2, record.META_MAGIC: 1}
+    for p in FORMAT_V3.iterdir():
+        data = p.read_bytes()
+        assert int.from_bytes(data[4:6], "little") == versions[data[:4]], p.name
+    with KV.open(FORMAT_V3, Config(read_only=True)) as kv:
+        stats = kv.stats()
+        assert len(stats.tables) >= 3 and stats.memtable_entries >= GEN.WAL_ONLY
+        assert any(t.deletes for t in stats.tables)
+        readers = [t.reader for t in kv._versions.tables]
+        assert any(r.ranged for r in readers) and kv._view.mems[0].ranges
+        covered = [k for n in (r.file_number for r in readers) for k, _, _ in _entries(n, FORMAT_V3)
+                   if k.startswith(b"zz")]
+        assert covered and list(kv.scan(prefix=b"zz")) == []
+        assert kv.check() == []
 
 
 def _entries(number: int, old: pathlib.Path = FORMAT_V1) -> list[tuple[bytes, int, bytes | None]]:
