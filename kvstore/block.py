@@ -21,24 +21,31 @@ import operator
 import struct
 from collections.abc import Sequence
 
-from kvstore.errors import CorruptSSTableError
-from kvstore.record import BLOCK_COUNT, BLOCK_ENTRY_ARRAYS, U64
+from kvstore.errors import CorruptionError, CorruptSSTableError
+from kvstore.record import BLOCK_COUNT, BLOCK_ENTRY_ARRAYS, U64, Expiring, expiring
 
 __all__ = ["BlockEntries", "decode_block", "encode_block"]
 
 
 def encode_block(keys: Sequence[bytes], seqs: Sequence[int], values: Sequence[bytes | None],
-                 klens: Sequence[int] | None = None, vlens: Sequence[int] | None = None) -> bytes:
+                 klens: Sequence[int] | None = None, vlens: Sequence[int] | None = None,
+                 expiring: bool = False) -> bytes:
     """A block payload: keys and values back to back, then the four per-entry arrays, then the count.
 
-    ``klens`` and ``vlens`` are the key and value lengths (0 for a delete) when the caller has them."""
+    ``klens`` and ``vlens`` are the key and value lengths (0 for a delete) when the caller has them;
+    ``expiring``: some values may be ``Expiring`` (kind 3), which the others then are checked for."""
     n = len(keys)
     data: list[bytes | None] = [None] * (2 * n)
     data[0::2] = keys
     data[1::2] = values
     if klens is None:
         klens = list(map(len, keys))
-    if vlens is None or 0 in vlens:  # a length of 0: an empty value or a delete
+    if expiring:
+        vlens = [0 if value is None else len(value) for value in values]
+        kinds = bytes(0 if value is None else 3 if type(value) is Expiring else 1 for value in values)
+        if 0 in kinds:
+            data = [part for part in data if part is not None]
+    elif vlens is None or 0 in vlens:  # a length of 0: an empty value or a delete
         try:
             vlens = list(map(len, values))  # type: ignore[arg-type]
             kinds = b"\x01" * n
@@ -162,8 +169,10 @@ class BlockEntries:
             if lens is None:
                 lens = _block_lengths(n).unpack_from(payload, data_end)
             for vlen, kind in zip(lens[n:], kinds):
-                if kind != 1 and (kind != 0 or vlen != 0):
+                if kind != 1 and (kind != 0 or vlen != 0) and (kind != 3 or vlen < 8):
                     raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
+            if 3 in kinds:
+                _check_expiries(payload, lens, kinds, path, offset)
         keys: Sequence[bytes] | None = None  # decoded when first asked for, where a layout finds entries in place
         if layout is None:
             assert lens is not None
@@ -265,7 +274,9 @@ class BlockEntries:
             if key != done and (every or unpack(payload, seqs_at + 8 * j)[0] <= snapshot):
                 done = key
                 start, end = spans[j]
-                out.append((key, payload[start:end] if kinds[j] else None))
+                kind = kinds[j]
+                out.append((key, payload[start:end] if kind == 1 else None if kind == 0
+                            else Expiring(payload[start:end])))
             j += 1
         return j, done
 
@@ -293,11 +304,12 @@ class BlockEntries:
         return int(U64.unpack_from(payload, self._seqs_at + 8 * j)[0])
 
     def value(self, j: int) -> bytes | None:
-        """The value of entry ``j`` (None for a delete)."""
+        """The value of entry ``j`` (None for a delete, an ``Expiring`` for a value that expires)."""
         values = self._values
         if values is not None:
             return values[j]
-        if self._kinds[j] == 0:
+        kind = self._kinds[j]
+        if kind == 0:
             return None
         payload = self._payload
         if payload is None:  # another thread decoded the values meanwhile
@@ -305,12 +317,13 @@ class BlockEntries:
         layout = self._layout
         if layout is not None:
             start, end = layout.spans[j]
-            return payload[start:end]
-        lens = self._lengths
-        assert lens is not None
-        n = self.count
-        start = sum(lens[: j + 1]) + sum(lens[n : n + j])
-        return payload[start : start + lens[n + j]]
+        else:
+            lens = self._lengths
+            assert lens is not None
+            n = self.count
+            start = sum(lens[: j + 1]) + sum(lens[n : n + j])
+            end = start + lens[n + j]
+        return payload[start:end] if kind == 1 else Expiring(payload[start:end])
 
     def values(self) -> Sequence[bytes | None]:
         """Every value, in order (None for a delete); decoded on the first call."""
@@ -338,7 +351,7 @@ class BlockEntries:
                 pos += vlen
         kinds = self._kinds
         if kinds.count(1) != len(kinds):
-            found = [None if kind == 0 else value for value, kind in zip(found, kinds)]
+            found = [value if kind == 1 else None if kind == 0 else Expiring(value) for value, kind in zip(found, kinds)]
         if self._seqs is None:  # the payload goes: the keys and sequences are decoded first
             self._seqs = _block_seqs(self.count).unpack_from(payload, self._seqs_at)
         if self._keys is None and self._layout is not None:
@@ -354,6 +367,20 @@ class BlockEntries:
             keys = self.keys
             ascending = self._ascending = all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
         return ascending
+
+
+def _check_expiries(payload: bytes, lens: Sequence[int], kinds: bytes, path: str, offset: int) -> None:
+    """Raise ``CorruptSSTableError`` when an expiring entry's value (kind 3) has no finite expiry."""
+    n = len(kinds)
+    pos = 0
+    for klen, vlen, kind in zip(lens[:n], lens[n:], kinds):
+        pos += klen
+        if kind == 3:
+            try:
+                expiring(payload[pos : pos + vlen], path, offset)
+            except CorruptionError as exc:
+                raise CorruptSSTableError(path, offset, exc.reason) from exc
+        pos += vlen
 
 
 def decode_block(payload: bytes, path: str, offset: int,

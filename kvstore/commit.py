@@ -316,7 +316,7 @@ class CommitPipeline:
         kv = self._kv
         view, snapshot = kv._pin()
         try:
-            return get_in(view, key, snapshot) is not None
+            return get_in(view, key, snapshot, kv._clock) is not None
         finally:
             kv._unpin(view)
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from kvstore.config import Config
 from kvstore.errors import ClosedError, FailedError, KeyOrValueTooLargeError, ReadOnlyError
+from kvstore.expiry import Clock
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
@@ -64,8 +65,9 @@ class Core:
     #: Has dropped files deleted once readers let go (``versions.VersionSet.collect_soon``, bound at open).
     _collect_soon: Callable[[], None]
 
-    def _init_core(self, dirpath: str, config: Config, fs: FileSystem) -> None:
+    def _init_core(self, dirpath: str, config: Config, fs: FileSystem, clock: Clock) -> None:
         self._dir = dirpath
+        self._clock = clock
         self._config = config
         self._fs = fs
         self._read_only = config.read_only

@@ -43,6 +43,7 @@ from kvstore import runs
 from kvstore.builder import build_table
 from kvstore.config import Config
 from kvstore.fs import OSFileSystem
+from kvstore.expiry import Expired
 from kvstore.merge import EntryChunk, compact_chunks
 from kvstore.rangedel import Fragments, Tombstone
 from kvstore.sorted_file import BlockCache, TableReader
@@ -77,11 +78,15 @@ class MergeRequest:
     rows: tuple[EntryChunk, ...] = ()
     #: the frozen memtable's range tombstones, when ``rows`` are given
     ranges: tuple[Tombstone, ...] = ()
+    #: the KV's clock when the merge began, by which expired values are dropped; None when no input
+    #: holds a value that expires
+    now: float | None = None
 
 
-def merge_here(request: MergeRequest) -> TableInfo | None:
+def merge_here(request: MergeRequest) -> tuple[TableInfo | None, int]:
     """Do ``request`` in this process on the real file system: the merge of its inputs by the rules of
-    ``merge.compact_chunks`` (sorted runs chained as one source), written and fsynced by ``build_table``."""
+    ``merge.compact_chunks`` (sorted runs chained as one source), written and fsynced by ``build_table``;
+    returns what it wrote (None for nothing) and how many expired entries it dropped."""
     fs = OSFileSystem()
     cache = BlockCache(0)
     readers: list[TableReader] = []
@@ -92,9 +97,11 @@ def merge_here(request: MergeRequest) -> TableInfo | None:
         sources = [iter(request.rows)] if request.rows else []
         read = runs.unhidden(readers, fragments, request.snapshots)  # the others dropped unread
         sources += [level.entry_chunks() for level in runs.runs_of(read)]
-        chunks = compact_chunks(sources, request.snapshots, request.bottom, fragments or None)
+        expired = Expired(request.now) if request.now is not None else None
+        chunks = compact_chunks(sources, request.snapshots, request.bottom, fragments or None, expired)
         kept = fragments.retained(request.snapshots, request.bottom) if fragments else None
-        return build_table(fs, request.path, request.number, request.config, chunks, kept)
+        info = build_table(fs, request.path, request.number, request.config, chunks, kept)
+        return info, expired.count if expired is not None else 0
     finally:
         for reader in readers:
             reader.close()
@@ -110,7 +117,7 @@ class _Helper:
             [sys.executable, "-I", "-c", _BOOT, _ROOT, *sys.path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
 
-    def ask(self, request: MergeRequest) -> TableInfo | None:
+    def ask(self, request: MergeRequest) -> tuple[TableInfo | None, int]:
         proc = self._proc
         assert proc.stdin is not None and proc.stdout is not None
         _write_frame(proc.stdin, request)
@@ -120,7 +127,10 @@ class _Helper:
         status, body = answer
         if status != "ok":
             raise HelperError(f"the helper failed: {body}")
-        return None if body is None else TableInfo(*body)
+        if not (isinstance(body, tuple) and len(body) == 2 and isinstance(body[1], int)):
+            raise HelperError(f"the helper answered {body!r}")
+        fields, expired = body
+        return None if fields is None else TableInfo(*fields), expired
 
     def close(self) -> None:
         proc = self._proc
@@ -137,9 +147,9 @@ _idle: list[_Helper] = []
 _idle_lock = threading.Lock()
 
 
-def merge_files(request: MergeRequest) -> TableInfo | None:
-    """Do ``request`` in a helper process (started on first use, then kept); ``HelperError`` when the
-    helper fails in any way, with any half-written output removed."""
+def merge_files(request: MergeRequest) -> tuple[TableInfo | None, int]:
+    """Do ``request`` in a helper process (started on first use, then kept), answering as ``merge_here``;
+    ``HelperError`` when the helper fails in any way, with any half-written output removed."""
     if getattr(sys, "frozen", False) or not sys.executable:
         raise HelperError("no Python interpreter to start (a frozen application)")
     with _idle_lock:
@@ -147,7 +157,7 @@ def merge_files(request: MergeRequest) -> TableInfo | None:
     try:
         if helper is None:
             helper = _Helper()
-        info = helper.ask(request)
+        answer = helper.ask(request)
     except (OSError, EOFError, pickle.PickleError, HelperError, ValueError) as exc:
         if helper is not None:
             helper.close()
@@ -160,7 +170,7 @@ def merge_files(request: MergeRequest) -> TableInfo | None:
             _idle.append(helper)
     if not keep:
         helper.close()
-    return info
+    return answer
 
 
 @atexit.register
@@ -189,9 +199,9 @@ def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> No
         try:
             if not isinstance(request, MergeRequest):
                 raise TypeError(f"not a merge request: {type(request).__name__}")
-            info = merge_here(request)
-            body = None if info is None else tuple(getattr(info, name) for name in TableInfo.__slots__)
-            answer: tuple[str, Any] = ("ok", body)
+            info, expired = merge_here(request)
+            fields = None if info is None else tuple(getattr(info, name) for name in TableInfo.__slots__)
+            answer: tuple[str, Any] = ("ok", (fields, expired))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which merges itself
             answer = ("error", f"{type(exc).__name__}: {exc}")
         _write_frame(sink, answer)

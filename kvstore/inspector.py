@@ -204,13 +204,14 @@ def _footer(table: _Table, tree: Tree) -> tuple[tuple[int, int], ...] | None:
 def _properties(table: _Table, place: tuple[int, int], version: int, tree: Tree) -> None:
     """The properties in ``tree``, and (version 3) the range tombstones they place, one row per piece."""
     try:
-        e, d, smin, smax, small, large, ranges = record.decode_props(table.chunk(place, "properties"), table.path,
-                                                                     place[0], version)
+        props = record.decode_props(table.chunk(place, "properties"), table.path, place[0], version)
     except CorruptionError as exc:
         tree["problems"].append(str(exc))
         return
-    tree["properties"] = {"entries": e, "deletes": d, "min_seq": smin, "max_seq": smax, "smallest": small,
-                          "largest": large}
+    ranges = props.ranges
+    tree["properties"] = {"entries": props.entries, "deletes": props.deletes, "min_seq": props.min_seq,
+                          "max_seq": props.max_seq, "smallest": props.smallest, "largest": props.largest,
+                          "expiring": props.expiry[0], "earliest_expiry": props.expiry[1]}
     tree["range_tombstones"] = []
     if ranges == (0, 0):
         return

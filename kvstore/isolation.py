@@ -20,6 +20,7 @@ import collections
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
+from kvstore.expiry import Lasting
 from kvstore.rangedel import Fragments
 from kvstore.record import RangeEnd
 
@@ -32,7 +33,7 @@ class Pending:
     """A transaction's buffered writes, readable as the newest level (a value of None is a delete), and
     its range deletes."""
 
-    __slots__ = ("writes", "_sorted", "ranges", "_fragments")
+    __slots__ = ("writes", "_sorted", "ranges", "_fragments", "lasting")
 
     #: the sequence a pending range delete hides below: every version a transaction reads is older
     NEWEST = (1 << 64) - 1
@@ -42,6 +43,8 @@ class Pending:
         self._sorted: list[bytes] | None = []  # the keys in order, None once a new key came in
         self.ranges: list[tuple[bytes, bytes]] = []  # [start, end) deleted, in call order
         self._fragments: Fragments | None = None
+        #: whether a value set with a ttl (``expiry.Lasting``) was buffered: its reads then unwrap values
+        self.lasting = False
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Delete ``[start, end)`` (``start < end``): the transaction's own writes in it are dropped, and
@@ -63,10 +66,13 @@ class Pending:
         """Whether a range delete of this transaction covers ``key``."""
         return bool(self.ranges) and self.fragments().covering(key, self.NEWEST) > 0
 
-    def commit_writes(self) -> list[tuple[bytes, bytes | None]]:
-        """What the commit logs: the writes in key order, then the range deletes joined into disjoint
-        ranges in order, each as ``(start, RangeEnd(end))``."""
+    def commit_writes(self, now: float) -> list[tuple[bytes, bytes | None]]:
+        """What the commit logs: the writes in key order (each value set with a ttl expiring that long
+        after ``now``, the commit's clock), then the range deletes joined into disjoint ranges in order,
+        each as ``(start, RangeEnd(end))``."""
         out: list[tuple[bytes, bytes | None]] = sorted(self.writes.items())
+        if self.lasting:
+            out = [(key, value.expiring(now) if type(value) is Lasting else value) for key, value in out]
         if not self.ranges:
             return out
         joined: list[list[bytes]] = []

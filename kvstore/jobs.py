@@ -29,6 +29,7 @@ from kvstore import helper, runs
 from kvstore.builder import build_table
 from kvstore.core import Core, log
 from kvstore.errors import FailedError
+from kvstore.expiry import Expired
 from kvstore.filenames import table_path
 from kvstore.fs import OSFileSystem
 from kvstore.merge import EntryChunk, compact_chunks, pick_run
@@ -80,6 +81,8 @@ class Jobs:
         self.merge_wanted = False
         self.flushes = 0
         self.merges = 0
+        #: expired entries flushes and merges dropped
+        self.expired = 0
         self.idle_merges = 0
         self.write_stalls = 0
         self.stall_seconds = 0.0
@@ -177,29 +180,39 @@ class Jobs:
             with versions.lock:
                 number = versions.new_number()
                 bottom = not versions.tables
-            done, table = self._in_helper([], number, bottom, frozen.mem)
+            expired = self._expired(frozen.mem.expiring)
+            done, table = self._in_helper([], number, bottom, expired, frozen.mem)
             if not done:
                 fragments = frozen.mem.fragments()
-                table = self._write_table(number, [frozen.mem.entry_chunks()], bottom, fragments or None)
+                table = self._write_table(number, [frozen.mem.entry_chunks()], bottom, fragments or None, expired)
             with versions.lock:
                 last = max(versions.meta.last_sequence, frozen.mem.max_seq)
                 versions.swap([], table, flushed, log_number=frozen.next_log, last_sequence=last)
         except OSError as exc:
             raise kv._fail(exc, "flushing the memtable") from exc
 
+    def _expired(self, expiring: int) -> Expired | None:
+        """What a flush or merge whose sources hold ``expiring`` values that expire drops them by: the
+        clock now; None when they hold none."""
+        return Expired(self._kv._clock()) if expiring else None
+
     def _write_table(self, number: int, sources: list[Iterator[EntryChunk]], bottom: bool,
-                     fragments: Fragments | None) -> Table | None:
-        """Write the merge of ``sources`` under range tombstones ``fragments`` (those of every source) as
-        table ``number``, fsynced with its directory; None when empty."""
+                     fragments: Fragments | None, expired: Expired | None) -> Table | None:
+        """Write the merge of ``sources`` under range tombstones ``fragments`` (those of every source),
+        dropping values expired by ``expired``'s clock, as table ``number``, fsynced with its directory;
+        None when empty."""
         kv = self._kv
         path = table_path(kv._dir, number)
         with kv._lock:
             snapshots = sorted(kv._snapshots.counts)
-        chunks = compact_chunks(sources, snapshots, bottom, fragments)
+        chunks = compact_chunks(sources, snapshots, bottom, fragments, expired)
         if threading.current_thread() in self.threads:
             chunks = _yielding(chunks)
         kept = fragments.retained(snapshots, bottom) if fragments else None
         info = build_table(kv._fs, path, number, kv._config, chunks, kept)
+        if expired is not None:
+            with kv._lock:
+                self.expired += expired.count
         if info is None:
             return None
         kv._fs.sync_dir(kv._dir)
@@ -219,6 +232,7 @@ class Jobs:
                 if not full:
                     self._compact_by_policy()
                 elif len(tables) > 1 or (tables and (tables[0].reader.deletes or tables[0].reader.ranged
+                                                     or self._has_expired(tables[0])
                                                      or _has_old_versions(tables[0]))):
                     self._merge(tables)
             except OSError as exc:
@@ -258,14 +272,16 @@ class Jobs:
         with versions.lock:
             number = versions.new_number()
             bottom = group[-1] is versions.tables[-1]
-        done, table = self._in_helper(group, number, bottom)
+        expired = self._expired(sum(t.reader.expiring for t in group))
+        done, table = self._in_helper(group, number, bottom, expired)
         if not done:
             fragments = Fragments([], [], []).merge(*(t.reader.fragments for t in group if t.reader.ranged))
             with self._kv._lock:
                 snapshots = sorted(self._kv._snapshots.counts)
             readers = runs.unhidden([t.reader for t in group], fragments, snapshots)  # the others dropped unread
             levels = runs.runs_of(readers)  # a run's tables as one source, in key order
-            table = self._write_table(number, [level.entry_chunks() for level in levels], bottom, fragments or None)
+            table = self._write_table(number, [level.entry_chunks() for level in levels], bottom, fragments or None,
+                                      expired)
         with versions.lock:
             versions.swap(group, table, merged)
 
@@ -275,7 +291,7 @@ class Jobs:
         kv = self._kv
         return kv._config.merge_process and type(kv._fs) is OSFileSystem
 
-    def _in_helper(self, group: list[Table], number: int, bottom: bool,
+    def _in_helper(self, group: list[Table], number: int, bottom: bool, expired: Expired | None,
                    mem: Memtable | None = None) -> tuple[bool, Table | None]:
         """Merge ``group`` (and frozen memtable ``mem``, newer than all of it: a flush) into table ``number``
         in a helper process (``helper.merge_files``), off the interpreter lock: (True, the table or None
@@ -290,12 +306,15 @@ class Jobs:
         rows = tuple(mem.entry_chunks(_ROWS_CHUNK)) if mem is not None else ()
         ranges = tuple(mem.ranges) if mem is not None else ()
         request = helper.MergeRequest(tuple((t.reader.path, t.reader.file_number) for t in group), path, number,
-                                      kv._config, snapshots, bottom, rows, ranges)
+                                      kv._config, snapshots, bottom, rows, ranges,
+                                      expired.now if expired is not None else None)
         try:
-            info = helper.merge_files(request)
+            info, dropped = helper.merge_files(request)
         except helper.HelperError as exc:
             log.warning("kvstore merge helper failed (%s); writing the table in this process", exc)
             return False, None
+        with kv._lock:
+            self.expired += dropped
         if info is None:
             return True, None
         kv._fs.sync_dir(kv._dir)
@@ -375,13 +394,18 @@ class Jobs:
             return []
         tables = list(self._versions.tables)
         counts = runs.group([(t.reader.lo, t.reader.hi) for t in tables])
-        if len(counts) < 2:
-            return []
+        if len(counts) < 2:  # one sorted run: a table holding expired entries is merged alone, to drop them
+            return next(([t] for t in tables if self._has_expired(t)), [])
         oldest = sum(t.reader.size for t in tables[len(tables) - counts[-1] :])
         newer = tables[: len(tables) - counts[-1]]
         if sum(t.reader.size for t in newer) * IDLE_RATIO >= oldest:
             return tables
         return newer if len(counts) > 2 else []
+
+    def _has_expired(self, table: Table) -> bool:
+        """Whether ``table`` holds an entry expired by the KV's clock now."""
+        reader = table.reader
+        return bool(reader.expiring) and reader.earliest <= self._kv._clock()
 
     def _background_error(self, exc: BaseException, what: str) -> None:
         kv = self._kv

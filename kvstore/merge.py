@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kvstore.chunks import chunks_of
+from kvstore.expiry import Expired
 from kvstore.rangedel import Fragments
 
 __all__ = ["EntryChunk", "SortedKV", "compact_chunks", "entry_chunks_of", "merge_chunks", "merge_entry_chunks",
@@ -286,7 +287,8 @@ def _merge_entry_chunks(sources: Sequence[Iterator[EntryChunk]]) -> Iterator[Ent
 
 
 def compact_chunks(sources: Sequence[Iterator[EntryChunk]], snapshots: Sequence[int],
-                   bottom: bool, fragments: Fragments | None = None) -> Iterator[EntryChunk]:
+                   bottom: bool, fragments: Fragments | None = None,
+                   expired: Expired | None = None) -> Iterator[EntryChunk]:
     """The entries a merge of ``sources`` (chunks, newest level first) writes, as non-empty chunks.
 
     ``snapshots`` are the sequences of live snapshots, ascending.  Drops every
@@ -299,9 +301,14 @@ def compact_chunks(sources: Sequence[Iterator[EntryChunk]], snapshots: Sequence[
     snapshots are live, and keys under range tombstones, take Python code
     per version (``_retain``, ``Fragments.drops``).  What the merge writes of
     the tombstones themselves is ``fragments.retained(snapshots, bottom)``.
+    With ``expired`` (some source holds values that expire), each value
+    expired by its clock is first a delete: it reads as one for every
+    reader from now on, whatever its snapshot.
     """
     lt = operator.lt
     for keys, seqs, values in merge_entry_chunks(sources):
+        if expired is not None:
+            values = expired.values(values)
         if keys and fragments:
             alive = list(map(operator.not_, fragments.drops(keys, seqs, snapshots)))
             if not all(alive):

@@ -13,8 +13,10 @@ entry by entry, is ``block.py``.
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import crc32c as _crc32c
 
@@ -29,13 +31,15 @@ from kvstore.errors import (
 #: The format version of the meta files this code writes and the newest it reads (and of the WAL up to
 #: version 1; see ``WAL_FORMAT_VERSION``).
 FORMAT_VERSION = 1
-#: The format version of the WAL files this code writes and the newest it reads: 2 adds range deletes
-#: (``Kind.RANGE_DELETE``) to a commit unit; version 1 logs are still replayed.
-WAL_FORMAT_VERSION = 2
-#: The format version of the tables this code writes and the newest it reads: 3, a section of range
-#: tombstones named by the properties; 2, the blocked bloom filter; version 1 tables (the double-hashing
-#: filter) and version 2 tables are still read.  Tables have their own version since 2.
-TABLE_FORMAT_VERSION = 3
+#: The format version of the WAL files this code writes and the newest it reads: 3 adds expiring values
+#: (``Kind.EXPIRING``), 2 range deletes (``Kind.RANGE_DELETE``) to a commit unit; logs of versions 1 and 2
+#: are still replayed.
+WAL_FORMAT_VERSION = 3
+#: The format version of the tables this code writes and the newest it reads: 4, expiring entries in blocks
+#: and their count and earliest expiry in the properties; 3, a section of range tombstones named by the
+#: properties; 2, the blocked bloom filter; tables of versions 1 (the double-hashing filter) to 3 are still
+#: read.  Tables have their own version since 2.
+TABLE_FORMAT_VERSION = 4
 
 WAL_MAGIC = b"KVWL"
 TABLE_MAGIC = b"KVST"
@@ -49,6 +53,9 @@ class Kind(enum.IntEnum):
     VALUE = 1
     #: a range delete in a commit unit (WAL version 2): the key is its start, the value its end
     RANGE_DELETE = 2
+    #: a value that expires (WAL version 3, table version 4): the value is its expiry, f64 seconds by the
+    #: KV's clock, then the value's bytes (``Expiring``)
+    EXPIRING = 3
 
 
 class RangeEnd(bytes):
@@ -57,6 +64,48 @@ class RangeEnd(bytes):
     commit's range deletes follow its other writes, their starts ascending and the ranges disjoint."""
 
     __slots__ = ()
+
+
+# an expiring value's first 8 bytes: expiry f64, seconds by the KV's clock (``time.time`` by default)
+EXPIRY = struct.Struct("<d")
+assert EXPIRY.size == 8
+
+
+class Expiring(bytes):
+    """A value that expires, in its stored form: its expiry (``EXPIRY``) then the value's bytes.  A commit's
+    writes, the memtable and a decoded block hold an expiring value as one (``Kind.EXPIRING`` on disk); a
+    slice of it, as ``data`` takes, is plain ``bytes``.  It is live while the clock reads below ``expires``
+    and absent from that instant on."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, value: bytes, expires: float) -> Expiring:
+        """``value`` expiring at ``expires``."""
+        return cls(EXPIRY.pack(expires) + value)
+
+    @property
+    def expires(self) -> float:
+        """When it expires: seconds by the KV's clock."""
+        return float(EXPIRY.unpack_from(self)[0])
+
+    @property
+    def data(self) -> bytes:
+        """The value itself."""
+        return self[8:]
+
+    def alive(self, now: float) -> bytes | None:
+        """The value while ``now`` is before the expiry; None from the expiry on."""
+        return self[8:] if now < EXPIRY.unpack_from(self)[0] else None
+
+
+def expiring(data: bytes, path: str, offset: int) -> Expiring:
+    """The ``Expiring`` value stored as ``data`` (from a WAL commit or a table block at ``offset`` in
+    ``path``); raises ``CorruptionError`` when it is shorter than its expiry or the expiry is not a finite
+    number (an encoder never writes one)."""
+    if len(data) < EXPIRY.size or not math.isfinite(EXPIRY.unpack_from(data)[0]):
+        raise CorruptionError(path, offset, f"expiring value of {len(data)} bytes has no finite expiry")
+    return Expiring(data)
 
 
 class BloomKind(enum.IntEnum):
@@ -127,6 +176,10 @@ assert PROPS.size == 36
 # range tombstone section's chunk is (0, 0 when the table has none)
 PROPS_RANGES = struct.Struct("<QI")
 assert PROPS_RANGES.size == 12
+# after those, in a version-4 table: expiring u64 | earliest f64, how many entries expire and the earliest
+# expiry among them (0.0 when none does)
+PROPS_EXPIRY = struct.Struct("<Qd")
+assert PROPS_EXPIRY.size == 16
 
 # table footer, the file's last 56 bytes:
 # index_off u64 | index_size u32 | bloom_off u64 | bloom_size u32 | props_off u64 | props_size u32
@@ -215,7 +268,9 @@ def encode_commit(sequence: int, durable_offset: int, writes: Sequence[tuple[byt
             append(pack(0, len(key), 0))
             append(key)
         else:
-            append(pack(2 if type(value) is RangeEnd else 1, len(key), len(value)))
+            kind = type(value)
+            append(pack(1 if kind is bytes else 2 if kind is RangeEnd else 3 if kind is Expiring else 1,
+                        len(key), len(value)))
             append(key)
             append(value)
     payload = b"".join(parts)
@@ -230,7 +285,7 @@ _unpack_one = COMMIT_OF_ONE.unpack_from
 
 def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, list[tuple[bytes, bytes | None]]]:
     """(sequence, durable_offset, writes) of a COMMIT payload found at ``offset`` in ``path``; a range
-    delete is a write whose value is a ``RangeEnd``.
+    delete is a write whose value is a ``RangeEnd``, an expiring value an ``Expiring``.
 
     Raises ``CorruptionError`` naming ``path`` and ``offset`` when the payload does not parse, its keys
     are not in strictly ascending order (the writer logs each key of a transaction once, in key order:
@@ -280,6 +335,8 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
         prev = key
         if kind == 1:
             writes.append((key, payload[kend:vend]))
+        elif kind == 3:
+            writes.append((key, expiring(payload[kend:vend], path, offset)))
         elif kind == 0 and vlen == 0:
             writes.append((key, None))
         else:
@@ -332,20 +389,41 @@ def check_chunk(chunk: bytes, path: str, file_number: int, offset: int) -> int:
 # ---------------------------------------------------------------- table properties and footer
 
 
+class Props(NamedTuple):
+    """A table's properties, as ``decode_props`` reads them."""
+
+    entries: int
+    deletes: int
+    min_seq: int
+    max_seq: int
+    smallest: bytes
+    largest: bytes
+    #: where the range tombstone section's chunk is, (0, 0) when there is none (always before version 3)
+    ranges: tuple[int, int] = (0, 0)
+    #: how many entries expire and the earliest expiry among them, (0, 0.0) when none does (always before
+    #: version 4)
+    expiry: tuple[int, float] = (0, 0.0)
+
+
 def encode_props(entries: int, deletes: int, min_seq: int, max_seq: int, smallest: bytes, largest: bytes,
-                 ranges: tuple[int, int] | None = (0, 0)) -> bytes:
+                 ranges: tuple[int, int] | None = (0, 0), expiry: tuple[int, float] | None = (0, 0.0)) -> bytes:
     """The properties payload: counts, sequence range (of entries and range tombstones), smallest and
-    largest key, and (version 3; ``ranges`` None leaves it out, as versions 1 and 2 do) where the range
-    tombstone section is."""
+    largest key, where the range tombstone section is (version 3; ``ranges`` None leaves it out, as
+    versions 1 and 2 do), and the count and earliest expiry of expiring entries (version 4; ``expiry``
+    None leaves it out, as versions 1 to 3 do)."""
     head = PROPS.pack(entries, deletes, min_seq, max_seq, len(smallest), len(largest)) + smallest + largest
-    return head if ranges is None else head + PROPS_RANGES.pack(*ranges)
+    if ranges is not None:
+        head += PROPS_RANGES.pack(*ranges)
+        if expiry is not None:
+            head += PROPS_EXPIRY.pack(*expiry)
+    return head
 
 
-def decode_props(payload: bytes, path: str, offset: int, version: int = TABLE_FORMAT_VERSION
-                 ) -> tuple[int, int, int, int, bytes, bytes, tuple[int, int]]:
-    """(entries, deletes, min_seq, max_seq, smallest, largest, (range_off, range_size)) of the properties
-    payload of a table of ``version``; before version 3 there is no range section: (0, 0)."""
-    tail = PROPS_RANGES.size if version >= 3 else 0
+def decode_props(payload: bytes, path: str, offset: int, version: int = TABLE_FORMAT_VERSION) -> Props:
+    """The ``Props`` of the properties payload of a table of ``version``: before version 3 there is no
+    range section, before version 4 no expiring entry."""
+    ranged = PROPS_RANGES.size if version >= 3 else 0
+    tail = ranged + (PROPS_EXPIRY.size if version >= 4 else 0)
     if len(payload) < PROPS.size + tail:
         raise CorruptSSTableError(path, offset, "properties block too short")
     entries, deletes, min_seq, max_seq, slen, llen = PROPS.unpack_from(payload, 0)
@@ -353,8 +431,13 @@ def decode_props(payload: bytes, path: str, offset: int, version: int = TABLE_FO
         raise CorruptSSTableError(path, offset, "properties block lengths do not add up")
     smallest = payload[PROPS.size : PROPS.size + slen]
     largest = payload[PROPS.size + slen : PROPS.size + slen + llen]
-    ranges = PROPS_RANGES.unpack_from(payload, len(payload) - tail) if tail else (0, 0)
-    return entries, deletes, min_seq, max_seq, smallest, largest, ranges
+    at = len(payload) - tail
+    ranges = PROPS_RANGES.unpack_from(payload, at) if ranged else (0, 0)
+    expiry = PROPS_EXPIRY.unpack_from(payload, at + ranged) if tail > ranged else (0, 0.0)
+    if expiry[0] > entries or not math.isfinite(expiry[1]):
+        raise CorruptSSTableError(path, offset, f"properties claim {expiry[0]} expiring entries of {entries}, "
+                                                f"the earliest at {expiry[1]}")
+    return Props(entries, deletes, min_seq, max_seq, smallest, largest, ranges, expiry)
 
 
 def encode_footer(index: tuple[int, int], bloom: tuple[int, int], props: tuple[int, int], file_number: int,

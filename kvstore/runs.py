@@ -63,7 +63,7 @@ class Run:
     ``TableReader`` methods a read and a merge use.
     """
 
-    __slots__ = ("readers", "smallest", "largest", "bloom_k", "fragments", "ranged", "_lows", "_highs")
+    __slots__ = ("readers", "smallest", "largest", "bloom_k", "fragments", "ranged", "expiring", "_lows", "_highs")
 
     def __init__(self, readers: Sequence[TableReader]) -> None:
         self.readers = tuple(sorted(readers, key=_low))
@@ -75,6 +75,7 @@ class Run:
         # the tables' range tombstones lie within their disjoint bounds: together, one level's
         self.fragments = Fragments([], [], []).merge(*(r.fragments for r in self.readers if r.ranged))
         self.ranged = bool(self.fragments)
+        self.expiring = sum(r.expiring for r in self.readers)
 
     def get(self, key: bytes, snapshot: int, probe: Probe | None = None
             ) -> tuple[int, bytes | None] | None:

@@ -16,7 +16,7 @@ import bisect
 import contextlib
 import itertools
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from kvstore import bloom, record
@@ -24,6 +24,7 @@ from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.covered import hidden_by_newer, own_hidden, visible
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
+from kvstore.expiry import Lasting, unexpired
 from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
 from kvstore.merge import merge_chunks
@@ -36,10 +37,11 @@ from kvstore.view import View
 __all__ = ["Cursor", "Reader", "Reads", "Scan", "get_in"]
 
 
-def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
+def get_in(view: View, key: bytes, snapshot: int, clock: Callable[[], float] | None) -> bytes | None:
     """The value of ``key`` at ``snapshot`` in ``view``, or None when it is absent or deleted.  A level's
     range tombstone over the key, newer than the level's own version of it, answers "absent" (every older
-    level is older than it)."""
+    level is older than it).  A value that expires is absent once ``clock()`` (read only then) reaches its
+    expiry, and hides older versions all the same; ``clock`` None returns it as stored (``record.Expiring``)."""
     for mem in view.mems:
         found = mem.get(key, snapshot)
         if mem.ranges:
@@ -47,7 +49,8 @@ def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
             if cover and (found is None or found[0] < cover):
                 return None
         if found is not None:
-            return found[1]
+            value = found[1]
+            return value if type(value) is not record.Expiring or clock is None else value.alive(clock())
     readers = view.runs
     if readers:  # the key is hashed, and its bloom mask made, once for every table
         probe = bloom.probe(record.key_hash(key), readers[0].bloom_k)
@@ -58,7 +61,8 @@ def get_in(view: View, key: bytes, snapshot: int) -> bytes | None:
                 if cover and (found is None or found[0] < cover):
                     return None
             if found is not None:
-                return found[1]
+                value = found[1]
+                return value if type(value) is not record.Expiring or clock is None else value.alive(clock())
     return None
 
 
@@ -87,16 +91,19 @@ class Reader:
         if self.released:
             raise ClosedError("the cursor or scan is closed")
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, clock: Callable[[], float] | None) -> bytes | None:
+        """The value of ``key`` as this reader sees it (its transaction's own writes first); with ``clock``
+        None, as stored (``get_in``)."""
         pending = self.pending
         if pending is not None:
             if key in pending.writes:
-                return pending.writes[key]
+                value = pending.writes[key]
+                return value[8:] if type(value) is Lasting and clock is not None else value
             if pending.ranges and pending.covers(key):
                 return None  # deleted by this transaction: answered by its own write
         if self.tx is not None:
             self.tx.reads.add(key)
-        return get_in(self.view, key, self.snapshot)
+        return get_in(self.view, key, self.snapshot, clock)
 
     def chunks(self, start: bytes | None, reverse: bool, inclusive: bool) -> Iterator[list[tuple[bytes, bytes]]]:
         """The live pairs from ``start`` on (``inclusive`` or not), in chunks in the direction of travel."""
@@ -104,22 +111,26 @@ class Reader:
         levels: list[Iterator[Chunk]] = []
         above: Fragments | None = None  # the range tombstones of the levels added so far, visible at snap
         pending = self.pending
+        clock = self.kv._clock
         if pending is not None:  # live: the transaction's later writes are seen when reached
-            levels.append(chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1))
+            rows = chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1)
+            levels.append(unexpired(rows, clock) if pending.lasting else rows)
             if pending.ranges:
                 above = pending.fragments()
         for mem in self.view.mems:
             own = visible(mem.fragments(), snap) if mem.ranges else None
             if len(mem):  # keys written into it from now on are past the snapshot
-                levels.append(mem.chunks(start, snap, reverse, inclusive) if above is None and own is None
-                              else _level(mem, start, snap, reverse, inclusive, above, own))
+                rows = (mem.chunks(start, snap, reverse, inclusive) if above is None and own is None
+                        else _level(mem, start, snap, reverse, inclusive, above, own))
+                levels.append(unexpired(rows, clock) if mem.expiring else rows)
             if own is not None:
                 above = own if above is None else above.merge(own)
         for reader in self.view.runs:
             own = visible(reader.fragments, snap) if reader.ranged else None
             if start is None or not (start < reader.smallest if reverse else start > reader.largest):
-                levels.append(reader.chunks(start, snap, reverse, inclusive) if above is None and own is None
-                              else _level(reader, start, snap, reverse, inclusive, above, own))
+                rows = (reader.chunks(start, snap, reverse, inclusive) if above is None and own is None
+                        else _level(reader, start, snap, reverse, inclusive, above, own))
+                levels.append(unexpired(rows, clock) if reader.expiring else rows)
             # else the table's entries lie wholly behind the start
             if own is not None:
                 above = own if above is None else above.merge(own)

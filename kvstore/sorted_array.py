@@ -16,7 +16,8 @@ Invariants:
   - ``_keys`` holds exactly the keys of ``_data``, in ascending byte order;
   - each version list is non-empty with strictly increasing sequences;
   - ``bytes`` is the sum of ``len(key) + len(value) + ENTRY_OVERHEAD`` over stored versions;
-  - ``max_seq`` is the largest sequence stored (0 when empty), ``min_seq`` the smallest.
+  - ``max_seq`` is the largest sequence stored (0 when empty), ``min_seq`` the smallest;
+  - ``expiring`` counts the stored versions whose value is an ``Expiring``, counted before they are stored.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from kvstore.rangedel import Fragments, Tombstone
-from kvstore.record import RangeEnd
+from kvstore.record import Expiring, RangeEnd
 
 __all__ = ["ENTRY_OVERHEAD", "Memtable"]
 
@@ -73,6 +74,8 @@ class Memtable:
         self.max_seq = 0
         self.min_seq = 0
         self.entries_count = 0
+        #: versions whose value expires (``record.Expiring``): while 0, reads need not look at expiries
+        self.expiring = 0
         #: the range tombstones (start, end, sequence) in commit order; only appended to
         self.ranges: list[Tombstone] = []
         self._fragments: tuple[int, Fragments] = (0, Fragments([], [], []))
@@ -126,6 +129,8 @@ class Memtable:
                 fresh: list[bytes] = []
                 add = fresh.append if len(writes) >= _BULK else self._keys.add  # many: laid on at once
                 for key, value in writes:
+                    if type(value) is Expiring:
+                        self.expiring += 1
                     versions = data.get(key)
                     if versions is None:
                         data[key] = [(seq, value)]
@@ -183,6 +188,8 @@ class Memtable:
 
     def _put(self, key: bytes, seq: int, value: bytes | None) -> None:
         assert seq >= self.max_seq, (seq, self.max_seq)
+        if type(value) is Expiring:
+            self.expiring += 1
         versions = self._data.get(key)
         if versions is None:
             self._data[key] = [(seq, value)]
@@ -346,6 +353,7 @@ class Memtable:
         count = 0
         top = 0
         bottom = 0
+        expiring = 0
         for key in keys:
             versions = self._data[key]
             assert versions, key
@@ -355,6 +363,7 @@ class Memtable:
             bottom = seqs[0] if not bottom else min(bottom, seqs[0])
             count += len(versions)
             total += sum(len(key) + ENTRY_OVERHEAD + (0 if v is None else len(v)) for _, v in versions)
+            expiring += sum(type(v) is Expiring for _, v in versions)
         for start, end, seq in self.ranges:
             total += len(start) + len(end) + ENTRY_OVERHEAD
             count += 1
@@ -364,3 +373,4 @@ class Memtable:
         assert count == self.entries_count, (count, self.entries_count)
         assert top == self.max_seq, (top, self.max_seq)
         assert bottom == self.min_seq, (bottom, self.min_seq)
+        assert expiring == self.expiring, (expiring, self.expiring)

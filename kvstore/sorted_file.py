@@ -122,7 +122,8 @@ class TableReader:
             raise
         except CorruptionError as exc:
             raise CorruptSSTableError(path, exc.offset, exc.reason) from exc
-        #: the table's format version: 1 (the double-hashing bloom filter) or 2 (the blocked one)
+        #: the table's format version: 1 (the double-hashing bloom filter), 2 (the blocked one), 3 (range
+        #: tombstones), 4 (expiring entries)
         self.version = version
         foot_at = size - record.FOOTER.size
         index, filter_at, props = record.decode_footer(self._file.pread(record.FOOTER.size, foot_at), path,
@@ -138,7 +139,9 @@ class TableReader:
             self._check_index(ivalues, lo, index[0])  # raises, naming the first entry out of order
         self._load_bloom(version, filter_at)
         (self.num_entries, self.deletes, self.min_seq, self.max_seq, self.smallest, self.largest,
-         ranges) = record.decode_props(self._chunk(*props), path, props[0], version)
+         ranges, (self.expiring, self.earliest)) = record.decode_props(self._chunk(*props), path, props[0], version)
+        #: ``expiring``: how many entries expire (each an ``record.Expiring`` value), ``earliest``: the
+        #: earliest expiry among them; what reads test before they look at expiries
         if self._index_keys and self._index_keys[-1] != self.largest:
             raise CorruptSSTableError(path, props[0], "properties disagree with the index on the largest key")
         self._load_ranges(ranges, lo, foot_at)
@@ -530,11 +533,12 @@ class TableReader:
         problems: list[str] = []
         last: tuple[bytes, int] | None = None
         count = 0
+        expiries: list[float] = []
         for b in range(len(self._offsets)):
             try:
                 offset = self._offsets[b]
                 data, end = self._read_chunk(offset, self._sizes[b])
-                keys, seqs, _ = decode_block(data, self.path, offset, end)
+                keys, seqs, values = decode_block(data, self.path, offset, end)
             except CorruptionError as exc:
                 problems.append(str(exc))
                 continue
@@ -549,8 +553,13 @@ class TableReader:
                     break
                 last = (key, seq)
             count += len(keys)
+            expiries += [v.expires for v in values if type(v) is record.Expiring]
         if not problems and count != self.num_entries:
             problems.append(f"{self.path}: properties count {self.num_entries} entries, blocks hold {count}")
+        if not problems and (len(expiries), min(expiries, default=0.0)) != (self.expiring, self.earliest):
+            problems.append(f"{self.path}: properties count {self.expiring} expiring entries, the earliest at "
+                            f"{self.earliest}; blocks hold {len(expiries)}, the earliest at "
+                            f"{min(expiries, default=0.0)}")
         return problems
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
@@ -38,6 +39,7 @@ from kvstore.commit import COMMIT, DELETE, ROTATE, CommitPipeline
 from kvstore.config import Config
 from kvstore.core import Core, closed_error
 from kvstore.errors import ConflictError, CorruptionError, FailedError
+from kvstore.expiry import Clock, check_ttl, expires_at, remaining
 from kvstore.filenames import META_NAMES, parse, table_name
 from kvstore.fs import FileSystem, OSFileSystem
 from kvstore.jobs import Jobs
@@ -74,6 +76,8 @@ class TableStats:
     """The lowest sequence number of its versions."""
     max_sequence: int
     """The highest sequence number of its versions."""
+    expiring: int = 0
+    """Versions among them set with a ``ttl`` (expired or not yet)."""
 
 
 @attrs.frozen
@@ -122,6 +126,8 @@ class Stats:
     """Seconds commits spent waiting so."""
     tracked_writes: int = 0
     """Keys of committed write sets kept because a live transaction may conflict with them."""
+    expired: int = 0
+    """Expired versions that flushes and merges dropped (each became a delete, or nothing at all)."""
 
     @property
     def write_amplification(self) -> float:
@@ -145,7 +151,7 @@ class KV(Core, Reads):
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: Config | None = None, *,
-             fs: FileSystem | None = None) -> KV:
+             fs: FileSystem | None = None, clock: Callable[[], float] = time.time) -> KV:
         """Open (or create) the database in directory ``path``, recovering from any crash.
 
         Raises ``FileNotFoundError`` when the database is missing and
@@ -156,7 +162,10 @@ class KV(Core, Reads):
         ``UnsupportedFormatError`` for a newer format, ``TypeError`` when
         ``config`` is not a ``Config``, and ``OSError`` from the file system.
         ``fs`` is the file system to work through (``OSFileSystem()``, or a
-        ``SimFS`` in tests).  Cost: replaying the live logs (at most two
+        ``SimFS`` in tests).  ``clock`` gives the time in seconds that keys
+        set with a ``ttl`` expire by (``time.time``; tests pass one they
+        move); the KV never lets it go back (a reading below the highest
+        seen counts as that one); ``TypeError`` when it is not callable.  Cost: replaying the live logs (at most two
         memtables' worth) and opening every table's index and bloom filter.
         """
         if config is None:
@@ -164,7 +173,7 @@ class KV(Core, Reads):
         if not isinstance(config, Config):
             raise TypeError(f"config must be a kvstore.Config, not {type(config).__name__}")
         kv = object.__new__(cls)
-        kv._wire(os.fspath(path), config, OSFileSystem() if fs is None else fs)
+        kv._wire(os.fspath(path), config, OSFileSystem() if fs is None else fs, Clock(clock))
         try:
             kv._recovery = recover(kv, kv._versions)
         except BaseException:
@@ -173,8 +182,8 @@ class KV(Core, Reads):
         kv._jobs.start()
         return kv
 
-    def _wire(self, dirpath: str, config: Config, fs: FileSystem) -> None:
-        self._init_core(dirpath, config, fs)
+    def _wire(self, dirpath: str, config: Config, fs: FileSystem, clock: Clock) -> None:
+        self._init_core(dirpath, config, fs, clock)
         self._recovery = Recovery()
         self._versions = VersionSet(self)
         self._jobs = Jobs(self, self._versions)
@@ -187,17 +196,33 @@ class KV(Core, Reads):
     def get(self, key: Bytes) -> bytes | None:
         """The value of ``key``, or None when it is absent or deleted.
 
-        Raises ``TypeError`` when ``key`` is not bytes-like, ``ClosedError``
-        once the KV is closed.  Cost: a dict lookup per memtable, then per
-        table a bloom probe and, when it passes, an index bisect and one
-        block (usually cached).
+        A key set with a ``ttl`` reads as absent from the instant the KV's
+        clock reaches its expiry.  Raises ``TypeError`` when ``key`` is not
+        bytes-like, ``ClosedError`` once the KV is closed.  Cost: a dict
+        lookup per memtable, then per table a bloom probe and, when it
+        passes, an index bisect and one block (usually cached).
         """
+        return self._get(key, self._clock)
+
+    def ttl(self, key: Bytes) -> float | None:
+        """The seconds ``key`` has left before it expires, by the KV's clock now; None when it does not
+        expire (set without a ``ttl``), has expired, or is absent.  Raises as ``get``."""
+        return remaining(self._get(key, None), self._clock())
+
+    def _may_expire(self) -> bool:
+        """Whether a memtable or table holds a value set with a ttl (what ``kvstore dump`` asks before it
+        asks ``ttl`` of each key)."""
+        view = self._view
+        return any(mem.expiring for mem in view.mems) or any(run.expiring for run in view.runs)
+
+    def _get(self, key: Bytes, clock: Callable[[], float] | None) -> bytes | None:
+        """``get``, or with ``clock`` None the value as stored (``get_in``)."""
         key = as_bytes(key, "key")
         if self._closed:
             raise closed_error()
         view, snapshot = self._pin()
         try:
-            return get_in(view, key, snapshot)
+            return get_in(view, key, snapshot, clock)
         except (OSError, ValueError, CorruptionError):
             if self._closing:  # closed by another thread while this read was under way
                 raise closed_error() from None
@@ -212,15 +237,23 @@ class KV(Core, Reads):
 
     # ------------------------------------------------------------------ writes (commit)
 
-    def set(self, key: Bytes, value: Bytes) -> None:
+    def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
         """Set ``key`` to ``value`` in a one-operation transaction (durable per ``Config.sync``).
 
-        Never raises ``ConflictError``.  Raises ``TypeError``,
-        ``KeyOrValueTooLargeError`` (nothing written), ``ReadOnlyError``,
-        ``ClosedError``, and ``FailedError`` once an I/O error stopped the KV.
+        With ``ttl`` (seconds, an int or a float above 0) the key expires
+        ``ttl`` seconds after this call by the KV's clock: from then on it
+        reads as absent everywhere, and hides any older value of the key
+        (DESIGN.md, "Expiring keys").  Never raises ``ConflictError``.
+        Raises ``TypeError``, ``KeyOrValueTooLargeError`` (nothing
+        written), ``TypeError`` or ``ValueError`` naming ``ttl`` when it is
+        not an int or float, not finite or not above 0 (nothing written),
+        ``ReadOnlyError``, ``ClosedError``, and ``FailedError`` once an I/O
+        error stopped the KV.
         """
         key = self._key(key)
         value = self._value(value)
+        if ttl is not None:
+            value = record.Expiring.of(value, expires_at(self._clock(), check_ttl(ttl)))
         self._pipeline.set_one([(key, value)], self._config.sync)
 
     def delete(self, key: Bytes) -> bool:
@@ -307,7 +340,7 @@ class KV(Core, Reads):
         with self._lock:
             tables = tuple(
                 TableStats(table_name(r.file_number), r.file_number, r.num_entries, r.deletes, r.size, r.smallest,
-                           r.largest, r.min_seq, r.max_seq)
+                           r.largest, r.min_seq, r.max_seq, r.expiring)
                 for r in (t.reader for t in versions.tables))
             mems = self._view.mems
             return Stats(
@@ -321,7 +354,7 @@ class KV(Core, Reads):
                 user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
                 cache_misses=self._cache.misses, recovery=tuple(self._recovery.notes), failed=self._failed,
                 write_stalls=jobs.write_stalls, stall_seconds=jobs.stall_seconds,
-                tracked_writes=self._writesets.tracked())
+                tracked_writes=self._writesets.tracked(), expired=jobs.expired)
 
     def _disk_bytes(self) -> int:
         disk = 0

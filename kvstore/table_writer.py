@@ -13,7 +13,8 @@ Invariants:
     chunk past a ``u32`` size; it holds at least one entry;
   - the pending block (``_pending``, ``_block_bytes``) never reaches
     ``block_size``;
-  - counts, sequence range and key hashes cover every entry added.
+  - counts, sequence range, key hashes and the expiring entries' count and earliest expiry cover every
+    entry added; once one expiring entry is added, every later block is encoded with kinds checked.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class TableInfo:
     """What a finished table holds: its size, counts, sequence range and key range."""
 
     __slots__ = ("file_number", "size", "entries", "deletes", "min_seq", "max_seq", "smallest", "largest",
-                 "ranges")
+                 "ranges", "expiring", "expired")
 
     def __init__(self, file_number: int, size: int, entries: int, deletes: int, min_seq: int, max_seq: int,
-                 smallest: bytes, largest: bytes, ranges: int = 0) -> None:
+                 smallest: bytes, largest: bytes, ranges: int = 0, expiring: int = 0, expired: int = 0) -> None:
         self.file_number = file_number
         self.size = size
         self.entries = entries
@@ -54,6 +55,8 @@ class TableInfo:
         self.smallest = smallest
         self.largest = largest
         self.ranges = ranges  # pieces of range tombstones
+        self.expiring = expiring  # entries that expire
+        self.expired = expired  # expired entries the merge that wrote it dropped (set by the merge)
 
 
 class TableWriter:
@@ -84,6 +87,8 @@ class TableWriter:
         self._min_seq = 0
         self._max_seq = 0
         self._smallest = b""
+        self._expiring = 0  # expiring entries (record.Expiring values) added, and the earliest expiry among them
+        self._earliest = 0.0
 
     @property
     def num_entries(self) -> int:
@@ -121,6 +126,8 @@ class TableWriter:
             vlens = [0 if value is None else len(value) for value in values]
             deletes = values.count(None)
         self._account(keys, seqs, deletes)
+        if record.Expiring in set(map(type, values)):
+            self._count_expiring(values)
         add = operator.add
         # cum[i]: the bytes charged to the chunk's first i entries
         cum = list(itertools.accumulate(map(add, map(add, klens, vlens), itertools.repeat(record.BLOCK_ENTRY_ARRAYS)),
@@ -179,9 +186,16 @@ class TableWriter:
         self._max_seq = max(self._max_seq, max(seqs))
         self._last_key = keys[-1]
 
+    def _count_expiring(self, values: list[bytes | None]) -> None:
+        """Add a chunk's expiring values to the count and the earliest expiry."""
+        expiring = [value.expires for value in values if type(value) is record.Expiring]
+        low = min(expiring)
+        self._earliest = low if not self._expiring else min(self._earliest, low)
+        self._expiring += len(expiring)
+
     def _finish_block(self, keys: list[bytes], seqs: list[int], values: list[bytes | None], klens: list[int],
                       vlens: list[int]) -> None:
-        offset, size = self._emit(encode_block(keys, seqs, values, klens, vlens))
+        offset, size = self._emit(encode_block(keys, seqs, values, klens, vlens, self._expiring > 0))
         self._index_keys.append(keys[-1])
         self._index_seqs.append(seqs[-1])
         self._index_values.append(record.INDEX_VALUE.pack(offset, size))
@@ -215,11 +229,11 @@ class TableWriter:
             self._min_seq = min(seqs) if not self._min_seq else min(self._min_seq, *seqs)
             self._max_seq = max(self._max_seq, *seqs)
         props = self._emit(record.encode_props(self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                                               self._smallest, largest, ranges))
+                                               self._smallest, largest, ranges, (self._expiring, self._earliest)))
         self._buf.append(record.encode_footer(index, filter_at, props, self._number))
         self._file.append(b"".join(self._buf))
         self._buf = []
         self._file.fsync()
         size = self._offset + record.FOOTER.size
         return TableInfo(self._number, size, self.num_entries, self.deletes, self._min_seq, self._max_seq,
-                         self._smallest, largest, len(fragments or ()))
+                         self._smallest, largest, len(fragments or ()), self._expiring)

@@ -16,6 +16,7 @@ from kvstore import record
 from kvstore.commit import COMMIT
 from kvstore.core import Core, closed_error
 from kvstore.errors import KeyOrValueTooLargeError, TxClosedError
+from kvstore.expiry import Lasting, check_ttl, remaining
 from kvstore.isolation import Pending, TxState
 from kvstore.keys import Bytes, as_bytes
 from kvstore.snapshot import Reader, Reads
@@ -61,25 +62,41 @@ class KVTX(Reads):
 
     def get(self, key: Bytes) -> bytes | None:
         """The value of ``key`` in this transaction's view (its own writes first), or None.  Unless its
-        own write answers, ``key`` joins the read set its commit is checked against."""
+        own write answers, ``key`` joins the read set its commit is checked against.  A key that expires
+        reads as absent once the KV's clock, read at this call, reaches its expiry."""
         key = as_bytes(key, "key")
         self._check_usable()
-        return self._reader.get(key)
+        return self._reader.get(key, self._kv._clock)
 
-    def set(self, key: Bytes, value: Bytes) -> None:
-        """Buffer ``key = value``; nothing is written before ``commit()``.  Raises ``TypeError`` and
-        ``KeyOrValueTooLargeError`` as ``KV.set``, buffering nothing."""
+    def ttl(self, key: Bytes) -> float | None:
+        """The seconds ``key`` has left before it expires in this transaction's view, by the KV's clock
+        now; None when it does not expire, has expired or is absent.  A key this transaction set with a
+        ``ttl`` has that whole ttl left (it counts from the commit).  A read: ``key`` joins the read set
+        unless the transaction's own write answers."""
+        key = as_bytes(key, "key")
+        self._check_usable()
+        return remaining(self._reader.get(key, None), self._kv._clock())
+
+    def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
+        """Buffer ``key = value``; nothing is written before ``commit()``.  With ``ttl`` (seconds, an int
+        or a float above 0) the key expires ``ttl`` seconds after the commit, by the KV's clock; until the
+        commit it reads as set.  Raises ``TypeError`` and ``KeyOrValueTooLargeError`` as ``KV.set``,
+        ``TypeError`` or ``ValueError`` for a bad ``ttl``, buffering nothing."""
         kv = self._kv
         config = kv._config
         if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of Core._key, inline
             key = kv._key(key)
         if type(value) is not bytes or len(value) > config.max_value_size:
             value = kv._value(value)
+        if ttl is not None:
+            value = Lasting.of(value, check_ttl(ttl))
         if self._state.closed or kv._closed:
             self._check_usable()
         pending = self._pending
         if key not in pending.writes:
             pending._sorted = None
+        if ttl is not None:
+            pending.lasting = True
         pending.writes[key] = value
 
     def delete(self, key: Bytes) -> bool:
@@ -87,7 +104,7 @@ class KVTX(Reads):
         ``key`` joins the read set unless its own write answers)."""
         key = self._kv._key(key)
         self._check_usable()
-        existed = self._reader.get(key) is not None
+        existed = self._reader.get(key, self._kv._clock) is not None
         self._pending.put(key, None)
         return existed
 
@@ -122,7 +139,7 @@ class KVTX(Reads):
             kv = self._kv
             durable = kv._config.sync if sync is None else bool(sync)
             if pending.writes or pending.ranges:
-                writes = pending.commit_writes()
+                writes = pending.commit_writes(kv._clock() if pending.lasting else 0.0)
                 size = record.commit_size(writes)
                 if size > record.MAX_RECORD_PAYLOAD:  # refused here, not in a group it would fail whole
                     raise KeyOrValueTooLargeError(f"transaction encodes to {size} bytes, the WAL limit is 4 GiB")

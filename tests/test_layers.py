@@ -1,6 +1,6 @@
 """The import layering of STYLE.md, checked by walking each module's ``ast`` imports.
 
-errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom, block, rangedel -> sorted_array,
+errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom, block, rangedel, expiry -> sorted_array,
 sorted_file, table_writer, wal, metadata -> merge, builder, runs, covered -> helper -> view, isolation -> core
 -> snapshot -> versions -> commit, jobs -> recovery, check, backup, transaction -> store, then the benchmark and
 the command line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.
@@ -19,7 +19,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "record", "fs", "simfs", "keys"},
-    {"filenames", "chunks", "bloom", "block", "rangedel"},
+    {"filenames", "chunks", "bloom", "block", "rangedel", "expiry"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
     {"merge", "builder", "runs", "covered"},
     # a merge done file to file in a helper process
