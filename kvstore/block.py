@@ -351,7 +351,8 @@ class BlockEntries:
                 pos += vlen
         kinds = self._kinds
         if kinds.count(1) != len(kinds):
-            found = [value if kind == 1 else None if kind == 0 else Expiring(value) for value, kind in zip(found, kinds)]
+            found = [value if kind == 1 else None if kind == 0 else Expiring(value)
+                     for value, kind in zip(found, kinds)]
         if self._seqs is None:  # the payload goes: the keys and sequences are decoded first
             self._seqs = _block_seqs(self.count).unpack_from(payload, self._seqs_at)
         if self._keys is None and self._layout is not None:

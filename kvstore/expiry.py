@@ -117,23 +117,21 @@ class Lasting(bytes):
 def plain(value: bytes | None, now: float) -> bytes | None:
     """What a read returns for a stored ``value`` at ``now``: an ``Expiring`` value's bytes while it lives,
     None once it expired; a ``Lasting`` value's bytes; anything else as it is."""
-    kind = type(value)
-    if kind is Expiring:
-        return value.alive(now)  # type: ignore[union-attr]
-    if kind is Lasting:
-        return value[8:]  # type: ignore[index]
+    if isinstance(value, Expiring):
+        return value.alive(now)
+    if isinstance(value, Lasting):
+        return value[8:]
     return value
 
 
 def remaining(value: bytes | None, now: float) -> float | None:
     """The seconds a stored ``value`` has left at ``now`` (a ``Lasting`` one: its whole ttl, which counts
     from the commit); None for a value that does not expire, has expired, or is absent."""
-    kind = type(value)
-    if kind is Expiring:
-        left = value.expires - now  # type: ignore[union-attr]
+    if isinstance(value, Expiring):
+        left = value.expires - now
         return left if left > 0 else None
-    if kind is Lasting:
-        return value.ttl  # type: ignore[union-attr]
+    if isinstance(value, Lasting):
+        return value.ttl
     return None
 
 

@@ -42,8 +42,8 @@ import attrs
 from kvstore import runs
 from kvstore.builder import build_table
 from kvstore.config import Config
-from kvstore.fs import OSFileSystem
 from kvstore.expiry import Expired
+from kvstore.fs import OSFileSystem
 from kvstore.merge import EntryChunk, compact_chunks
 from kvstore.rangedel import Fragments, Tombstone
 from kvstore.sorted_file import BlockCache, TableReader

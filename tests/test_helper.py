@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from kvstore import KV, Config, helper, jobs, runs
+from kvstore import KV, Config, helper, jobs, record, runs
 from kvstore.builder import build_table
 from kvstore.filenames import table_path
 from kvstore.fs import OSFileSystem
@@ -65,9 +65,9 @@ def test_helper_writes_the_table_a_merge_here_writes(tmp_path: pathlib.Path, man
     assert len(tables) == 4
     here = helper.MergeRequest(tuple(tables), str(tmp_path / "here.sst"), 90, manual, (), bottom)
     there = helper.MergeRequest(tuple(tables), str(tmp_path / "there.sst"), 90, manual, (), bottom)
-    info_here = helper.merge_here(here)
-    info_there = helper.merge_files(there)
-    assert info_here is not None and info_there is not None
+    info_here, expired_here = helper.merge_here(here)
+    info_there, expired_there = helper.merge_files(there)
+    assert info_here is not None and info_there is not None and expired_here == expired_there == 0
     assert [getattr(info_here, f) for f in TableInfo.__slots__] == [getattr(info_there, f) for f in TableInfo.__slots__]
     assert pathlib.Path(here.path).read_bytes() == pathlib.Path(there.path).read_bytes()
     rows = _entries(here.path, 90)
@@ -82,8 +82,8 @@ def test_a_flush_in_the_helper_writes_the_table_a_flush_here_writes(tmp_path: pa
     rows: tuple[EntryChunk, ...] = (([b"a", b"b", b"b", b"c"], [9, 8, 3, 7], [b"1", None, b"2", None]),
                                      ([b"d"], [5], [b"4"]))
     request = helper.MergeRequest((), str(tmp_path / "flush.sst"), 7, manual, (4,), bottom, rows)
-    info = helper.merge_files(request)
-    assert info is not None and info.file_number == 7
+    info, expired = helper.merge_files(request)
+    assert info is not None and info.file_number == 7 and expired == 0
     fs = OSFileSystem()
     here = str(tmp_path / "here.sst")
     assert build_table(fs, here, 7, manual, compact_chunks([iter(rows)], [4], bottom)) is not None
@@ -97,7 +97,7 @@ def test_helper_keeps_versions_a_snapshot_sees(tmp_path: pathlib.Path, manual: C
     tables, _ = _tables(tmp_path / "db", manual, 3)
     seqs = sorted({s for path, number in tables for _, s, _ in _entries(path, number)})
     request = helper.MergeRequest(tuple(tables), str(tmp_path / "out.sst"), 90, manual, (seqs[0],), False)
-    assert helper.merge_files(request) is not None
+    assert helper.merge_files(request)[0] is not None
     kept = _entries(request.path, 90)
     assert any(s == seqs[0] for _, s, _ in kept)
     assert len(kept) > len({k for k, _, _ in kept})  # older versions kept for the snapshot
@@ -115,11 +115,31 @@ def test_serve_answers_each_frame_and_reports_errors(tmp_path: pathlib.Path, man
     helper.serve(source, sink)
     sink.seek(0)
     answers = [helper._read_frame(sink) for _ in range(3)]
-    assert answers[0][0] == "ok" and answers[0][1][0] == 90
+    assert answers[0][0] == "ok" and answers[0][1][0][0] == 90 and answers[0][1][1] == 0
     assert answers[1][0] == "error" and "FileNotFoundError" in answers[1][1]
     assert answers[2] == ("error", "TypeError: not a merge request: str")
     with pytest.raises(EOFError):
         helper._read_frame(sink)
+
+
+def test_the_helper_drops_expired_entries_by_the_clock_it_is_given(tmp_path: pathlib.Path, manual: Config) -> None:
+    """A request's ``now`` is the KV's clock when the merge began: values expired by it become deletes (and
+    go, at the bottom), the rest keep their expiry; the helper says how many it dropped, as a merge here
+    does."""
+    rows: tuple[EntryChunk, ...] = (([b"a", b"b", b"c", b"d"], [9, 8, 7, 6],
+                                      [record.Expiring.of(b"1", 100.0), record.Expiring.of(b"2", 200.0), b"3",
+                                       record.Expiring.of(b"4", 99.5)]),)
+    for bottom in (False, True):
+        request = helper.MergeRequest((), str(tmp_path / f"{bottom}.sst"), 7, manual, (), bottom, rows, (), 100.0)
+        here = helper.MergeRequest((), str(tmp_path / f"here{bottom}.sst"), 7, manual, (), bottom, rows, (), 100.0)
+        info, expired = helper.merge_files(request)
+        assert helper.merge_here(here)[1] == expired == 2
+        assert info is not None and info.expiring == 1
+        assert pathlib.Path(here.path).read_bytes() == pathlib.Path(request.path).read_bytes()
+        kept = _entries(request.path, 7)
+        live = [(b"b", 8, record.Expiring.of(b"2", 200.0)), (b"c", 7, b"3")]
+        assert kept == (live if bottom else [(b"a", 9, None), *live, (b"d", 6, None)])
+        assert [type(v) for k, _, v in kept if k == b"b"] == [record.Expiring]
 
 
 def test_a_frame_cut_short_is_eof() -> None:
@@ -183,7 +203,7 @@ def test_kv_flushes_and_merges_in_the_helper_by_default(tmp_path: pathlib.Path,
     calls: list[helper.MergeRequest] = []
     real = helper.merge_files
 
-    def spy(request: helper.MergeRequest) -> TableInfo | None:
+    def spy(request: helper.MergeRequest) -> tuple[TableInfo | None, int]:
         calls.append(request)
         return real(request)
 
@@ -204,7 +224,7 @@ def test_kv_flushes_and_merges_in_the_helper_by_default(tmp_path: pathlib.Path,
 
 def test_kv_flushes_and_merges_here_when_the_helper_fails(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    def broken(request: helper.MergeRequest) -> TableInfo | None:
+    def broken(request: helper.MergeRequest) -> tuple[TableInfo | None, int]:
         raise helper.HelperError("no helper today")
 
     monkeypatch.setattr(helper, "merge_files", broken)
@@ -225,7 +245,7 @@ def test_kv_flushes_and_merges_here_when_the_helper_fails(tmp_path: pathlib.Path
 
 
 def test_merge_process_off_never_asks_the_helper(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(request: helper.MergeRequest) -> TableInfo | None:
+    def refuse(request: helper.MergeRequest) -> tuple[TableInfo | None, int]:
         raise AssertionError("helper asked")
 
     monkeypatch.setattr(helper, "merge_files", refuse)
