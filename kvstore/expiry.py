@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 from kvstore.record import EXPIRY, Expiring
 
-__all__ = ["Clock", "Expired", "Lasting", "check_ttl", "unexpired"]
+__all__ = ["Clock", "Expired", "Lasting", "check_ttl", "expires_at", "plain", "remaining", "unexpired", "unlasting"]
 
 Row = tuple[bytes, "bytes | None"]
 
@@ -141,6 +141,14 @@ def unexpired(chunks: Iterator[list[Row]], clock: Callable[[], float]) -> Iterat
     for chunk in chunks:
         now = clock()
         yield [row if type(row[1]) is bytes else (row[0], plain(row[1], now)) for row in chunk]
+
+
+def unlasting(chunks: Iterator[list[Row]]) -> Iterator[list[Row]]:
+    """A transaction's pending writes as chunks of rows, each ``Lasting`` value its bytes (it lives until
+    the commit).  Checked on every row: a scan gathers the pending level when it starts, and the
+    transaction may set a value with a ttl afterwards, which the scan shows when it reaches it."""
+    for chunk in chunks:
+        yield [row if type(row[1]) is not Lasting else (row[0], row[1][8:]) for row in chunk]  # type: ignore[index]
 
 
 class Expired:

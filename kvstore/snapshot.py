@@ -24,7 +24,7 @@ from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.covered import hidden_by_newer, own_hidden, visible
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
-from kvstore.expiry import Lasting, unexpired
+from kvstore.expiry import Lasting, unexpired, unlasting
 from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
 from kvstore.merge import merge_chunks
@@ -113,8 +113,7 @@ class Reader:
         pending = self.pending
         clock = self.kv._clock
         if pending is not None:  # live: the transaction's later writes are seen when reached
-            rows = chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1)
-            levels.append(unexpired(rows, clock) if pending.lasting else rows)
+            levels.append(unlasting(chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1)))
             if pending.ranges:
                 above = pending.fragments()
         for mem in self.view.mems:

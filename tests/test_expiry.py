@@ -157,6 +157,33 @@ def test_a_transaction_ttl_counts_from_its_commit(tmp_path: pathlib.Path) -> Non
         assert kv.get(b"a") is None and kv.get(b"b") == b"2"
 
 
+def test_a_scan_already_under_way_shows_a_value_set_with_a_ttl_when_it_reaches_it(tmp_path: pathlib.Path) -> None:
+    clock = Clock()
+    with _open(tmp_path, clock) as kv:
+        kv.set(b"a", b"1")
+        with kv.new_tx() as tx:
+            tx.set(b"c", b"3")
+            rows = tx.scan()
+            assert next(rows) == (b"a", b"1")
+            tx.set(b"d", b"4", ttl=5)
+            assert list(rows) == [(b"c", b"3"), (b"d", b"4")] and all(type(v) is bytes for _, v in tx.scan())
+
+
+def test_a_backup_carries_expiries(tmp_path: pathlib.Path) -> None:
+    clock = Clock()
+    with _open(tmp_path, clock) as kv:
+        kv.set(b"a", b"1", ttl=5)
+        kv.flush()
+        kv.set(b"b", b"2", ttl=50)
+        kv.set(b"c", b"3")
+        kv.backup(tmp_path / "copy")
+    with KV.open(tmp_path / "copy", Config(background=False), clock=clock) as copy:
+        assert copy.ttl(b"a") == 5 and copy.ttl(b"b") == 50 and copy.ttl(b"c") is None
+        clock.now += 5
+        assert list(copy.scan()) == [(b"b", b"2"), (b"c", b"3")]
+        assert copy.check() == []
+
+
 def test_a_transaction_reads_expiry_by_the_clock_at_each_read(tmp_path: pathlib.Path) -> None:
     """Its snapshot decides which versions it sees; the clock at each read decides whether the version it
     sees has expired.  A key that expires under an open transaction reads absent from then on, yet its
