@@ -280,8 +280,8 @@ class Memtable:
 
     def chunks(self, start: bytes | None, snapshot: int, reverse: bool = False, inclusive: bool = True,
                first: int = _FIRST_CHUNK) -> Iterator[list[tuple[bytes, bytes | None]]]:
-        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: ``first`` keys, then
-        ``_CHUNK`` at a time (fewer where a key has no version at ``snapshot``)."""
+        """What ``items`` yields, in ascending chunks for ``merge.merge_chunks``: ``first`` keys, then four
+        times as many each time, up to ``_CHUNK`` (fewer where a key has no version at ``snapshot``)."""
         for chunk in self._chunks(start, reverse, inclusive, first):
             rows: list[tuple[bytes, bytes | None]] = []
             append = rows.append
@@ -332,8 +332,9 @@ class Memtable:
 
     def _chunks(self, start: bytes | None, reverse: bool, inclusive: bool,
                 first: int) -> Iterator[list[tuple[bytes, list[Version]]]]:
-        """Successive chunks of keys with their version lists from ``start`` on, ``first`` keys, then
-        ``_CHUNK`` at a time; each chunk is found by key after the last one."""
+        """Successive chunks of keys with their version lists from ``start`` on: ``first`` keys, then four
+        times as many each time, up to ``_CHUNK`` (a seek that reads a few rows builds few); each chunk is
+        found by key after the last one."""
         last = start
         size = first
         while True:
@@ -343,7 +344,7 @@ class Memtable:
             yield chunk
             last = chunk[-1][0]
             inclusive = False
-            size = _CHUNK
+            size = min(_CHUNK, size * 4)
 
     def _check(self) -> None:
         """Assert the invariants (O(n)); for tests."""
