@@ -1,5 +1,5 @@
-"""Expiring keys: the KV's clock, the ttl argument, a transaction's values set with a ttl, and how reads
-and merges treat values that expire (DESIGN.md, "Expiring keys").
+"""Expiring keys: the KV's clock, the ttl argument, and how reads and merges treat values that expire
+(DESIGN.md, "Expiring keys").
 
 A value set with ``ttl`` is stored as a ``record.Expiring``: its expiry
 (the clock at the commit plus ``ttl``) before its bytes, in the WAL, the
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 from kvstore.record import EXPIRY, Expiring
 
-__all__ = ["Clock", "Expired", "Lasting", "check_ttl", "expires_at", "plain", "remaining", "unexpired", "unlasting"]
+__all__ = ["Clock", "Expired", "check_ttl", "expires_at", "plain", "remaining", "unexpired"]
 
 Row = tuple[bytes, "bytes | None"]
 
@@ -71,6 +71,8 @@ def _seconds(now: object) -> float:
 def check_ttl(ttl: object) -> float:
     """``ttl`` in seconds as a float; ``TypeError`` unless it is an int or a float (not a bool),
     ``ValueError`` unless it is finite and above 0."""
+    if type(ttl) is float and 0.0 < ttl < math.inf:
+        return ttl
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"ttl must be an int or a float number of seconds, not {type(ttl).__name__}")
     try:
@@ -90,65 +92,31 @@ def expires_at(now: float, ttl: float) -> float:
     return when
 
 
-class Lasting(bytes):
-    """A value a transaction set with a ttl, not yet committed: the ttl (f64 seconds, ``record.EXPIRY``)
-    then the value's bytes.  It is live while the transaction lasts (the ttl counts from the commit), and
-    the commit makes it an ``Expiring`` (``expiring``)."""
-
-    __slots__ = ()
-
-    @classmethod
-    def of(cls, value: bytes, ttl: float) -> Lasting:
-        return cls(EXPIRY.pack(ttl) + value)
-
-    @property
-    def ttl(self) -> float:
-        return float(EXPIRY.unpack_from(self)[0])
-
-    @property
-    def data(self) -> bytes:
-        return self[8:]
-
-    def expiring(self, now: float) -> Expiring:
-        """The value as committed at ``now``."""
-        return Expiring.of(self[8:], expires_at(now, self.ttl))
-
-
 def plain(value: bytes | None, now: float) -> bytes | None:
     """What a read returns for a stored ``value`` at ``now``: an ``Expiring`` value's bytes while it lives,
-    None once it expired; a ``Lasting`` value's bytes; anything else as it is."""
+    None once it expired; anything else as it is."""
     if isinstance(value, Expiring):
         return value.alive(now)
-    if isinstance(value, Lasting):
-        return value[8:]
     return value
 
 
 def remaining(value: bytes | None, now: float) -> float | None:
-    """The seconds a stored ``value`` has left at ``now`` (a ``Lasting`` one: its whole ttl, which counts
-    from the commit); None for a value that does not expire, has expired, or is absent."""
+    """The seconds a stored ``value`` has left at ``now``; None for a value that does not expire, has
+    expired, or is absent."""
     if isinstance(value, Expiring):
         left = value.expires - now
         return left if left > 0 else None
-    if isinstance(value, Lasting):
-        return value.ttl
     return None
 
 
 def unexpired(chunks: Iterator[list[Row]], clock: Callable[[], float]) -> Iterator[list[Row]]:
     """A level's chunks of rows with each value as ``plain`` makes it, by the clock read once per chunk: an
     expired value becomes a delete (None), which hides the key's older versions in older levels."""
+    unpack = EXPIRY.unpack_from
     for chunk in chunks:
         now = clock()
-        yield [row if type(row[1]) is bytes else (row[0], plain(row[1], now)) for row in chunk]
-
-
-def unlasting(chunks: Iterator[list[Row]]) -> Iterator[list[Row]]:
-    """A transaction's pending writes as chunks of rows, each ``Lasting`` value its bytes (it lives until
-    the commit).  Checked on every row: a scan gathers the pending level when it starts, and the
-    transaction may set a value with a ttl afterwards, which the scan shows when it reaches it."""
-    for chunk in chunks:
-        yield [row if type(row[1]) is not Lasting else (row[0], row[1][8:]) for row in chunk]  # type: ignore[index]
+        yield [(key, (value[8:] if now < unpack(value)[0] else None) if type(value) is Expiring else value)
+               for key, value in chunk]
 
 
 class Expired:

@@ -20,9 +20,9 @@ import collections
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from kvstore.expiry import Lasting
+from kvstore.expiry import expires_at
 from kvstore.rangedel import Fragments
-from kvstore.record import RangeEnd
+from kvstore.record import EXPIRY, Expiring, RangeEnd
 
 __all__ = ["Pending", "Range", "TxState", "WriteSets"]
 
@@ -33,7 +33,7 @@ class Pending:
     """A transaction's buffered writes, readable as the newest level (a value of None is a delete), and
     its range deletes."""
 
-    __slots__ = ("writes", "_sorted", "ranges", "_fragments", "lasting")
+    __slots__ = ("writes", "_sorted", "ranges", "_fragments", "ttls")
 
     #: the sequence a pending range delete hides below: every version a transaction reads is older
     NEWEST = (1 << 64) - 1
@@ -43,8 +43,8 @@ class Pending:
         self._sorted: list[bytes] | None = []  # the keys in order, None once a new key came in
         self.ranges: list[tuple[bytes, bytes]] = []  # [start, end) deleted, in call order
         self._fragments: Fragments | None = None
-        #: whether a value set with a ttl (``expiry.Lasting``) was buffered: its reads then unwrap values
-        self.lasting = False
+        #: the ttl of each key of ``writes`` set with one; it counts from the commit (``commit_writes``)
+        self.ttls: dict[bytes, float] = {}
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Delete ``[start, end)`` (``start < end``): the transaction's own writes in it are dropped, and
@@ -52,6 +52,7 @@ class Pending:
         keys = self._keys()
         for key in keys[bisect_left(keys, start) : bisect_left(keys, end)]:
             del self.writes[key]
+            self.ttls.pop(key, None)
         self._sorted = None
         self.ranges.append((start, end))
         self._fragments = None
@@ -71,8 +72,12 @@ class Pending:
         after ``now``, the commit's clock), then the range deletes joined into disjoint ranges in order,
         each as ``(start, RangeEnd(end))``."""
         out: list[tuple[bytes, bytes | None]] = sorted(self.writes.items())
-        if self.lasting:
-            out = [(key, value.expiring(now) if type(value) is Lasting else value) for key, value in out]
+        ttls = self.ttls
+        if ttls:  # each value set with a ttl (a key of ttls holds a value, never a delete) stamped with now
+            expires_at(now, max(ttls.values()))  # ValueError when the latest expiry passes what a float holds
+            pack = EXPIRY.pack
+            out = [(key, value if key not in ttls else Expiring(pack(now + ttls[key]) + value))  # type: ignore[operator]
+                   for key, value in out]
         if not self.ranges:
             return out
         joined: list[list[bytes]] = []
@@ -85,8 +90,11 @@ class Pending:
         return out
 
     def put(self, key: bytes, value: bytes | None) -> None:
+        """Buffer ``key = value`` (None: a delete), without a ttl."""
         if key not in self.writes:
             self._sorted = None
+        if self.ttls:
+            self.ttls.pop(key, None)
         self.writes[key] = value
 
     def _keys(self) -> list[bytes]:

@@ -24,7 +24,7 @@ from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.covered import hidden_by_newer, own_hidden, visible
 from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
-from kvstore.expiry import Lasting, unexpired, unlasting
+from kvstore.expiry import unexpired
 from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
 from kvstore.merge import merge_chunks
@@ -97,8 +97,7 @@ class Reader:
         pending = self.pending
         if pending is not None:
             if key in pending.writes:
-                value = pending.writes[key]
-                return value[8:] if type(value) is Lasting and clock is not None else value
+                return pending.writes[key]
             if pending.ranges and pending.covers(key):
                 return None  # deleted by this transaction: answered by its own write
         if self.tx is not None:
@@ -113,7 +112,7 @@ class Reader:
         pending = self.pending
         clock = self.kv._clock
         if pending is not None:  # live: the transaction's later writes are seen when reached
-            levels.append(unlasting(chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1)))
+            levels.append(chunks_of(pending.items(start, snap, reverse, inclusive), reverse, 1, 1))
             if pending.ranges:
                 above = pending.fragments()
         for mem in self.view.mems:

@@ -16,7 +16,7 @@ from kvstore import record
 from kvstore.commit import COMMIT
 from kvstore.core import Core, closed_error
 from kvstore.errors import KeyOrValueTooLargeError, TxClosedError
-from kvstore.expiry import Lasting, check_ttl, remaining
+from kvstore.expiry import check_ttl, remaining
 from kvstore.isolation import Pending, TxState
 from kvstore.keys import Bytes, as_bytes
 from kvstore.snapshot import Reader, Reads
@@ -75,6 +75,9 @@ class KVTX(Reads):
         unless the transaction's own write answers."""
         key = as_bytes(key, "key")
         self._check_usable()
+        pending = self._pending
+        if key in pending.writes:
+            return pending.ttls.get(key) if pending.writes[key] is not None else None
         return remaining(self._reader.get(key, None), self._kv._clock())
 
     def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
@@ -89,14 +92,16 @@ class KVTX(Reads):
         if type(value) is not bytes or len(value) > config.max_value_size:
             value = kv._value(value)
         if ttl is not None:
-            value = Lasting.of(value, check_ttl(ttl))
+            ttl = check_ttl(ttl)
         if self._state.closed or kv._closed:
             self._check_usable()
         pending = self._pending
         if key not in pending.writes:
             pending._sorted = None
         if ttl is not None:
-            pending.lasting = True
+            pending.ttls[key] = ttl
+        elif pending.ttls:
+            pending.ttls.pop(key, None)
         pending.writes[key] = value
 
     def delete(self, key: Bytes) -> bool:
@@ -139,7 +144,7 @@ class KVTX(Reads):
             kv = self._kv
             durable = kv._config.sync if sync is None else bool(sync)
             if pending.writes or pending.ranges:
-                writes = pending.commit_writes(kv._clock() if pending.lasting else 0.0)
+                writes = pending.commit_writes(kv._clock() if pending.ttls else 0.0)
                 size = record.commit_size(writes)
                 if size > record.MAX_RECORD_PAYLOAD:  # refused here, not in a group it would fail whole
                     raise KeyOrValueTooLargeError(f"transaction encodes to {size} bytes, the WAL limit is 4 GiB")
