@@ -358,7 +358,8 @@ class Jobs:
 
     def _merger(self) -> None:
         """Background thread: merge tables by the growth-factor policy after each flush, and once more when
-        the KV has been idle for ``IDLE_SECONDS`` (``_idle_merge``)."""
+        the KV has been idle for ``IDLE_SECONDS`` (``_idle_merge``); while a table holds entries that
+        expire, it looks again every ``IDLE_SECONDS`` of idleness for one whose entries expired."""
         kv = self._kv
         try:
             while True:
@@ -366,7 +367,7 @@ class Jobs:
                 with kv._cond:
                     while not (self.merge_wanted or self.stopping or kv._failed):
                         seq = kv._seq
-                        timeout = IDLE_SECONDS if self._idle_merge() else None
+                        timeout = IDLE_SECONDS if self._idle_merge() or self._may_expire() else None
                         if not kv._cond.wait(timeout) and kv._seq == seq and not kv._imms:
                             idle = True
                             break
@@ -401,6 +402,11 @@ class Jobs:
         if sum(t.reader.size for t in newer) * IDLE_RATIO >= oldest:
             return tables
         return newer if len(counts) > 2 else []
+
+    def _may_expire(self) -> bool:
+        """Whether an idle KV should look again later for tables holding expired entries (``_idle_merge``):
+        some table holds entries that expire, and tables are written in the helper."""
+        return self._helper_writes() and any(t.reader.expiring for t in self._versions.tables)
 
     def _has_expired(self, table: Table) -> bool:
         """Whether ``table`` holds an entry expired by the KV's clock now."""

@@ -278,6 +278,31 @@ def test_an_idle_kv_merges_its_tables_into_one(tmp_path: pathlib.Path, monkeypat
         kv.close()
 
 
+def test_an_idle_kv_merges_a_lone_table_once_entries_of_it_expired(tmp_path: pathlib.Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "IDLE_SECONDS", 0.05)
+    now = [1000.0]
+    kv = KV.open(str(tmp_path / "db"), Config(sync=False), clock=lambda: now[0])
+    try:
+        for i in range(50):
+            kv.set(b"k%02d" % i, b"v", ttl=10 if i % 2 else None)
+        kv.compact(full=True)
+        (table,) = kv.stats().tables
+        assert table.expiring == 25
+        time.sleep(0.3)  # idle, but nothing expired yet: nothing merged
+        assert kv.stats().tables == (table,) and kv._jobs.idle_merges == 0
+        now[0] += 10
+        deadline = time.monotonic() + 30
+        while kv.stats().expired < 25 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = kv.stats()
+        assert stats.expired == 25 and kv._jobs.idle_merges == 1
+        assert [(t.entries, t.expiring) for t in stats.tables] == [(25, 0)]
+        assert [k for k, _ in kv.scan()] == [b"k%02d" % i for i in range(0, 50, 2)]
+    finally:
+        kv.close()
+
+
 def test_a_kv_taking_commits_is_not_idle(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "IDLE_SECONDS", 1.0)
     monkeypatch.setattr(jobs.Jobs, "_compact_by_policy", lambda self: None)
