@@ -33,7 +33,7 @@ class Pending:
     """A transaction's buffered writes, readable as the newest level (a value of None is a delete), and
     its range deletes."""
 
-    __slots__ = ("writes", "_sorted", "ranges", "_fragments", "ttls")
+    __slots__ = ("writes", "_sorted", "ranges", "_fragments", "ttls", "changes")
 
     #: the sequence a pending range delete hides below: every version a transaction reads is older
     NEWEST = (1 << 64) - 1
@@ -45,6 +45,9 @@ class Pending:
         self._fragments: Fragments | None = None
         #: the ttl of each key of ``writes`` set with one; it counts from the commit (``commit_writes``)
         self.ttls: dict[bytes, float] = {}
+        #: counts every write and range delete buffered: a scan or cursor under way that finds it moved reads
+        #: on from its position afresh, so it sees them
+        self.changes = 0
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Delete ``[start, end)`` (``start < end``): the transaction's own writes in it are dropped, and
@@ -56,6 +59,7 @@ class Pending:
         self._sorted = None
         self.ranges.append((start, end))
         self._fragments = None
+        self.changes += 1
 
     def fragments(self) -> Fragments:
         """The range deletes as fragments, each at ``NEWEST``."""
@@ -96,6 +100,7 @@ class Pending:
         if self.ttls:
             self.ttls.pop(key, None)
         self.writes[key] = value
+        self.changes += 1
 
     def _keys(self) -> list[bytes]:
         if self._sorted is None:

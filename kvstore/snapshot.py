@@ -251,15 +251,20 @@ def _raising(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
 def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
     """A scan's rows, each step checking that the scan, its KV and its transaction are open."""
     reader, lo, hi, reverse = state.reader, state.lo, state.hi, state.reverse
-    kv, tx, r = reader.kv, reader.tx, state.range
+    kv, tx, r, pending = reader.kv, reader.tx, state.range, reader.pending
     if reader.released or kv._closed or (tx is not None and tx.closed):
         state.check()
     if lo is None or hi is None or lo < hi:
-        step = _rows(reader.chunks(hi if reverse else lo, reverse, not reverse), lo if reverse else hi,
-                     reverse).__next__
+        start, stop = (hi, lo) if reverse else (lo, hi)
+        inclusive = not reverse  # of start: the lower bound going forward; going backward, past the last row
+        step = _rows(reader.chunks(start, reverse, inclusive), stop, reverse).__next__
+        seen = pending.changes if pending is not None else 0
         while True:
             if state.closed or reader.released or kv._closed or (tx is not None and tx.closed):
                 state.check()
+            if pending is not None and pending.changes != seen:  # the transaction wrote: read on afresh
+                seen = pending.changes
+                step = _rows(reader.chunks(start, reverse, inclusive), stop, reverse).__next__
             try:
                 row = step()
             except StopIteration:
@@ -270,6 +275,7 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
                 else:  # walked [key, hi)
                     r.lo, r.hi, r.hi_inclusive = row[0], hi, hi is None
                 r.active = True
+            start, inclusive = row[0], False
             yield row
     state.finish()
 
@@ -315,7 +321,7 @@ class Cursor:
     raises ``ClosedError`` or ``TxClosedError``.
     """
 
-    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range")
+    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range", "_seen")
 
     def __init__(self, reader: Reader, owns: bool, key: bytes, for_prev: bool) -> None:
         self._reader = reader
@@ -333,6 +339,8 @@ class Cursor:
         self._start(key, reverse=for_prev, inclusive=True)
 
     def _start(self, key: bytes, reverse: bool, inclusive: bool) -> None:
+        pending = self._reader.pending
+        self._seen = pending.changes if pending is not None else 0  # a transaction's writes as read from here
         self._it = self._reader.items(key, reverse, inclusive)
         self._forward = not reverse
         self._step()
@@ -374,9 +382,10 @@ class Cursor:
         self._reader.check()
         if self._key is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
-        if self._forward:
+        pending = self._reader.pending
+        if self._forward and (pending is None or pending.changes == self._seen):
             self._step()
-        else:
+        else:  # turning around, or its transaction wrote since it read on: from here afresh
             self._start(self._key, reverse=False, inclusive=False)
 
     def prev(self) -> None:
@@ -385,7 +394,8 @@ class Cursor:
         self._reader.check()
         if self._key is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
-        if not self._forward:
+        pending = self._reader.pending
+        if not self._forward and (pending is None or pending.changes == self._seen):
             self._step()
         else:
             self._start(self._key, reverse=True, inclusive=False)

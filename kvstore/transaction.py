@@ -103,6 +103,7 @@ class KVTX(Reads):
         elif pending.ttls:
             pending.ttls.pop(key, None)
         pending.writes[key] = value
+        pending.changes += 1
 
     def delete(self, key: Bytes) -> bool:
         """Buffer a delete of ``key``; True when the key exists in this transaction's view (a read:

@@ -1055,3 +1055,31 @@ def test_a_tx_scan_sees_a_write_made_after_it_passed_earlier_keys(tmp_path: path
         tx.set(b"f", b"later")
         assert list(scan) == [(b"e", b"tx"), (b"f", b"later"), (b"g", b"tx")]
         tx.abort()
+
+
+def test_a_tx_scan_or_cursor_sees_a_write_between_its_position_and_its_next_row(tmp_path: pathlib.Path) -> None:
+    # the transaction's own writes are a live level whatever they were when the scan started: none at all,
+    # or a next row already read ahead; an overwrite of a row not yet reached shows its new value
+    with KV.open(str(tmp_path / "db")) as kv:
+        kv.set(b"b", b"table")
+        kv.set(b"h", b"table")
+        tx = kv.new_tx()
+        scan, backward, cursor = tx.scan(), tx.scan(reverse=True), tx.seek(b"a")
+        assert next(scan) == (b"b", b"table") and next(backward) == (b"h", b"table")
+        assert cursor.key == b"b"
+        tx.set(b"c", b"tx")
+        tx.set(b"g", b"tx")
+        assert next(scan) == (b"c", b"tx")
+        tx.set(b"d", b"tx")
+        tx.set(b"g", b"tx again")
+        assert list(scan) == [(b"d", b"tx"), (b"g", b"tx again"), (b"h", b"table")]
+        assert list(backward) == [(b"g", b"tx again"), (b"d", b"tx"), (b"c", b"tx"), (b"b", b"table")]
+        cursor.next()
+        assert (cursor.key, cursor.value) == (b"c", b"tx")
+        tx.set(b"ca", b"tx")
+        cursor.next()
+        assert cursor.key == b"ca"
+        tx.delete(b"d")
+        cursor.next()
+        assert (cursor.key, cursor.value) == (b"g", b"tx again")
+        tx.abort()

@@ -282,7 +282,7 @@ def test_a_transactions_range_delete_drops_its_earlier_writes_and_keeps_later_on
         assert len(list(kv.scan())) == 7
 
 
-def test_a_transactions_scan_started_before_its_range_delete_still_shows_the_snapshots_keys(
+def test_a_transactions_scan_or_cursor_under_way_misses_the_keys_of_its_later_range_delete(
         tmp_path: pathlib.Path) -> None:
     with _open(tmp_path) as kv:
         _fill(kv, 6)
@@ -290,9 +290,17 @@ def test_a_transactions_scan_started_before_its_range_delete_still_shows_the_sna
             started = tx.scan()
             assert next(started)[0] == _key(0)
             unstarted = tx.scan()
+            backward = tx.scan(reverse=True)
+            assert next(backward)[0] == _key(5)
+            cursor = tx.seek(_key(1))
             tx.delete_range(_key(2), _key(4))
-            assert _keys(started) == [_key(i) for i in (1, 2, 3, 4, 5)]  # as documented: gathered at its start
+            assert _keys(started) == [_key(i) for i in (1, 4, 5)]  # as documented: from its next row on
             assert _keys(unstarted) == [_key(i) for i in (0, 1, 4, 5)]
+            assert _keys(backward) == [_key(i) for i in (4, 1, 0)]
+            cursor.next()
+            assert cursor.key == _key(4)
+            cursor.prev()
+            assert cursor.key == _key(1)
             assert _keys(tx.scan()) == [_key(i) for i in (0, 1, 4, 5)]
         assert _keys(kv.scan()) == [_key(i) for i in (0, 1, 4, 5)]
 
