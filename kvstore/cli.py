@@ -4,7 +4,7 @@ Built on argparse; ``main(argv)`` parses, runs one subcommand and returns
 its exit code (DESIGN.md, "Command line"):
 
   0  done                      3  the database is locked by another KV
-  1  get: no such key;         4  the database (or the file inspect reads) is corrupt,
+  1  get, ttl: no such key;    4  the database (or the file inspect reads) is corrupt,
      check: problems found        missing or otherwise unusable
   2  usage: bad arguments or input (a bad escape, a malformed dump)
 
@@ -12,7 +12,7 @@ Keys and values are read from arguments, and shown, as the body of a
 Python bytes literal (``--hex``: as hex); JSON carries base64.
 
 Invariants:
-  - commands that only read (get, scan, dump, stats, check, inspect, backup's source) open the database
+  - commands that only read (get, ttl, scan, dump, stats, check, inspect, backup's source) open the database
     read-only and never create one; put, load and shell create a missing one;
   - stdout carries only answers; every message goes to stderr as one line, never a traceback;
   - progress is drawn on stderr only when it is a terminal.
@@ -53,6 +53,7 @@ from kvstore.commands import (
     cmd_scan,
     cmd_shell,
     cmd_stats,
+    cmd_ttl,
 )
 from kvstore.dumpfile import DumpError
 from kvstore.errors import CorruptionError, KeyOrValueTooLargeError, LockedError, UnsupportedFormatError
@@ -69,8 +70,8 @@ FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 }
 
 #: The subcommands ``build_parser`` defines.
-COMMANDS = ("get", "put", "delete", "delete-range", "scan", "dump", "load", "stats", "check", "compact", "backup",
-            "inspect", "shell")
+COMMANDS = ("get", "put", "ttl", "delete", "delete-range", "scan", "dump", "load", "stats", "check", "compact",
+            "backup", "inspect", "shell")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read, edit, verify, back up and inspect a kvstore database (PATH is its directory). "
                     "Keys and values are written as the body of a Python bytes literal (a\\x00b, \\\\), "
                     "or as hex with --hex; JSON output carries them in base64.",
-        epilog="exit codes: 0 ok, 1 key not found (get) or problems found (check), 2 usage error, "
+        epilog="exit codes: 0 ok, 1 key not found (get, ttl) or problems found (check), 2 usage error, "
                "3 database locked, 4 database (or inspected file) corrupt, missing or unusable",
     )
     parser.add_argument("--version", action="version", version=f"kvstore {_version()}")
@@ -137,7 +138,8 @@ class _Subcommands:
 
 
 def _add_key_commands(sub: _Subcommands) -> None:
-    """get, put, delete, delete-range and scan: the commands that read keys and values from their arguments."""
+    """get, put, ttl, delete, delete-range and scan: the commands that read keys and values from their
+    arguments."""
     p = sub.add("get", cmd_get, "print the value of KEY (exit 1 when absent)", hexed=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("--raw", action="store_true", help="write the value's bytes as they are, with no newline")
@@ -146,6 +148,10 @@ def _add_key_commands(sub: _Subcommands) -> None:
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE", nargs="?")
     p.add_argument("--stdin", action="store_true", help="read the value's bytes, as they are, from stdin")
+    p.add_argument("--ttl", metavar="SECONDS", help="the key expires SECONDS (a number above 0) after the commit")
+
+    p = sub.add("ttl", cmd_ttl, "print the seconds KEY has left before it expires (exit 1 when absent)", hexed=True)
+    p.add_argument("key", metavar="KEY")
 
     p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True)
     p.add_argument("keys", metavar="KEY", nargs="+")

@@ -8,7 +8,7 @@ propagates for ``cli.main`` to turn into its exit code and one line
 (DESIGN.md, "Command line").
 
 Invariants:
-  - commands that only read (get, scan, dump, stats, check, inspect, backup's source) open the database
+  - commands that only read (get, ttl, scan, dump, stats, check, inspect, backup's source) open the database
     read-only and never create one; put, load and shell create a missing one;
   - answers go to ``io.out``; progress goes to ``io.err`` only when it is a terminal.
 """
@@ -25,22 +25,22 @@ from typing import TextIO
 
 from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP, Config
 from kvstore.display import ESCAPED, HEX, BytesForm, Progress, Ticker, human_bytes
-from kvstore.dumpfile import DumpError, LoadReport, load, read_dump, write_dump
+from kvstore.dumpfile import DumpError, LoadReport, expiries, load, read_dump, write_dump
 from kvstore.errors import CorruptionError
 from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
 from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tree
-from kvstore.shell import Shell, parse_bytes, scan_lines
+from kvstore.shell import Shell, parse_bytes, parse_ttl, scan_lines, ttl_line
 from kvstore.store import KV, Stats
 
 __all__ = [
     "EXIT_BROKEN_PIPE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK",
     "EXIT_UNUSABLE", "EXIT_USAGE", "LOAD_BATCH_BYTES", "Streams", "UsageError", "cmd_backup", "cmd_check",
     "cmd_compact", "cmd_delete", "cmd_delete_range", "cmd_dump", "cmd_get", "cmd_inspect", "cmd_load", "cmd_put",
-    "cmd_scan", "cmd_shell", "cmd_stats", "open_config",
+    "cmd_scan", "cmd_shell", "cmd_stats", "cmd_ttl", "open_config",
 ]
 
 EXIT_OK = 0
-#: ``get``: the key is absent; ``check``: problems were found.
+#: ``get``, ``ttl``: the key is absent; ``check``: problems were found.
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
@@ -115,14 +115,29 @@ def cmd_get(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_put(args: argparse.Namespace, io: Streams) -> int:
-    """``put PATH KEY VALUE`` (or ``--stdin``): set one key, creating the database when missing."""
+    """``put PATH KEY VALUE`` (or ``--stdin``) ``[--ttl SECONDS]``: set one key, creating the database when
+    missing; with ``--ttl`` the key expires SECONDS after the commit."""
     form = _form(args)
     if (args.value is None) != args.stdin:
         raise UsageError("give either VALUE or --stdin (see 'kvstore put --help')")
+    ttl = None if args.ttl is None else parse_ttl(args.ttl)
     key = parse_bytes(args.key, form, "KEY")
     value = io.inp.buffer.read() if args.stdin else parse_bytes(args.value, form, "VALUE")
     with _open(args, write=True, create=True) as kv:
-        kv.set(key, value)
+        kv.set(key, value, ttl=ttl)
+    return EXIT_OK
+
+
+def cmd_ttl(args: argparse.Namespace, io: Streams) -> int:
+    """``ttl PATH KEY``: print the seconds KEY has left, or ``does not expire``; 1 when the key is absent."""
+    form = _form(args)
+    key = parse_bytes(args.key, form, "KEY")
+    with _open(args) as kv:
+        line = ttl_line(kv, key)
+    if line is None:
+        io.err.write(f"kvstore ttl: key {form.show(key)} not found\n")
+        return EXIT_NOT_FOUND
+    io.say(line)
     return EXIT_OK
 
 
@@ -168,7 +183,8 @@ def cmd_dump(args: argparse.Namespace, io: Streams) -> int:
                 raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
         try:
             with Progress(io.err, "dumping", None) as bar:
-                count = write_dump(kv.scan(), target, sequence=sequence, progress=bar.update)
+                count = write_dump(kv.scan(), target, sequence=sequence, progress=bar.update,
+                                   expiries=expiries(kv))
         finally:
             if target is not io.out:
                 target.close()
@@ -208,7 +224,8 @@ def _input_lines(args: argparse.Namespace, io: Streams, bar_label: str) -> tuple
 
 
 def cmd_load(args: argparse.Namespace, io: Streams) -> int:
-    """``load PATH [-i FILE]``: set every pair of a dump in bounded transactions; 2 on a bad dump."""
+    """``load PATH [-i FILE]``: set every pair of a dump in bounded transactions (skipping and counting
+    those whose expiry has passed); 2 on a bad dump."""
     if args.batch_bytes < 1:
         raise UsageError(f"--batch-bytes must be at least 1, got {args.batch_bytes}")
     lines, bar, name = _input_lines(args, io, "loading")
@@ -218,7 +235,8 @@ def cmd_load(args: argparse.Namespace, io: Streams) -> int:
             load(kv, read_dump(lines, name), report, batch_bytes=args.batch_bytes)
         except (DumpError, UnicodeDecodeError) as exc:
             raise UsageError(f"{exc}; {_loaded(report)} were committed before it") from None
-    io.say(f"loaded {_loaded(report)}")
+    skipped = f"; skipped {_count(report.expired, 'pair')} whose expiry had passed" if report.expired else ""
+    io.say(f"loaded {_loaded(report)}{skipped}")
     return EXIT_OK
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
 
-__all__ = ["ESCAPED", "HEX", "BytesForm", "Progress", "Ticker", "escape", "human_bytes", "unescape", "unhex"]
+__all__ = ["ESCAPED", "HEX", "BytesForm", "Progress", "Ticker", "escape", "human_bytes", "moment", "unescape",
+           "unhex"]
 
 _SIMPLE = {0x5C: "\\\\", 0x27: "\\'", 0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
 _TABLE = tuple(_SIMPLE.get(b, chr(b) if 0x20 <= b <= 0x7E else f"\\x{b:02x}") for b in range(256))
@@ -131,6 +133,20 @@ def human_bytes(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def moment(seconds: float) -> str:
+    """A time in seconds since the epoch for people: the number as it is, then the UTC date and time to the
+    millisecond (the number alone when it lies outside the years a date holds).
+
+    >>> moment(1700000000.25)
+    '1700000000.25 (2023-11-14T22:13:20.250Z)'
+    """
+    try:
+        when = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return repr(seconds)
+    return f"{seconds!r} ({when.replace(tzinfo=None).isoformat(timespec='milliseconds')}Z)"
 
 
 class Stream(Protocol):

@@ -2,12 +2,16 @@
 
 A dump is UTF-8 text, one JSON object per line (DESIGN.md, "Dump format"):
 a header line, one line per key in ascending key order with the key and
-value in base64, and an end line with the count, so that a cut-short dump is
-told from a whole one.  Loading commits in transactions of bounded size.
+value in base64 (and, for a key that expires, its expiry), and an end line
+with the count, so that a cut-short dump is told from a whole one.  Loading
+commits in transactions of bounded size, and sets a key that expires with
+the ttl it has left by the loading KV's clock.
 
 Invariants:
-  - ``read_dump(write_dump(pairs))`` yields exactly ``pairs``;
-  - ``read_dump`` raises ``DumpError`` (naming the line) on anything else, after yielding the pairs before it.
+  - ``read_dump(write_dump(pairs, expiries=f))`` yields exactly ``(key, value, f(key))`` for each pair
+    (``None`` for each without ``f``);
+  - ``read_dump`` raises ``DumpError`` (naming the line) on anything else, after yielding the rows before it;
+  - a dump of a KV where nothing expires reads each key once, as before expiries were dumped.
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
+from kvstore import record
 from kvstore.store import KV
 
-__all__ = ["FORMAT", "VERSION", "DumpError", "LoadReport", "load", "read_dump", "write_dump"]
+__all__ = ["FORMAT", "VERSION", "DumpError", "LoadReport", "expiries", "load", "read_dump", "write_dump"]
 
 #: The ``format`` field of the header line.
 FORMAT = "kvstore-dump"
-#: The version of the dump format this code writes and the newest it reads.
-VERSION = 1
+#: The version of the dump format this code writes and the newest it reads: 2 adds ``expires`` to the
+#: pair lines of keys that expire; a version 1 dump holds none and loads as ever.
+VERSION = 2
+
+#: A pair as ``read_dump`` yields it: key, value and expiry (seconds since the epoch by the clock of
+#: the KV dumped; None when the key does not expire).
+Row = tuple[bytes, bytes, float | None]
 
 
 class DumpError(ValueError):
@@ -36,13 +47,38 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def expiries(kv: KV) -> Callable[[bytes], float | None] | None:
+    """What ``write_dump`` asks each key's expiry of, for a dump of ``kv`` (a KV no one writes to while
+    it is dumped, as ``kvstore dump``'s read-only open): a function of a key giving its expiry as stored
+    (None when it does not expire); None when no value of ``kv`` expires, so each key is read once.
+
+    A key the dump's scan found alive but that expired since has its expiry written all the same: a load
+    then finds it past and skips it.
+    """
+    if not kv._may_expire():
+        return None
+    get = kv._get
+
+    def expires(key: bytes) -> float | None:
+        stored = get(key, None)
+        return stored.expires if type(stored) is record.Expiring else None
+
+    return expires
+
+
 def write_dump(pairs: Iterable[tuple[bytes, bytes]], out: TextIO, *, sequence: int,
-               progress: Callable[[int], None] | None = None) -> int:
-    """Write the header, one line per pair and the end line to ``out``; returns the number of pairs."""
+               progress: Callable[[int], None] | None = None,
+               expiries: Callable[[bytes], float | None] | None = None) -> int:
+    """Write the header, one line per pair and the end line to ``out``; returns the number of pairs.
+    With ``expiries`` (see ``expiries``), a key for which it gives a time has it on its line."""
     out.write(json.dumps({"format": FORMAT, "version": VERSION, "sequence": sequence}) + "\n")
     count = 0
     for key, value in pairs:
-        out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}"}}\n')
+        expires = None if expiries is None else expiries(key)
+        if expires is None:
+            out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}"}}\n')
+        else:
+            out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}", "expires": {expires!r}}}\n')
         count += 1
         if progress is not None and count % 1024 == 0:
             progress(count)
@@ -70,8 +106,26 @@ def _parse(line: str, where: str) -> dict[str, Any]:
     return obj
 
 
-def read_dump(lines: Iterable[str], name: str = "<dump>") -> Iterator[tuple[bytes, bytes]]:
-    """The (key, value) pairs of a dump, in the order written.
+_PAIR = {"key", "value"}
+_EXPIRING_PAIR = {"key", "value", "expires"}
+
+
+def _expires(obj: dict[str, Any], where: str) -> float:
+    value = obj["expires"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DumpError(f"{where}: 'expires' must be a number of seconds")
+    try:
+        expires = float(value)
+    except OverflowError:
+        expires = math.inf
+    if not math.isfinite(expires):
+        raise DumpError(f"{where}: 'expires' must be a finite number of seconds, not {value!r}")
+    return expires
+
+
+def read_dump(lines: Iterable[str], name: str = "<dump>") -> Iterator[Row]:
+    """The (key, value, expires) rows of a dump, in the order written: ``expires`` the key's expiry, None
+    when its line has none (every line of a version 1 dump).
 
     Raises ``DumpError`` naming ``name`` and the line: a missing or foreign
     header, a newer version, a line that is not a pair, no end line (a cut
@@ -99,34 +153,50 @@ def read_dump(lines: Iterable[str], name: str = "<dump>") -> Iterator[tuple[byte
             for extra, _ in enumerate(it, start=number + 1):
                 raise DumpError(f"{name} line {extra}: text after the end line")
             return
-        if set(obj) != {"key", "value"}:
-            raise DumpError(f"{where}: a pair line holds exactly \"key\" and \"value\"")
-        yield _field(obj, "key", where), _field(obj, "value", where)
+        fields = set(obj)
+        if fields != _PAIR and (version < 2 or fields != _EXPIRING_PAIR):
+            raise DumpError(f"{where}: a pair line holds exactly \"key\" and \"value\""
+                            + (" (and \"expires\" when the key expires)" if version >= 2 else ""))
+        expires = _expires(obj, where) if "expires" in obj else None
+        yield _field(obj, "key", where), _field(obj, "value", where), expires
     raise DumpError(f"{name}: ends after line {number} without its end line: cut short?")
 
 
 class LoadReport:
-    """What ``load`` has committed so far: pairs and transactions (read it after an error too)."""
+    """What ``load`` has done so far: pairs and transactions committed, and rows skipped because their
+    expiry had passed (read it after an error too)."""
 
-    __slots__ = ("pairs", "transactions")
+    __slots__ = ("pairs", "transactions", "expired")
 
     def __init__(self) -> None:
         self.pairs = 0
         self.transactions = 0
+        self.expired = 0
 
 
-def load(kv: KV, pairs: Iterable[tuple[bytes, bytes]], report: LoadReport, *, batch_bytes: int,
+def load(kv: KV, rows: Iterable[Row], report: LoadReport, *, batch_bytes: int,
          progress: Callable[[int], None] | None = None) -> None:
-    """Set every pair in ``kv``, committing a transaction each time its keys and values reach
-    ``batch_bytes``, and counting what was committed in ``report``.  When ``pairs`` (or a commit)
-    raises, the transaction in progress is aborted and the error propagates; ``report`` then says what
-    earlier transactions committed."""
+    """Set every row's key to its value in ``kv``, committing a transaction each time its keys and values
+    reach ``batch_bytes``, and counting what was committed in ``report``.  A row with an expiry is set
+    with the ttl it has left by ``kv``'s clock, read as the row is set (the ttl counts from the commit, so
+    the key expires later by the time until its transaction commits); a row whose expiry has passed is
+    skipped and counted in ``report.expired``.  When ``rows`` (or a commit) raises, the transaction in
+    progress is aborted and the error propagates; ``report`` then says what earlier transactions
+    committed."""
     pending = 0
     size = 0
+    clock = kv._clock
     tx = kv.new_tx()
     try:
-        for key, value in pairs:
-            tx.set(key, value)
+        for key, value, expires in rows:
+            if expires is None:
+                tx.set(key, value)
+            else:
+                left = expires - clock()
+                if left <= 0:
+                    report.expired += 1
+                    continue
+                tx.set(key, value, ttl=left)
             pending += 1
             size += len(key) + len(value)
             if size >= batch_bytes:

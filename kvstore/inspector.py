@@ -10,6 +10,8 @@ can see both the format (DESIGN.md, "On-disk formats") and the damage.
 Invariants:
   - a structure's ``problems`` is empty exactly when the engine would read the file without complaint
     (for a log: as the last log of a database);
+  - a value that expires shows as its own bytes with its expiry beside it (``expires``), never with the
+    8 bytes of the expiry before it;
   - nothing here writes a byte.
 """
 
@@ -43,6 +45,14 @@ def _kind(value: bytes | None) -> str:
     if value is None:
         return "delete"
     return "range delete" if type(value) is record.RangeEnd else "value"
+
+
+def _write(key: bytes, value: bytes | None, **more: Any) -> Tree:
+    """One write or entry: its key, its value and its kind, and for a value that expires the value's own
+    bytes and ``expires``, the expiry (seconds by the clock of the KV that wrote it)."""
+    if type(value) is record.Expiring:
+        return {"key": key, **more, "value": value.data, "kind": "value", "expires": value.expires}
+    return {"key": key, **more, "value": value, "kind": _kind(value)}
 
 
 def _header(buf: bytes, path: str, magic: bytes, problems: list[str]) -> Tree:
@@ -120,7 +130,7 @@ def _frame(buf: bytes, path: str, number: int, pos: int) -> Tree | None:
     except CorruptionError:
         return None  # _wal_damage names it
     return {"offset": pos, "length": length, "type": rtype, "crc": f"0x{stored:08x}", "sequence": seq,
-            "durable_offset": durable, "writes": [{"key": k, "value": v, "kind": _kind(v)} for k, v in writes]}
+            "durable_offset": durable, "writes": [_write(k, v) for k, v in writes]}
 
 
 def _wal_damage(fs: FileSystem, path: str, number: int, tree: Tree) -> None:
@@ -281,8 +291,7 @@ def _block(table: _Table, place: tuple[int, int], last_key: bytes, hi: int, entr
     if keys and keys[-1] != last_key:
         problems.append(f"{table.path} at offset {off}: index key differs from the block's last key")
     if entries:
-        block["entries"] = [{"key": k, "sequence": s, "value": v, "kind": _kind(v)}
-                            for k, s, v in zip(keys, seqs, values)]
+        block["entries"] = [_write(k, v, sequence=s) for k, s, v in zip(keys, seqs, values)]
     return block
 
 

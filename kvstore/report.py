@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from kvstore.display import BytesForm, human_bytes
+from kvstore.display import BytesForm, human_bytes, moment
 from kvstore.store import Stats
 
 __all__ = ["inspect_lines", "jsonable", "shorten", "stats_lines", "stats_tree"]
@@ -51,7 +51,8 @@ def stats_tree(stats: Stats, path: str) -> dict[str, Any]:
         "sequence": stats.sequence,
         "tables": [{"name": t.name, "file_number": t.file_number, "entries": t.entries, "deletes": t.deletes,
                     "bytes": t.bytes, "smallest": t.smallest, "largest": t.largest,
-                    "min_sequence": t.min_sequence, "max_sequence": t.max_sequence} for t in stats.tables],
+                    "min_sequence": t.min_sequence, "max_sequence": t.max_sequence, "expiring": t.expiring}
+                   for t in stats.tables],
         "memtable": {"entries": stats.memtable_entries, "bytes": stats.memtable_bytes,
                      "immutable": stats.immutable_memtables},
         "wal_bytes": stats.wal_bytes,
@@ -61,6 +62,7 @@ def stats_tree(stats: Stats, path: str) -> dict[str, Any]:
         "write_amplification": stats.write_amplification if stats.user_bytes else None,
         "flushes": stats.flushes,
         "merges": stats.merges,
+        "expired": stats.expired,
         "live_snapshots": stats.live_snapshots,
         "cache": {"hits": stats.cache_hits, "misses": stats.cache_misses},
         "recovery": list(stats.recovery),
@@ -79,7 +81,7 @@ def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
     for t in stats.tables:
         lines.append(f"  {t.name}  {t.entries:>10,} entries {t.deletes:>8,} deletes {human_bytes(t.bytes):>10}"
                      f"  seq {t.min_sequence}..{t.max_sequence}  keys {shorten(t.smallest, form, 24)}"
-                     f" .. {shorten(t.largest, form, 24)}")
+                     f" .. {shorten(t.largest, form, 24)}" + (f"  {t.expiring:,} expiring" if t.expiring else ""))
     amp = f"{stats.write_amplification:.2f}" if stats.user_bytes else "n/a: nothing written since open"
     lines += [
         f"memtable      {stats.memtable_entries:,} entries, {human_bytes(stats.memtable_bytes)}"
@@ -88,7 +90,8 @@ def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
         f"disk          {human_bytes(stats.disk_bytes)}",
         f"written       {human_bytes(stats.bytes_written)} by the engine for {human_bytes(stats.user_bytes)}"
         f" of keys and values since open; write amplification {amp}",
-        f"work          {stats.flushes} flushes, {stats.merges} merges since open",
+        f"work          {stats.flushes} flushes, {stats.merges} merges since open"
+        + (f", {stats.expired:,} expired entries dropped" if stats.expired else ""),
         f"snapshots     {stats.live_snapshots} live",
         f"cache         {stats.cache_hits:,} hits, {stats.cache_misses:,} misses",
     ]
@@ -106,6 +109,11 @@ def _header_line(h: dict[str, Any]) -> str:
             f"  crc {h['crc']} {state}")
 
 
+def _expiry(write: dict[str, Any]) -> str:
+    """What follows a write or entry that expires in text: ``  expires at`` and its expiry."""
+    return f"  expires at {moment(write['expires'])}" if "expires" in write else ""
+
+
 def _wal_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
     lines = [f"log       {tree['file']}  {tree['size']:,} bytes", _header_line(tree["header"])]
     for f in tree["frames"]:
@@ -117,7 +125,8 @@ def _wal_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
             elif w["value"] is None:
                 lines.append(f"    delete {shorten(w['key'], form, limit)}")
             else:
-                lines.append(f"    set    {shorten(w['key'], form, limit)} = {shorten(w['value'], form, limit)}")
+                lines.append(f"    set    {shorten(w['key'], form, limit)} = {shorten(w['value'], form, limit)}"
+                             f"{_expiry(w)}")
     if "valid_end" in tree:
         lines.append(f"end       {len(tree['frames'])} frames, valid up to offset {tree['valid_end']}"
                      f" of {tree['size']}")
@@ -137,6 +146,8 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
         lines.append(f"props     {props['entries']:,} entries ({props['deletes']:,} deletes)  sequences"
                      f" {props['min_seq']}..{props['max_seq']}  keys {shorten(props['smallest'], form, limit)}"
                      f" .. {shorten(props['largest'], form, limit)}")
+        if props["expiring"]:
+            lines.append(f"expiring  {props['expiring']:,} entries, the earliest at {moment(props['earliest_expiry'])}")
     for r in tree.get("range_tombstones", ()):
         lines.append(f"range     [{shorten(r['start'], form, limit)}, {shorten(r['end'], form, limit)}) deleted at"
                      f" sequence{'s' if len(r['sequences']) > 1 else ''} {', '.join(map(str, r['sequences']))}")
@@ -153,7 +164,7 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
                      f"  {shorten(b['first_key'], form, limit)} .. {shorten(b['last_key'], form, limit)}")
         for e in b.get("entries", ()):
             shown = "DELETE" if e["value"] is None else shorten(e["value"], form, limit)
-            lines.append(f"    {shorten(e['key'], form, limit)} @{e['sequence']} = {shown}")
+            lines.append(f"    {shorten(e['key'], form, limit)} @{e['sequence']} = {shown}{_expiry(e)}")
     return lines
 
 

@@ -1,6 +1,7 @@
 """``kvstore shell``: an interactive prompt on one open KV, also driven line by line from a script's stdin.
 
-Commands: get, put, del, delete-range, scan, begin, commit, abort, stats, help, quit.
+Commands: get, put (``--ttl SECONDS``: the key expires), ttl, del, delete-range, scan, begin, commit, abort,
+stats, help, quit.
 Arguments are split as a POSIX shell does (quotes group, backslashes are
 kept) and read in the session's ``BytesForm``; between ``begin`` and
 ``commit``/``abort`` every command goes through one transaction.  On a
@@ -27,11 +28,12 @@ from typing import Any, TextIO
 
 from kvstore.display import BytesForm
 from kvstore.errors import ConflictError, KVError
+from kvstore.expiry import check_ttl
 from kvstore.report import stats_lines
 from kvstore.store import KV
 from kvstore.transaction import KVTX
 
-__all__ = ["ArgumentError", "Shell", "add_scan_arguments", "parse_bytes", "scan_lines"]
+__all__ = ["ArgumentError", "Shell", "add_scan_arguments", "parse_bytes", "parse_ttl", "scan_lines", "ttl_line"]
 
 
 class ArgumentError(ValueError):
@@ -57,6 +59,25 @@ def parse_bytes(text: str, form: BytesForm, what: str) -> bytes:
         return form.parse(text)
     except ValueError as exc:
         raise ArgumentError(f"{what}: {exc}") from None
+
+
+def parse_ttl(text: str) -> float:
+    """The seconds of a ``--ttl`` argument, for the command line and the shell alike; raises
+    ``ArgumentError`` unless ``text`` is a finite number above 0."""
+    try:
+        return check_ttl(float(text))
+    except ValueError:
+        raise ArgumentError(f"--ttl must be a finite number of seconds above 0, got {text!r}") from None
+
+
+def ttl_line(source: KV | KVTX, key: bytes) -> str | None:
+    """What ``ttl`` prints for ``key`` in ``source``: the seconds it has left (to the millisecond), or
+    ``does not expire``; None when it is absent (or expired)."""
+    left = source.ttl(key)
+    if left is not None:
+        return f"{left:.3f}"
+    # asked after ttl: a key that expired since would read absent here (the clock never goes back)
+    return None if source.get(key) is None else "does not expire"
 
 
 def _optional_bytes(text: str | None, form: BytesForm, what: str) -> bytes | None:
@@ -115,7 +136,7 @@ def split(line: str) -> list[str]:
 class Shell(cmd.Cmd):
     """The prompt.  ``errors`` counts the commands that failed; ``run()`` returns 1 when any did."""
 
-    intro_text = "kvstore shell: get, put, del, delete-range, scan, begin, commit, abort, stats, help, quit"
+    intro_text = "kvstore shell: get, put, ttl, del, delete-range, scan, begin, commit, abort, stats, help, quit"
 
     def __init__(self, kv: KV, path: str, form: BytesForm, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
         super().__init__(stdin=stdin, stdout=stdout)
@@ -223,9 +244,27 @@ class Shell(cmd.Cmd):
             self._say(self.form.show(value))
 
     def do_put(self, arg: str) -> None:
-        """put KEY VALUE: set KEY to VALUE."""
-        key, value = self._args(arg, 2, 2, "put KEY VALUE")
-        self._source.set(key, value)
+        """put [--ttl SECONDS] KEY VALUE: set KEY to VALUE (with --ttl, expiring SECONDS after the commit)."""
+        usage = "put [--ttl SECONDS] KEY VALUE"
+        words = split(arg)
+        ttl = None
+        if len(words) == 3 and words[0].startswith("--ttl="):
+            ttl, words = parse_ttl(words[0].removeprefix("--ttl=")), words[1:]
+        elif len(words) == 4 and words[0] == "--ttl":
+            ttl, words = parse_ttl(words[1]), words[2:]
+        elif len(words) != 2:
+            raise ArgumentError(f"usage: {usage}")
+        key, value = (parse_bytes(w, self.form, "argument") for w in words)
+        self._source.set(key, value, ttl=ttl)
+
+    def do_ttl(self, arg: str) -> None:
+        """ttl KEY: print the seconds KEY has left or "does not expire" (when absent: a note on stderr)."""
+        (key,) = self._args(arg, 1, 1, "ttl KEY")
+        line = ttl_line(self._source, key)
+        if line is None:
+            print(f"not found: {self.form.show(key)}", file=self.stderr)
+        else:
+            self._say(line)
 
     def do_del(self, arg: str) -> None:
         """del KEY...: delete keys (in one transaction); says how many existed."""

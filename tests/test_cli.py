@@ -8,6 +8,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,35 @@ def test_put_needs_exactly_one_of_value_and_stdin(tmp_path: Path) -> None:
     assert not (tmp_path / "db").exists()
 
 
+def test_put_ttl_sets_a_key_that_expires_and_ttl_tells_the_seconds_left(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "db")
+    assert main(["put", "--ttl", "3600", path, "hour", "1"]) == 0
+    assert main(["put", path, "lasting", "2"]) == 0
+    assert main(["put", path, "brief", "3", "--ttl", "0.2"]) == 0
+    assert main(["get", path, "brief"]) == 0
+    capsys.readouterr()
+    assert main(["ttl", path, "hour"]) == 0 and 3590 < float(capsys.readouterr().out) <= 3600
+    assert main(["ttl", path, "lasting"]) == 0 and capsys.readouterr().out == "does not expire\n"
+    time.sleep(0.25)  # "brief" expires
+    assert main(["get", path, "brief"]) == 1 and main(["ttl", path, "brief"]) == 1
+    assert main(["ttl", path, "nope"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "kvstore get: key brief not found", "kvstore ttl: key brief not found", "kvstore ttl: key nope not found"]
+    with KV.open(path, Config(read_only=True)) as kv:
+        assert dict(kv.scan()) == {b"hour": b"1", b"lasting": b"2"}
+    assert main(["stats", path, "--json"]) == 0  # each put's close wrote its own table
+    assert sorted(t["expiring"] for t in json.loads(capsys.readouterr().out)["tables"]) == [0, 1, 1]
+
+
+@pytest.mark.parametrize("ttl", ["0", "-1", "nan", "1e400", "soon"], ids=["zero", "negative", "nan", "inf", "word"])
+def test_put_with_a_bad_ttl_exits_2_and_writes_nothing(tmp_path: Path, ttl: str) -> None:
+    result = run("put", "--ttl", ttl, tmp_path / "db", "k", "v")
+    assert result.returncode == 2 and result.stdout == b""
+    assert err_line(result) == f"kvstore put: --ttl must be a finite number of seconds above 0, got '{ttl}'"
+    assert not (tmp_path / "db").exists()
+
+
 def test_delete_removes_keys_in_one_transaction_and_counts_those_that_existed(db: Path) -> None:
     result = run("delete", db, "k001", "k002", "k007", "nope")
     assert result.returncode == 0 and out(result) == "deleted 2 of 4 keys\n"
@@ -175,6 +205,29 @@ def test_inspect_shows_range_deletes_in_a_log_and_in_a_table(tmp_path: Path) -> 
         assert tree["range_tombstones"] == [{"start": base64.b64encode(b"b").decode(),
                                              "end": base64.b64encode(b"d").decode(), "sequences": [2]}]
         held.abort()
+
+
+def test_inspect_shows_each_expiry_in_a_log_and_in_a_table(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with KV.open(path, Config(background=False), clock=lambda: 1767225000.0) as kv:
+        kv.set(b"k", b"v", ttl=600.5)
+        kv.set(b"p", b"plain")
+        log = Path(kv._wal.path) if kv._wal is not None else None
+        assert log is not None
+        text = out(run("inspect", "wal", log))
+        assert "\n    set    k = v  expires at 1767225600.5 (2026-01-01T00:00:00.500Z)\n" in text
+        assert "\n    set    p = plain\n" in text
+        writes = [w for f in json.loads(out(run("inspect", "wal", "--json", log)))["frames"] for w in f["writes"]]
+        assert writes == [{"key": "aw==", "value": "dg==", "kind": "value", "expires": 1767225600.5},
+                          {"key": "cA==", "value": "cGxhaW4=", "kind": "value"}]
+        kv.flush()
+        table = path / kv.stats().tables[0].name
+    text = out(run("inspect", "sst", "--entries", table))
+    assert "expiring  1 entries, the earliest at 1767225600.5 (2026-01-01T00:00:00.500Z)" in text
+    assert "    k @1 = v  expires at 1767225600.5 (2026-01-01T00:00:00.500Z)\n    p @2 = plain\n" in text
+    tree = json.loads(out(run("inspect", "sst", "--json", "--entries", table)))
+    assert (tree["properties"]["expiring"], tree["properties"]["earliest_expiry"]) == (1, 1767225600.5)
+    assert [e.get("expires") for e in tree["blocks"][0]["entries"]] == [1767225600.5, None]
 
 
 @pytest.mark.parametrize("argument", [r"bad\q", "trailing\\", r"\x4", r"\400"],
@@ -282,6 +335,30 @@ def test_dump_then_load_round_trips_binary_keys_exactly(tmp_path: Path) -> None:
     assert again[1:] == dump.stdout.splitlines()[1:]  # the header's sequence is each database's own
 
 
+def test_dump_and_load_keep_expiries_and_drop_what_expired(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    now = time.time()
+    with KV.open(src, SMALL, clock=lambda: now) as kv:
+        kv.set(b"lasting", b"1")
+        kv.set(b"day", b"2", ttl=86400)
+        kv.set(b"past", b"3", ttl=1e-3)  # expired by the time the dump reads it
+    dump = run("dump", src)
+    assert dump.returncode == 0 and dump.stderr == b""
+    lines = [json.loads(line) for line in dump.stdout.splitlines()]
+    assert lines[0]["version"] == 2 and lines[-1] == {"end": True, "count": 2}
+    assert lines[1:3] == [{"key": "ZGF5", "value": "Mg==", "expires": now + 86400},  # "day", exactly as stored
+                          {"key": "bGFzdGluZw==", "value": "MQ=="}]
+    dump_file = tmp_path / "dump.jsonl"
+    dump_file.write_bytes(dump.stdout.replace(b'"value": "MQ=="}', b'"value": "MQ==", "expires": 1000.5}'))
+    loaded = run("load", dst, "-i", dump_file)
+    assert loaded.returncode == 0, loaded.stderr
+    assert out(loaded) == "loaded 1 pair in 1 transaction; skipped 1 pair whose expiry had passed\n"
+    with KV.open(dst, Config(read_only=True)) as kv:
+        assert dict(kv.scan()) == {b"day": b"2"}
+        left = kv.ttl(b"day")
+        assert left is not None and 86400 - 1 < left + (time.time() - now) < 86400 + 60  # expires as in src
+
+
 def test_dump_to_a_file_and_load_from_it(db: Path, tmp_path: Path) -> None:
     file = tmp_path / "db.jsonl"
     result = run("dump", db, "-o", file)
@@ -305,7 +382,7 @@ def test_load_of_a_cut_short_dump_exits_2_and_says_what_was_committed(db: Path, 
 @pytest.mark.parametrize(("text", "message"), [
     (b"", "empty"),
     (b'{"format": "other"}\n', "not a kvstore dump header"),
-    (b'{"format": "kvstore-dump", "version": 2}\n', "version 2"),
+    (b'{"format": "kvstore-dump", "version": 3}\n', "version 3"),
     (b'{"format": "kvstore-dump", "version": 1}\n{"key": "!!", "value": ""}\n', "line 2: 'key' is not base64"),
     (b'{"format": "kvstore-dump", "version": 1}\nnot json\n', "line 2: not JSON"),
     (b'{"format": "kvstore-dump", "version": 1}\n{"end": true, "count": 3}\n', "says 3 pairs"),
@@ -443,7 +520,7 @@ def test_inspect_wal_shows_frames_and_calls_a_torn_tail_by_its_name(db: Path) ->
     result = run("inspect", "wal", log)
     assert result.returncode == 0 and result.stderr == b""
     text = out(result)
-    assert "header    magic KVWL  version 2" in text and "set    late = 1" in text
+    assert "header    magic KVWL  version 3" in text and "set    late = 1" in text
     with open(log, "ab") as f:
         f.write(b"\x01\x02\x03")  # half a frame header: what a crash mid-append leaves
     result = run("inspect", "wal", log)
@@ -524,6 +601,20 @@ def test_shell_driven_through_stdin(tmp_path: Path) -> None:
                                         "deleted 0 of 1", "deleted [d, f)", "b key", "f",
                                         "nothing deleted: START is not below END", "b key", "f"]
     assert result.stderr.decode().splitlines() == ["not found: missing", "not found: c"]
+
+
+def test_shell_put_ttl_and_ttl(tmp_path: Path) -> None:
+    script = ("put --ttl 3600 hour 1\nput --ttl=60 minute 2\nput plain 3\nttl hour\nttl minute\nttl plain\n"
+              "ttl nope\nput --ttl 0 bad 4\nbegin\nput --ttl 5 tx 5\nttl tx\ncommit\nscan --keys-only\n")
+    result = run("shell", tmp_path / "db", stdin=script.encode())
+    assert result.returncode == 1  # the bad ttl
+    lines = out(result).splitlines()
+    assert 3590 < float(lines[0]) <= 3600 and 50 < float(lines[1]) <= 60
+    assert lines[2:] == ["does not expire", "5.000", "hour", "minute", "plain", "tx"]  # in a tx: all of it
+    assert result.stderr.decode().splitlines() == [
+        "not found: nope", "error: --ttl must be a finite number of seconds above 0, got '0'"]
+    with KV.open(tmp_path / "db", Config(read_only=True)) as kv:
+        assert kv.ttl(b"plain") is None and 0 < (kv.ttl(b"tx") or 0) <= 5
 
 
 def test_shell_reports_errors_goes_on_and_exits_1(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore.display import ESCAPED, HEX, Progress, Ticker, escape, human_bytes, unescape, unhex
+from kvstore.display import ESCAPED, HEX, Progress, Ticker, escape, human_bytes, moment, unescape, unhex
 
 
 @given(st.binary())
@@ -115,3 +115,13 @@ def test_ticker_shows_elapsed_time_on_a_terminal_and_clears_it() -> None:
     assert term.getvalue() == "\rchecking 1.2s" + "\r" + " " * len("checking 1.2s") + "\r"
     ticker.tick(2.0)  # after the end: nothing more
     assert term.getvalue().endswith("\r")
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (1767225600.5, "1767225600.5 (2026-01-01T00:00:00.500Z)"),
+    (0.0, "0.0 (1970-01-01T00:00:00.000Z)"),
+    (1e300, "1e+300"),  # past the years a date holds: the number alone
+    (-1e20, "-1e+20"),
+], ids=["2026", "epoch", "far-future", "far-past"])
+def test_moment_shows_the_seconds_and_the_utc_time(seconds: float, shown: str) -> None:
+    assert moment(seconds) == shown

@@ -37,6 +37,18 @@ def test_inspect_wal_lists_every_commit_with_its_offsets(tmp_path: Path) -> None
     assert tree["valid_end"] == tree["size"]
 
 
+def test_inspect_wal_shows_an_expiring_write_as_its_value_and_its_expiry(tmp_path: Path) -> None:
+    path = tmp_path / "000007.log"
+    wal = WalWriter.create(OSFileSystem(), str(tmp_path), str(path), 7)
+    wal.append(1, [(b"k", record.Expiring.of(b"value", 1767225600.5)), (b"p", b"plain")], sync=True)
+    wal.close()
+    tree = inspect_wal(str(path))
+    assert tree["problems"] == []
+    assert tree["frames"][0]["writes"] == [{"key": b"k", "value": b"value", "kind": "value", "expires": 1767225600.5},
+                                           {"key": b"p", "value": b"plain", "kind": "value"}]
+    assert type(tree["frames"][0]["writes"][0]["value"]) is bytes  # the value's bytes, not the stored form
+
+
 def test_inspect_wal_tells_corruption_before_the_durable_point_from_a_torn_tail(tmp_path: Path) -> None:
     path = _log(tmp_path, 3)
     tree = inspect_wal(str(path))
@@ -81,6 +93,29 @@ def test_inspect_sst_agrees_with_the_table_the_engine_wrote(tmp_path: Path) -> N
     assert tree["footer"]["offset"] == table.bytes - record.FOOTER.size
 
 
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_inspect_sst_shows_each_expiry_and_the_properties_count_of_them(tmp_path: Path) -> None:
+    with KV.open(tmp_path / "db", CONFIG, clock=_Clock(1000.0)) as kv:
+        kv.set(b"a", b"1", ttl=50)
+        kv.set(b"b", b"2")
+        kv.set(b"c", b"3", ttl=20.25)
+        kv.flush()
+        table = kv.stats().tables[0]
+    tree = inspect_sst(str(tmp_path / "db" / table.name), entries=True)
+    assert tree["problems"] == []
+    assert (tree["properties"]["expiring"], tree["properties"]["earliest_expiry"]) == (2, 1020.25)
+    entries = [e for b in tree["blocks"] for e in b["entries"]]
+    assert [(e["key"], e["value"], e.get("expires")) for e in entries] == [
+        (b"a", b"1", 1050.0), (b"b", b"2", None), (b"c", b"3", 1020.25)]
+
+
 def _one_table(tmp_path: Path) -> TableStats:
     """A database in ``tmp_path / "db"`` of 200 keys merged into one table, and that table."""
     with KV.open(tmp_path / "db", CONFIG) as kv:
@@ -95,7 +130,7 @@ def test_inspect_sst_shows_the_bloom_filter_of_each_table_version(tmp_path: Path
     """Version 2: the blocked filter's lines and k; version 1 (tests/data/format_v1): its bits and probes."""
     table = _one_table(tmp_path)
     tree = inspect_sst(str(tmp_path / "db" / table.name))
-    assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 3
+    assert tree["problems"] == [] and tree["header"]["version"] == tree["footer"]["version"] == 4
     assert tree["bloom"] == {"kind": "blocked", "bits": 5 * 512, "probes": 6, "lines": 5}
     old = Path(__file__).parent / "data" / "format_v1"
     tree = inspect_sst(str(old / "000020.sst"))
