@@ -4,7 +4,8 @@ Property: any directory either opens, reads and closes or raises ``CorruptionErr
 ``UnsupportedFormatError``); nothing else escapes and nothing hangs.  Input: a flags byte (``FIX``:
 recompute every checksum of every file; 2: open read-only; 4: ``recovery="salvage"``; 8: after reading,
 commit and merge every table), then the files in ``harness.pack_files`` form (meta0, meta1, numbered
-tables and logs).
+tables and logs).  The KV's clock stands still at ``NOW``, so an input reads, expires and merges the same
+way at every run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from kvstore import KV, Config
 from kvstore.simfs import SimFS
 
 DIR = "/db"
+#: the KV's clock (seconds): 2026-01-01 00:00 UTC, when some of the seed corpus's values have expired
+#: (``make_corpus.BUILT_AT``)
+NOW = 1767225600.0
 
 
 def read_all(kv: KV) -> None:
@@ -73,7 +77,7 @@ def check(data: bytes) -> None:
     fs = make_fs(files, bool(flags & FIX))
     config = Config(background=False, read_only=bool(flags & 2), recovery="salvage" if flags & 4 else "strict")
     with contextlib.suppress(*ALLOWED):
-        kv = KV.open(DIR, config, fs=fs)
+        kv = KV.open(DIR, config, fs=fs, clock=lambda: NOW)
         try:
             read_all(kv)
             if flags & 8 and not config.read_only:  # and write: a commit, then a merge of every table

@@ -30,33 +30,41 @@ _EXAMPLE = re.compile(r"<!-- example: ([a-z0-9_]+) -->\n```hex\n(.*?)```", re.DO
 
 # ---------------------------------------------------------------- the inputs DESIGN.md states
 
-# "the first frame of log 7, at offset 20: sequence 42, durable_offset 20, apple = red, a delete of kiwi and a
-# range delete of [m, p)"
+# "the first frame of log 7, at offset 20: sequence 42, durable_offset 20, apple = red, fig = ripe expiring at
+# 1767225600.0, a delete of kiwi and a range delete of [m, p)"
 LOG_NUMBER = 7
 COMMIT_SEQUENCE = 42
 COMMIT_DURABLE = 20
-COMMIT_WRITES: list[tuple[bytes, bytes | None]] = [(b"apple", b"red"), (b"kiwi", None), (b"m", record.RangeEnd(b"p"))]
+EXPIRES = 1767225600.0
+COMMIT_WRITES: list[tuple[bytes, bytes | None]] = [(b"apple", b"red"), (b"fig", record.Expiring.of(b"ripe", EXPIRES)),
+                                                   (b"kiwi", None), (b"m", record.RangeEnd(b"p"))]
+# "the log file is then 106 bytes"
+LOG_SIZE = 106
 
-# "table 12, block_size 4096, bloom_bits_per_key 10: apple@5 = red, kiwi@9 = DELETE, kiwi@4 = green"
+# "table 12, block_size 4096, bloom_bits_per_key 10: apple@5 = red, fig@6 = ripe expiring at 1767225600.0,
+# kiwi@9 = DELETE, kiwi@4 = green"
 TABLE_NUMBER = 12
-TABLE_ENTRIES: list[tuple[bytes, int, bytes | None]] = [(b"apple", 5, b"red"), (b"kiwi", 9, None),
-                                                        (b"kiwi", 4, b"green")]
+TABLE_ENTRIES: list[tuple[bytes, int, bytes | None]] = [(b"apple", 5, b"red"),
+                                                        (b"fig", 6, record.Expiring.of(b"ripe", EXPIRES)),
+                                                        (b"kiwi", 9, None), (b"kiwi", 4, b"green")]
 BLOCK_SIZE = 4096
 BLOOM_BITS = 10
 # "and one range tombstone, [b, d) at sequence 7"
 TABLE_RANGES = rangedel.Fragments.of([(b"b", b"d", 7)])
-# "header (0..19), one data block (20..93), index (94..132), bloom (133..202), range tombstones
-# (203..229), properties (230..290), footer (291..346)"
-TABLE_OFFSETS = {"table_header": 0, "table_data_block": 20, "table_index": 94, "table_bloom": 133,
-                 "table_ranges": 203, "table_props": 230, "table_footer": 291}
-TABLE_SIZE = 347
+# "header (0..19), one data block (20..123), index (124..162), bloom (163..232), range tombstones
+# (233..259), properties (260..336), footer (337..392)"
+TABLE_OFFSETS = {"table_header": 0, "table_data_block": 20, "table_index": 124, "table_bloom": 163,
+                 "table_ranges": 233, "table_props": 260, "table_footer": 337}
+TABLE_SIZE = 393
 TABLE_PARTS = tuple(TABLE_OFFSETS)
-# "the version 1 filter of the same two keys, at offset 133 of a version 1 table"
+# "a version 1 table of the entries of apple and kiwi alone ... at offset 133 of that table"
 CHUNK_OFFSETS = {**TABLE_OFFSETS, "table_bloom_v1": 133}
+BLOOM_V1_KEYS = (b"apple", b"kiwi")
 # the hashes, their windows "h >> 19" and "h & 8191" and the bits each window's entry sets
-BLOOM_HASHES = {b"apple": 0x95CB3A6A, b"kiwi": 0xC7F3686E}
-BLOOM_WINDOWS = {b"apple": (4793, 6762), b"kiwi": (6398, 2158)}
-BLOOM_BITS_OF = {b"apple": ({309, 380, 485}, {86, 106, 452}), b"kiwi": ({146, 288, 446}, {104, 235, 378})}
+BLOOM_HASHES = {b"apple": 0x95CB3A6A, b"fig": 0x2CD2A7E0, b"kiwi": 0xC7F3686E}
+BLOOM_WINDOWS = {b"apple": (4793, 6762), b"fig": (1434, 2016), b"kiwi": (6398, 2158)}
+BLOOM_BITS_OF = {b"apple": ({309, 380, 485}, {86, 106, 452}), b"fig": ({80, 458, 501}, {146, 292, 450}),
+                 b"kiwi": ({146, 288, 446}, {104, 235, 378})}
 # version 1: "CRC32C(b"apple") = 0x95cb3a6a sets bits 42, 15, 52, 25, 62, 35, 8; CRC32C(b"kiwi") = 0xc7f3686e
 # sets bits 46, 39, 32, 25, 18, 11, 4"
 BLOOM_V1_SET_BITS = {42, 15, 52, 25, 62, 35, 8} | {46, 39, 32, 25, 18, 11, 4}
@@ -71,7 +79,7 @@ def _table_keys() -> tuple[list[bytes], list[int], list[bytes | None]]:
 
 
 def _data_payload() -> bytes:
-    return block.encode_block(*_table_keys())
+    return block.encode_block(*_table_keys(), expiring=True)
 
 
 def _index_payload() -> bytes:
@@ -90,15 +98,17 @@ def _bloom_payload() -> bytes:
 
 
 def _bloom_v1_payload() -> bytes:
-    return bloom.Bloom.build(_bloom_hashes(), len(_bloom_hashes()), BLOOM_BITS)
+    hashes = [record.key_hash(k) for k in BLOOM_V1_KEYS]
+    return bloom.Bloom.build(hashes, len(hashes), BLOOM_BITS)
 
 
 def _props_payload() -> bytes:
     seqs = [e[1] for e in TABLE_ENTRIES]
     deletes = sum(1 for e in TABLE_ENTRIES if e[2] is None)
     ranges = (TABLE_OFFSETS["table_ranges"], len(_chunk("table_ranges", rangedel.encode(TABLE_RANGES))))
+    expiries = [e[2].expires for e in TABLE_ENTRIES if isinstance(e[2], record.Expiring)]
     return record.encode_props(len(TABLE_ENTRIES), deletes, min(seqs), max(seqs), TABLE_ENTRIES[0][0],
-                               TABLE_ENTRIES[-1][0], ranges)
+                               TABLE_ENTRIES[-1][0], ranges, (len(expiries), min(expiries)))
 
 
 def _chunk(name: str, payload: bytes) -> bytes:
@@ -175,7 +185,7 @@ def test_design_doc_example_matches_encoder(name: str) -> None:
 def _decode_file_header(data: bytes, magic: bytes, number: int) -> None:
     version = record.decode_file_header(data, "example", magic, number)
     assert record.FILE_HEADER.unpack(data)[:4] == (magic, version, 0, number)
-    assert version == {record.TABLE_MAGIC: 3, record.WAL_MAGIC: 2}.get(magic, 1) == record.newest_version(magic)
+    assert version == {record.TABLE_MAGIC: 4, record.WAL_MAGIC: 3}.get(magic, 1) == record.newest_version(magic)
 
 
 def _decode_wal_frame(data: bytes) -> None:
@@ -185,7 +195,12 @@ def _decode_wal_frame(data: bytes) -> None:
     assert record.frame_crc(LOG_NUMBER, length, rtype, payload) == stored
     decoded = record.decode_commit(payload, "example", record.FILE_HEADER.size)
     assert decoded == (COMMIT_SEQUENCE, COMMIT_DURABLE, COMMIT_WRITES)
-    assert type(decoded[2][-1][1]) is record.RangeEnd
+    assert [type(value) for _, value in decoded[2]] == [bytes, record.Expiring, type(None), record.RangeEnd]
+    fig = decoded[2][1][1]
+    assert isinstance(fig, record.Expiring) and (fig.expires, fig.data) == (EXPIRES, b"ripe")
+    # "kind 3 (EXPIRING), value_len 12: the expiry f64 1767225600.0 (00 00 00 40 6e 55 da 41), then ripe"
+    assert payload[record.COMMIT_HEADER.size + 15 :][:7] == record.WAL_ENTRY.pack(3, 3, 12)
+    assert record.EXPIRY.pack(EXPIRES) == bytes.fromhex("00 00 00 40 6e 55 da 41")
 
 
 def _open(name: str, data: bytes) -> bytes:
@@ -195,7 +210,12 @@ def _open(name: str, data: bytes) -> bytes:
 def _decode_data_block(data: bytes) -> None:
     payload = _open("table_data_block", data)
     keys, seqs, values = _table_keys()
-    assert block.decode_block(payload, "example", TABLE_OFFSETS["table_data_block"]) == (keys, seqs, values)
+    decoded = block.decode_block(payload, "example", TABLE_OFFSETS["table_data_block"])
+    assert decoded == (keys, seqs, values)
+    # "kind u8[4]: 1, 3, 0, 1"; fig's value is its expiry, then ripe
+    assert payload[-8:-4] == bytes([1, 3, 0, 1]) and record.BLOCK_COUNT.unpack(payload[-4:]) == (4,)
+    fig = decoded[2][1]
+    assert isinstance(fig, record.Expiring) and (fig.expires, fig.data) == (EXPIRES, b"ripe")
 
 
 def _decode_index(data: bytes) -> None:
@@ -204,16 +224,16 @@ def _decode_index(data: bytes) -> None:
     assert keys == [b"kiwi"]
     value = values[0]
     assert value is not None
-    # "block offset 20 (u64), block size 74 (u32, crc included)"
-    assert record.INDEX_VALUE.unpack(value) == (20, 74)
-    assert TABLE_OFFSETS["table_data_block"] + 74 == TABLE_OFFSETS["table_index"]
+    # "block offset 20 (u64), block size 104 (u32, crc included)"
+    assert record.INDEX_VALUE.unpack(value) == (20, 104)
+    assert TABLE_OFFSETS["table_data_block"] + 104 == TABLE_OFFSETS["table_index"]
 
 
 def _decode_bloom(data: bytes) -> None:
     payload = _open("table_bloom", data)
     # "one line (64 bytes), then k = 6 and kind 1"
     assert len(payload) == 64 + 2 and payload[-2:] == bytes([6, record.BloomKind.BLOCKED])
-    assert bloom.num_probes(BLOOM_BITS) == 6 and bloom.lines_for(2, BLOOM_BITS) == 1
+    assert bloom.num_probes(BLOOM_BITS) == 6 and bloom.lines_for(3, BLOOM_BITS) == 1
     bits = {p for p in range(512) if payload[p >> 3] & (1 << (p & 7))}
     assert bits == set().union(*(a | b for a, b in BLOOM_BITS_OF.values()))
     table_a, table_b = bloom.mask_tables(6)
@@ -222,7 +242,7 @@ def _decode_bloom(data: bytes) -> None:
         assert (h >> 19, h & 8191) == BLOOM_WINDOWS[key]
         for table, window, set_bits in zip((table_a, table_b), BLOOM_WINDOWS[key], BLOOM_BITS_OF[key]):
             assert table[window] == sum(1 << p for p in set_bits)
-        assert bloom.BlockedBloom(payload, "example", 133).may_contain(h)
+        assert bloom.BlockedBloom(payload, "example", TABLE_OFFSETS["table_bloom"]).may_contain(h)
 
 
 def _decode_bloom_v1(data: bytes) -> None:
@@ -231,14 +251,15 @@ def _decode_bloom_v1(data: bytes) -> None:
     bits = {p for p in range(64) if payload[p >> 3] & (1 << (p & 7))}
     assert bits == BLOOM_V1_SET_BITS
     v1 = bloom.Bloom(payload)
-    for h in BLOOM_HASHES.values():
-        assert v1.may_contain(h)
+    for key in BLOOM_V1_KEYS:
+        assert v1.may_contain(BLOOM_HASHES[key])
 
 
 def _decode_props(data: bytes) -> None:
     payload = _open("table_props", data)
     decoded = record.decode_props(payload, "example", TABLE_OFFSETS["table_props"])
-    assert decoded == (3, 1, 4, 9, b"apple", b"kiwi", (203, 27))
+    assert decoded == (4, 1, 4, 9, b"apple", b"kiwi", (233, 27), (1, EXPIRES))
+    assert decoded.expiry == (1, 1767225600.0) and payload[-8:] == record.EXPIRY.pack(EXPIRES)
 
 
 def _decode_ranges(data: bytes) -> None:
@@ -248,8 +269,9 @@ def _decode_ranges(data: bytes) -> None:
 
 
 def _decode_footer(data: bytes) -> None:
-    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER, version=3)
-    assert placed == ((94, 39), (133, 70), (230, 61))
+    placed = record.decode_footer(data, "example", TABLE_OFFSETS["table_footer"], TABLE_NUMBER, version=4)
+    assert placed == ((124, 39), (163, 70), (260, 77))
+    assert record.FOOTER.unpack(data)[8] == 4
     assert TABLE_OFFSETS["table_footer"] + record.FOOTER.size == TABLE_SIZE
 
 
@@ -331,11 +353,12 @@ def test_design_doc_wal_example_is_what_the_wal_writer_writes(tmp_path: Path) ->
     finally:
         wal.close()
     expected = _doc("file_header") + _doc("wal_frame")
-    assert len(expected) == 84
+    assert len(expected) == LOG_SIZE
     assert Path(path).read_bytes() == expected
     replay = replay_log(fs, path, LOG_NUMBER, last=True)
     assert replay.commits == [(COMMIT_SEQUENCE, COMMIT_WRITES)]
-    assert (replay.valid_end, replay.damage) == (84, None)
+    assert type(replay.commits[0][1][1][1]) is record.Expiring
+    assert (replay.valid_end, replay.damage) == (LOG_SIZE, None)
 
 
 def test_design_doc_table_example_is_what_the_table_writer_writes(tmp_path: Path) -> None:
@@ -360,6 +383,11 @@ def test_design_doc_table_example_is_what_the_table_writer_writes(tmp_path: Path
         assert reader.get(b"kiwi", 100) == (9, None)  # the newer version of kiwi, a delete, comes first
         assert reader.get(b"kiwi", 8) == (4, b"green")
         assert reader.get(b"apple", 5) == (5, b"red")
+        found = reader.get(b"fig", 100)
+        assert found is not None and found[0] == 6
+        fig = found[1]
+        assert type(fig) is record.Expiring and (fig.expires, fig.data) == (EXPIRES, b"ripe")
+        assert (reader.version, reader.expiring, reader.earliest) == (4, 1, EXPIRES)
         assert reader.fragments == TABLE_RANGES and (reader.lo, reader.hi) == (b"apple", b"kiwi")
         assert reader.verify() == []
     finally:
@@ -380,12 +408,13 @@ def test_design_doc_meta_example_is_what_the_meta_store_writes(tmp_path: Path) -
 def test_design_doc_format_sizes_match_the_drawings() -> None:
     sizes = {"FILE_HEADER": 20, "WAL_FRAME": 9, "WAL_CRC_PREFIX": 13, "COMMIT_HEADER": 20, "WAL_ENTRY": 7,
              "CHUNK_CRC": 4, "CHUNK_CRC_PREFIX": 16, "BLOCK_COUNT": 4, "INDEX_VALUE": 12, "PROPS": 36,
-             "FOOTER": 56, "META_BODY": 36}
+             "PROPS_RANGES": 12, "PROPS_EXPIRY": 16, "EXPIRY": 8, "FOOTER": 56, "META_BODY": 36}
     assert {name: getattr(record, name).size for name in sizes} == sizes
     assert record.BLOCK_ENTRY_ARRAYS == 2 + 4 + 8 + 1
     assert (record.WAL_MAGIC, record.TABLE_MAGIC, record.META_MAGIC) == (b"KVWL", b"KVST", b"KVMT")
-    assert record.FORMAT_VERSION == 1 and record.WAL_FORMAT_VERSION == 2
-    assert {k.name: k.value for k in record.Kind} == {"DELETE": 0, "VALUE": 1, "RANGE_DELETE": 2}
+    assert (record.FORMAT_VERSION, record.WAL_FORMAT_VERSION, record.TABLE_FORMAT_VERSION) == (1, 3, 4)
+    assert {k.name: k.value for k in record.Kind} == {"DELETE": 0, "VALUE": 1, "RANGE_DELETE": 2, "EXPIRING": 3}
+    assert (record.PROPS_RANGES.format, record.PROPS_EXPIRY.format, record.EXPIRY.format) == ("<QI", "<Qd", "<d")
     assert {t.name: t.value for t in record.RecordType} == {"RESERVED": 0, "COMMIT": 1}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import pathlib
 import re
 import subprocess
@@ -17,8 +18,10 @@ from collections.abc import Callable
 
 import pytest
 
-from kvstore import KV, Config, CorruptionError, CorruptSSTableError, record
+from kvstore import KV, Config, CorruptionError, CorruptSSTableError, block, record, wal
 from kvstore.metadata import META_NAMES
+from kvstore.simfs import SimFS
+from kvstore.sorted_file import BlockCache, TableReader
 
 FUZZ = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
 CORPUS = FUZZ / "corpus"
@@ -51,6 +54,91 @@ def test_the_seed_corpus_has_files_for_every_harness_and_stays_small() -> None:
     assert sorted(p.name for p in CORPUS.iterdir()) == sorted(RUNS)
     assert all(any((CORPUS / name).iterdir()) for name in RUNS)
     assert sum(p.stat().st_size for p in _corpus_files()) < 1 << 20
+
+
+def _seeds(name: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((CORPUS / name).glob("seed-*"))}
+
+
+def _version(file: bytes) -> int:
+    """The format version a file's header names."""
+    return int(record.FILE_HEADER.unpack_from(file, 0)[1])
+
+
+def _number(file: bytes) -> int:
+    """The file number a file's header names."""
+    return int(record.FILE_HEADER.unpack_from(file, 0)[3])
+
+
+def _sim_file(name: str, data: bytes) -> tuple[SimFS, str]:
+    """A file system holding ``data`` as /db/``name``, and its path."""
+    fs = SimFS()
+    fs.mkdir("/db")
+    file = fs.open(f"/db/{name}", create=True)
+    file.append(data)
+    file.close()
+    return fs, f"/db/{name}"
+
+
+def test_make_corpus_replaces_only_the_seeds_it_writes() -> None:
+    seed = importlib.import_module("make_corpus").SEED
+    assert seed.fullmatch("seed-00") and seed.fullmatch("seed-123")
+    assert not any(seed.fullmatch(name) for name in ("seed-v2-00", "seed-v3-01", "regress-meta-version-u64-max"))
+
+
+def test_the_table_seeds_hold_every_table_version_and_expiring_entries() -> None:
+    seeds = _seeds("table")
+    versions = {_version(data[1:]) for data in seeds.values()}
+    assert {2, 3, record.TABLE_FORMAT_VERSION} <= versions
+    expiring = 0
+    for name, data in seeds.items():
+        if _version(data[1:]) != record.TABLE_FORMAT_VERSION or data[0]:  # the newest tables, as written
+            continue
+        fs, path = _sim_file("000001.sst", data[1:])
+        reader = TableReader(fs, path, _number(data[1:]), BlockCache(0))
+        try:
+            assert reader.verify() == [], name
+            found = [v for _, _, v in reader.entries() if type(v) is record.Expiring]
+            assert len(found) == reader.expiring and (not found or min(v.expires for v in found) == reader.earliest)
+            expiring += len(found)
+        finally:
+            reader.close()
+    assert expiring > 0
+
+
+def test_the_block_and_frame_seeds_hold_expiring_values() -> None:
+    blocks = [block.decode_block(data[1:], "seed", 20)[2] for data in _seeds("table_block").values()]
+    assert any(type(v) is record.Expiring for values in blocks for v in values)
+    frames = [record.decode_commit(data[record.WAL_FRAME.size :], "seed", 20)[2]
+              for data in _seeds("wal_record").values()]
+    assert any(type(v) is record.Expiring for writes in frames for _, v in writes)
+
+
+def test_the_log_seeds_hold_every_log_version_and_expiring_values() -> None:
+    seeds = _seeds("wal_replay")
+    assert {_version(data[1:]) for data in seeds.values()} >= {2, record.WAL_FORMAT_VERSION}
+    log = seeds["seed-00"][1:]
+    assert _version(log) == record.WAL_FORMAT_VERSION
+    fs, path = _sim_file("000001.log", log)
+    replay = wal.replay_log(fs, path, _number(log), last=True)
+    assert any(type(v) is record.Expiring for _, writes in replay.commits for _, v in writes)
+
+
+def test_the_directory_seeds_expire_some_values_at_the_harness_clock() -> None:
+    """make_corpus builds its database at BUILT_AT; at fuzz_directory's NOW some of the values set with a
+    ttl have expired and some have not, so a fuzzed directory reaches both sides of every expiry test."""
+    fuzz_directory = importlib.import_module("fuzz_directory")
+    built_at = importlib.import_module("make_corpus").BUILT_AT
+    from harness import unpack_files
+
+    data = _seeds("directory")["seed-00"]
+    lasting = []
+    for now in (built_at, fuzz_directory.NOW, fuzz_directory.NOW + 10**6):
+        fs = fuzz_directory.make_fs(unpack_files(data[1:]), False)
+        clock = itertools.repeat(now).__next__  # a clock that stands still at now
+        with KV.open(fuzz_directory.DIR, Config(background=False, read_only=True), fs=fs, clock=clock) as kv:
+            lasting.append(sum(kv.ttl(key) is not None for key, _ in kv.scan()))
+    assert lasting[0] > lasting[1] > lasting[2] == 0, lasting
 
 
 @pytest.mark.parametrize("name", sorted(RUNS), ids=str)

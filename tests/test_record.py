@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,12 @@ keys_st = st.binary(max_size=24)
 values_st = st.one_of(st.none(), st.binary(max_size=40))
 #: a transaction's writes as the log holds them: in key order, each key once
 writes_st = st.dictionaries(keys_st, values_st, max_size=12).map(lambda d: sorted(d.items()))
+#: any finite expiry, the extremes of a float among them
+expiries_st = st.floats(allow_nan=False, allow_infinity=False)
+expiring_st = st.builds(record.Expiring.of, st.binary(max_size=40), expiries_st)
+#: values, deletes and expiring values (``record.Expiring``)
+any_values_st = st.one_of(st.none(), st.binary(max_size=40), expiring_st)
+expiring_writes_st = st.dictionaries(keys_st, any_values_st, max_size=12).map(lambda d: sorted(d.items()))
 
 
 def _flip(data: bytes, bit: int) -> bytes:
@@ -59,7 +67,8 @@ def test_record_structs_are_little_endian_with_their_documented_sizes() -> None:
     sizes = {
         record.FILE_HEADER: 20, record.WAL_FRAME: 9, record.WAL_CRC_PREFIX: 13, record.COMMIT_HEADER: 20,
         record.WAL_ENTRY: 7, record.CHUNK_CRC: 4, record.CHUNK_CRC_PREFIX: 16, record.BLOCK_COUNT: 4,
-        record.INDEX_VALUE: 12, record.PROPS: 36, record.FOOTER: 56, record.META_BODY: 36, record.U64: 8,
+        record.INDEX_VALUE: 12, record.PROPS: 36, record.PROPS_RANGES: 12, record.PROPS_EXPIRY: 16,
+        record.EXPIRY: 8, record.FOOTER: 56, record.META_BODY: 36, record.U64: 8,
     }
     for layout, size in sizes.items():
         assert layout.format.startswith("<"), layout.format
@@ -67,7 +76,7 @@ def test_record_structs_are_little_endian_with_their_documented_sizes() -> None:
 
 
 def test_on_disk_enums_keep_their_numbers() -> None:
-    assert (record.Kind.DELETE, record.Kind.VALUE) == (0, 1)
+    assert (record.Kind.DELETE, record.Kind.VALUE, record.Kind.RANGE_DELETE, record.Kind.EXPIRING) == (0, 1, 2, 3)
     assert (record.RecordType.RESERVED, record.RecordType.COMMIT) == (0, 1)
 
 
@@ -123,8 +132,8 @@ def test_file_header_newer_version_with_valid_checksum_is_unsupported(magic: byt
 
 @pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
 def test_file_header_every_version_up_to_the_newest_is_read(magic: bytes) -> None:
-    """Meta slots are at version 1, logs at 2 and tables at 3; every older log and table version is still read."""
-    assert record.newest_version(magic) == {record.META_MAGIC: 1, record.WAL_MAGIC: 2, record.TABLE_MAGIC: 3}[magic]
+    """Meta slots are at version 1, logs at 3 and tables at 4; every older log and table version is still read."""
+    assert record.newest_version(magic) == {record.META_MAGIC: 1, record.WAL_MAGIC: 3, record.TABLE_MAGIC: 4}[magic]
     assert record.encode_file_header(magic, 3)[4:6] == record.newest_version(magic).to_bytes(2, "little")
     for version in range(1, record.newest_version(magic) + 1):
         header = record.encode_file_header(magic, 3, version=version)
@@ -195,7 +204,7 @@ def test_commit_with_trailing_bytes_is_corrupt() -> None:
         record.decode_commit(payload + b"\0", PATH, 20)
 
 
-@pytest.mark.parametrize(("kind", "vlen"), [(3, 0), (255, 1), (0, 1)], ids=["kind3", "kind255", "delete-with-value"])
+@pytest.mark.parametrize(("kind", "vlen"), [(4, 0), (255, 1), (0, 1)], ids=["kind4", "kind255", "delete-with-value"])
 def test_commit_write_of_unknown_kind_is_corrupt(kind: int, vlen: int) -> None:
     payload = (record.COMMIT_HEADER.pack(1, 20, 1) + record.WAL_ENTRY.pack(kind, 1, vlen) + b"k" + b"v" * vlen)
     with pytest.raises(CorruptionError, match="kind"):
@@ -402,23 +411,26 @@ def test_block_random_bytes_decode_or_raise_corruption(data: bytes) -> None:
 # ---------------------------------------------------------------- properties
 
 
-PROPS = [(0, 0, 0, 0, b"", b"", (0, 0)), (10, 3, 1, 99, b"aaa", b"zzz", (500, 40)),
-         (2**64 - 1, 0, 5, 2**64 - 1, b"\0" * 300, b"\xff", (2**64 - 1, 2**32 - 1))]
+PROPS = [(0, 0, 0, 0, b"", b"", (0, 0), (0, 0.0)), (10, 3, 1, 99, b"aaa", b"zzz", (500, 40), (4, 1767225600.5)),
+         (2**64 - 1, 0, 5, 2**64 - 1, b"\0" * 300, b"\xff", (2**64 - 1, 2**32 - 1), (2**64 - 1, -sys.float_info.max))]
 
 
 @pytest.mark.parametrize("props", PROPS, ids=["empty", "small", "extremes"])
-def test_props_round_trip(props: tuple[int, int, int, int, bytes, bytes, tuple[int, int]]) -> None:
-    assert record.decode_props(record.encode_props(*props), PATH, 99) == props
+def test_props_round_trip(props: tuple[int, int, int, int, bytes, bytes, tuple[int, int], tuple[int, float]]) -> None:
+    decoded = record.decode_props(record.encode_props(*props), PATH, 99)
+    assert decoded == props and isinstance(decoded, record.Props)
+    assert (decoded.ranges, decoded.expiry) == props[6:]
 
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_props_before_version_3_have_no_range_section(version: int) -> None:
-    """Versions 1 and 2 end at the largest key: no place for range tombstones, read as (0, 0); the same
-    bytes read as version 3 are too short for their lengths."""
+    """Versions 1 and 2 end at the largest key: no place for range tombstones or expiries, read as (0, 0)
+    and (0, 0.0); the same bytes read as version 3 or 4 are too short for their lengths."""
     payload = record.encode_props(10, 3, 1, 99, b"aaa", b"zzz", None)
-    assert record.decode_props(payload, PATH, 99, version) == (10, 3, 1, 99, b"aaa", b"zzz", (0, 0))
-    with pytest.raises(CorruptSSTableError, match="properties"):
-        record.decode_props(payload, PATH, 99)
+    assert record.decode_props(payload, PATH, 99, version) == (10, 3, 1, 99, b"aaa", b"zzz", (0, 0), (0, 0.0))
+    for newer in (3, 4):
+        with pytest.raises(CorruptSSTableError, match="properties"):
+            record.decode_props(payload, PATH, 99, newer)
 
 
 @given(st.data(), keys_st, keys_st)
@@ -579,3 +591,277 @@ def test_commit_with_bad_range_deletes_is_corrupt(writes: list[tuple[bytes, byte
     with pytest.raises(CorruptionError, match="range delete") as info:
         record.decode_commit(payload, PATH, 20)
     assert (info.value.path, info.value.offset) == (PATH, 20)
+
+
+# ---------------------------------------------------------------- expiring values in a commit unit (WAL version 3)
+
+EXPIRES = 1767225600.0
+
+
+def _expiring_commit(expiry: bytes, data: bytes = b"v", key: bytes = b"k") -> bytes:
+    """A commit of one kind-3 write whose value is ``expiry`` (raw bytes) then ``data``."""
+    value = expiry + data
+    return record.COMMIT_HEADER.pack(1, 20, 1) + record.WAL_ENTRY.pack(3, len(key), len(value)) + key + value
+
+
+def test_expiring_value_holds_its_expiry_then_its_data() -> None:
+    value = record.Expiring.of(b"ripe", EXPIRES)
+    assert bytes(value) == struct.pack("<d", EXPIRES) + b"ripe"
+    assert (value.expires, value.data, type(value.data)) == (EXPIRES, b"ripe", bytes)
+    assert (value.alive(EXPIRES - 1), value.alive(EXPIRES), value.alive(EXPIRES + 1)) == (b"ripe", None, None)
+
+
+COMMITS_EXPIRING: list[list[tuple[bytes, bytes | None]]] = [
+    [(b"fig", record.Expiring.of(b"ripe", EXPIRES))],
+    [(b"k", record.Expiring.of(b"", 0.0))],
+    [(b"a", b"1"), (b"b", record.Expiring.of(b"x" * 1000, -1.5)), (b"c", None),
+     (b"d", record.Expiring.of(b"y", sys.float_info.max)), (b"e", record.RangeEnd(b"f"))],
+    [(b"k%02d" % i, record.Expiring.of(bytes(i), float(i))) for i in range(40)],
+]
+COMMITS_EXPIRING_IDS = ["one", "empty-value-at-0", "mixed-with-range-delete", "forty"]
+
+
+@pytest.mark.parametrize("writes", COMMITS_EXPIRING, ids=COMMITS_EXPIRING_IDS)
+def test_commit_with_expiring_values_round_trips(writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(77, 20, writes)
+    assert len(payload) == record.commit_size(writes)
+    seq, durable, decoded = record.decode_commit(payload, PATH, 100)
+    assert (seq, durable, decoded) == (77, 20, writes)
+    assert [type(v) for _, v in decoded] == [type(v) for _, v in writes]
+    for (_, want), (_, got) in zip(writes, decoded):
+        if isinstance(want, record.Expiring):
+            assert isinstance(got, record.Expiring) and (got.expires, got.data) == (want.expires, want.data)
+
+
+def test_commit_writes_an_expiring_value_as_kind_3_with_its_expiry_first() -> None:
+    payload = record.encode_commit(1, 20, [(b"fig", record.Expiring.of(b"ripe", EXPIRES))])
+    assert payload == _expiring_commit(struct.pack("<d", EXPIRES), b"ripe", b"fig")
+
+
+@given(st.integers(0, 2**64 - 1), expiring_writes_st)
+def test_commit_round_trips_any_writes_with_expiring_values(seq: int, writes: list[tuple[bytes, bytes | None]]) -> None:
+    _, _, decoded = record.decode_commit(record.encode_commit(seq, 20, writes), PATH, 0)
+    assert decoded == writes
+    assert [type(v) for _, v in decoded] == [type(v) for _, v in writes]
+
+
+@pytest.mark.parametrize("size", range(8), ids=lambda n: f"{n}B")
+def test_commit_expiring_value_shorter_than_its_expiry_is_corrupt(size: int) -> None:
+    payload = _expiring_commit(b"\0" * size, b"")
+    with pytest.raises(CorruptionError, match="expiring value") as info:
+        record.decode_commit(payload, PATH, 321)
+    assert (info.value.path, info.value.offset) == (PATH, 321)
+
+
+@pytest.mark.parametrize("expiry", [math.nan, math.inf, -math.inf, struct.unpack("<d", b"\xff" * 8)[0]],
+                         ids=["nan", "inf", "-inf", "nan-all-ones"])
+def test_commit_expiring_value_without_a_finite_expiry_is_corrupt(expiry: float) -> None:
+    payload = _expiring_commit(struct.pack("<d", expiry))
+    with pytest.raises(CorruptionError, match="finite") as info:
+        record.decode_commit(payload, PATH, 321)
+    assert (info.value.path, info.value.offset) == (PATH, 321)
+
+
+@pytest.mark.parametrize(("writes", "why"), [
+    ([(b"b", record.Expiring.of(b"v", 1.0)), (b"a", b"v")], "out of order"),
+    ([(b"a", b"v"), (b"a", record.Expiring.of(b"v", 1.0))], "twice"),
+    ([(b"a", record.RangeEnd(b"c")), (b"z", record.Expiring.of(b"v", 1.0))], "after a range delete"),
+], ids=["out-of-order", "twice", "after-a-range-delete"])
+def test_commit_expiring_writes_keep_the_order_of_the_other_writes(writes: list[tuple[bytes, bytes | None]],
+                                                                    why: str) -> None:
+    with pytest.raises(CorruptionError, match=why) as info:
+        record.decode_commit(record.encode_commit(1, 20, writes), PATH, 20)
+    assert (info.value.path, info.value.offset) == (PATH, 20)
+
+
+@given(st.data(), expiring_writes_st.filter(bool))
+def test_commit_with_expiring_values_mutated_decodes_or_raises_corruption(
+        data: st.DataObject, writes: list[tuple[bytes, bytes | None]]) -> None:
+    payload = record.encode_commit(3, 20, writes)
+    kind, damaged = data.draw(mutations(payload))
+    if kind == "flip":
+        _decodes_or_corrupt(lambda: record.decode_commit(damaged, PATH, 20))
+    else:
+        with pytest.raises(CorruptionError):
+            record.decode_commit(damaged, PATH, 20)
+
+
+# ---------------------------------------------------------------- expiring entries in a block (table version 4)
+
+Block3 = tuple[list[bytes], list[int], list["bytes | None"]]
+
+EXPIRING_BLOCKS: list[Block3] = [
+    ([b"fig"], [6], [record.Expiring.of(b"ripe", EXPIRES)]),
+    ([b"a", b"b", b"b", b"c", b"d"], [1, 9, 2, 3, 4],
+     [b"v", record.Expiring.of(b"", 0.0), None, record.Expiring.of(b"x" * 100, -2.5), b""]),
+    # fixed-size keys and values: read through a layout, in place
+    ([b"k%05d" % i for i in range(300)], list(range(300, 0, -1)),
+     [record.Expiring.of(b"v%03d" % (i % 1000), float(i)) if i % 3 else b"w" * 12 for i in range(300)]),
+]
+EXPIRING_BLOCK_IDS = ["one", "mixed", "300-fixed-size"]
+
+
+def _check_values(got: list[bytes | None] | tuple[bytes | None, ...], want: list[bytes | None]) -> None:
+    """``got`` equals ``want`` value for value and type for type: an ``Expiring`` where one was written."""
+    assert list(got) == want
+    assert [type(v) for v in got] == [type(v) for v in want]
+    for g, w in zip(got, want):
+        if isinstance(w, record.Expiring):
+            assert isinstance(g, record.Expiring) and (g.expires, g.data) == (w.expires, w.data)
+
+
+def _kinds(payload: bytes, n: int) -> bytes:
+    return payload[len(payload) - 4 - n : len(payload) - 4]
+
+
+@pytest.mark.parametrize("case", EXPIRING_BLOCKS, ids=EXPIRING_BLOCK_IDS)
+def test_block_with_expiring_entries_round_trips(case: Block3) -> None:
+    keys, seqs, values = case
+    payload = block.encode_block(keys, seqs, values, expiring=True)
+    assert _kinds(payload, len(keys)) == bytes(0 if v is None else 3 if isinstance(v, record.Expiring) else 1
+                                               for v in values)
+    for _ in range(2):  # the first time without a layout, the second with one
+        got_keys, got_seqs, got_values = block.decode_block(payload, PATH, 20)
+        assert (got_keys, got_seqs) == (keys, seqs)
+        _check_values(got_values, values)
+
+
+def test_block_with_expiring_entries_is_the_plain_block_when_none_expires() -> None:
+    keys, seqs, values = BLOCKS[3]
+    assert block.encode_block(keys, seqs, values, expiring=True) == block.encode_block(keys, seqs, values)
+
+
+@given(st.lists(st.tuples(keys_st, st.integers(0, 2**64 - 1), any_values_st), max_size=30))
+def test_block_round_trips_any_entries_with_expiring_values(entries: list[tuple[bytes, int, bytes | None]]) -> None:
+    keys = [k for k, _, _ in entries]
+    seqs = [s for _, s, _ in entries]
+    values = [v for _, _, v in entries]
+    got_keys, got_seqs, got_values = block.decode_block(block.encode_block(keys, seqs, values, expiring=True),
+                                                        PATH, 20)
+    assert (got_keys, got_seqs) == (keys, seqs)
+    _check_values(got_values, values)
+
+
+@pytest.mark.parametrize("case", EXPIRING_BLOCKS, ids=EXPIRING_BLOCK_IDS)
+def test_block_entries_return_expiring_values_on_every_path(case: Block3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``value(j)`` (sliced alone, with and without a layout, and after a whole decode), ``take`` (in place
+    and from decoded lists) and ``values()`` all give an ``Expiring`` for a kind-3 entry."""
+    keys, seqs, values = case
+    payload = block.encode_block(keys, seqs, values, expiring=True)
+    n = len(keys)
+    unique = all(a < b for a, b in itertools.pairwise(keys))
+    monkeypatch.setattr(block, "_LAYOUTS", block._Layouts(64))  # these lengths are new: no layout at first
+    for sighting in range(3):  # the layout is built at the second sighting and used from then on
+        entries = block.BlockEntries(payload, PATH, 20)
+        assert entries.decoded() is (sighting == 0)  # without a layout the keys are decoded up front
+        _check_values([entries.value(j) for j in range(n)], values)  # each sliced alone from the payload
+        if unique:
+            out: list[tuple[bytes, bytes | None]] = []
+            # in place from the payload while the keys are not decoded (a layout), else from the lists
+            assert entries.take(0, None, True, 0, n, out) == (n, keys[-1])
+            assert [k for k, _ in out] == keys
+            _check_values([v for _, v in out], values)
+        _check_values(list(entries.values()), values)  # decoded whole: the payload goes
+        _check_values([entries.value(j) for j in range(n)], values)
+        if unique:
+            out = []
+            assert entries.take(0, None, False, 2**64 - 1, n, out) == (n, keys[-1])
+            _check_values([v for _, v in out], values)
+
+
+def _block_of_one(kind: int, value: bytes) -> bytes:
+    """A block of one entry ``a`` of ``kind`` whose value bytes are ``value``."""
+    payload = bytearray(block.encode_block([b"a"], [1], [value]))
+    payload[-5] = kind  # the kinds array is the last n bytes before the count
+    return bytes(payload)
+
+
+@pytest.mark.parametrize("size", range(8), ids=lambda n: f"{n}B")
+def test_block_expiring_entry_shorter_than_its_expiry_is_corrupt(size: int) -> None:
+    bad = _block_of_one(3, b"\0" * size)
+    for _ in range(2):  # without a layout and with one
+        with pytest.raises(CorruptSSTableError) as info:
+            block.decode_block(bad, PATH, 4096)
+        assert (info.value.path, info.value.offset) == (PATH, 4096)
+
+
+@pytest.mark.parametrize("expiry", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_block_expiring_entry_without_a_finite_expiry_is_corrupt(expiry: float) -> None:
+    good = block.encode_block([b"a", b"b"], [2, 1], [b"plain", record.Expiring.of(b"v", 1.0)], expiring=True)
+    block.decode_block(good, PATH, 4096)
+    bad = bytearray(good)
+    bad[7:15] = struct.pack("<d", expiry)  # after key a, value plain and key b: b's expiry
+    for _ in range(2):
+        with pytest.raises(CorruptSSTableError, match="finite") as info:
+            block.decode_block(bytes(bad), PATH, 4096)
+        assert (info.value.path, info.value.offset) == (PATH, 4096)
+        with pytest.raises(CorruptSSTableError):
+            block.BlockEntries(bytes(bad), PATH, 4096)
+
+
+@pytest.mark.parametrize("kind", [2, 4, 255], ids=["range-delete", "kind4", "kind255"])
+def test_block_entry_of_a_kind_no_block_holds_is_corrupt(kind: int) -> None:
+    with pytest.raises(CorruptSSTableError, match="kind"):
+        block.decode_block(_block_of_one(kind, b"\0" * 8 + b"v"), PATH, 20)
+
+
+@given(st.data(), st.lists(st.tuples(keys_st, any_values_st), min_size=1, max_size=20))
+def test_block_with_expiring_entries_mutated_decodes_or_raises_corruption(
+        data: st.DataObject, entries: list[tuple[bytes, bytes | None]]) -> None:
+    payload = block.encode_block([k for k, _ in entries], list(range(len(entries))), [v for _, v in entries],
+                                 expiring=True)
+    _, damaged = data.draw(mutations(payload))
+    _decodes_or_corrupt(lambda: block.decode_block(damaged, PATH, 20))
+
+
+# ---------------------------------------------------------------- the properties' expiry tail (table version 4)
+
+
+def test_props_of_version_4_end_with_the_expiring_count_and_earliest_expiry() -> None:
+    payload = record.encode_props(10, 3, 1, 99, b"aaa", b"zzz", (500, 40), (4, EXPIRES))
+    assert payload[-16:] == struct.pack("<Qd", 4, EXPIRES)
+    assert payload[-28:-16] == struct.pack("<QI", 500, 40)
+    props = record.decode_props(payload, PATH, 99, 4)
+    assert (props.entries, props.deletes, props.min_seq, props.max_seq) == (10, 3, 1, 99)
+    assert (props.smallest, props.largest, props.ranges, props.expiry) == (b"aaa", b"zzz", (500, 40), (4, EXPIRES))
+
+
+def test_props_of_version_3_have_no_expiry_tail() -> None:
+    """A version 3 payload ends after the range section's place: its expiry reads as (0, 0.0); the same
+    bytes read as version 4 are too short for their lengths, and a version 4 payload read as version 3 too
+    long."""
+    payload = record.encode_props(10, 3, 1, 99, b"aaa", b"zzz", (500, 40), None)
+    assert len(payload) == record.PROPS.size + 6 + record.PROPS_RANGES.size
+    assert record.decode_props(payload, PATH, 99, 3) == (10, 3, 1, 99, b"aaa", b"zzz", (500, 40), (0, 0.0))
+    with pytest.raises(CorruptSSTableError, match="properties") as info:
+        record.decode_props(payload, PATH, 99, 4)
+    assert info.value.offset == 99
+    newer = record.encode_props(10, 3, 1, 99, b"aaa", b"zzz", (500, 40), (2, EXPIRES))
+    with pytest.raises(CorruptSSTableError, match="properties"):
+        record.decode_props(newer, PATH, 99, 3)
+
+
+def test_props_claiming_more_expiring_entries_than_entries_are_corrupt() -> None:
+    every = record.encode_props(5, 0, 1, 5, b"a", b"e", (0, 0), (5, 1.0))
+    assert record.decode_props(every, PATH, 99).expiry == (5, 1.0)
+    with pytest.raises(CorruptSSTableError, match="6 expiring entries of 5") as info:
+        record.decode_props(record.encode_props(5, 0, 1, 5, b"a", b"e", (0, 0), (6, 1.0)), PATH, 99)
+    assert (info.value.path, info.value.offset) == (PATH, 99)
+
+
+@pytest.mark.parametrize("earliest", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_props_with_an_earliest_expiry_that_is_not_finite_are_corrupt(earliest: float) -> None:
+    payload = record.encode_props(5, 0, 1, 5, b"a", b"e", (0, 0), (1, earliest))
+    with pytest.raises(CorruptSSTableError, match="earliest") as info:
+        record.decode_props(payload, PATH, 99)
+    assert (info.value.path, info.value.offset) == (PATH, 99)
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), expiries_st)
+def test_props_round_trip_any_expiry_tail(entries: int, expiring: int, earliest: float) -> None:
+    payload = record.encode_props(entries, 0, 1, 2, b"a", b"b", (0, 0), (expiring, earliest))
+    if expiring <= entries:
+        assert record.decode_props(payload, PATH, 99).expiry == (expiring, earliest)
+    else:
+        with pytest.raises(CorruptSSTableError):
+            record.decode_props(payload, PATH, 99)
