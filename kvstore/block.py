@@ -145,8 +145,8 @@ class BlockEntries:
     the payload goes, so a reader that finds the payload gone finds it.
     """
 
-    __slots__ = ("count", "fresh", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout", "_lengths",
-                 "_values", "_ascending")
+    __slots__ = ("count", "expiring", "fresh", "_keys", "_seqs", "_seqs_at", "_payload", "_kinds", "_layout",
+                 "_lengths", "_values", "_ascending")
 
     def __init__(self, payload: bytes, path: str, offset: int, size: int | None = None) -> None:
         if size is None:  # else the payload is payload[:size], and the bytes after it are not looked at
@@ -165,13 +165,15 @@ class BlockEntries:
             if sum(lens) != data_end:
                 raise CorruptSSTableError(path, offset, "block lengths do not add up to its data")
         kinds = payload[lengths_end + 8 * n : lengths_end + 9 * n]
+        expiring = False
         if kinds.count(1) != n:
             if lens is None:
                 lens = _block_lengths(n).unpack_from(payload, data_end)
             for vlen, kind in zip(lens[n:], kinds):
-                if kind != 1 and (kind != 0 or vlen != 0) and (kind != 3 or vlen < 8):
+                if kind != 1 and (kind != 0 or vlen != 0) and kind != 3:
                     raise CorruptSSTableError(path, offset, f"block entry of unknown kind {kind}")
-            if 3 in kinds:
+            expiring = 3 in kinds
+            if expiring:
                 _check_expiries(payload, lens, kinds, path, offset)
         keys: Sequence[bytes] | None = None  # decoded when first asked for, where a layout finds entries in place
         if layout is None:
@@ -185,6 +187,8 @@ class BlockEntries:
                 pos = end + vlen
         self.count = n
         """The number of entries."""
+        self.expiring = expiring
+        """Whether an entry's value expires (kind 3): the table reading it must say it holds such entries."""
         self.fresh = True
         """True until the block is read a second time (the cache clears it on a hit): a fresh block is read
         in place, a block read again is worth decoding."""

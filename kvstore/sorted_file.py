@@ -252,6 +252,9 @@ class TableReader:
             return hit
         data, end = self._read_chunk(offset, self._sizes[i])
         block = BlockEntries(data, self.path, offset, end)
+        if block.expiring and not self.expiring:  # reads would take its stored form for the value
+            raise CorruptSSTableError(self.path, offset, "block holds expiring entries its table's properties "
+                                                         "do not count")
         self._cache.put(cache_key, block, self._sizes[i] + DECODED_ENTRY_BYTES * block.count)
         return block
 

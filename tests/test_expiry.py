@@ -15,7 +15,7 @@ import pathlib
 
 import pytest
 
-from kvstore import KV, Config, ConflictError, ReadOnlyError
+from kvstore import KV, Config, ConflictError, CorruptionError, ReadOnlyError
 from kvstore.simfs import CrashMode, SimFS
 
 
@@ -365,3 +365,17 @@ def test_reads_return_plain_bytes(tmp_path: pathlib.Path) -> None:
         with kv.new_tx() as tx:
             tx.set(b"b", b"2", ttl=5)
             assert type(tx.get(b"b")) is bytes and all(type(v) is bytes for _, v in tx.scan())
+
+
+def test_a_table_whose_blocks_hold_expiring_entries_its_properties_do_not_count_is_corrupt(
+        tmp_path: pathlib.Path) -> None:
+    """Reads look at expiries only in tables whose properties count expiring entries: a table that says
+    none but holds some (damage under intact checksums) must not hand out the stored form as a value."""
+    clock = Clock()
+    with _open(tmp_path, clock) as kv:
+        kv.set(b"a", b"live", ttl=100)
+        kv.flush()
+        (table,) = kv._versions.tables
+        table.reader.expiring = 0  # as a table whose properties said so would read
+        with pytest.raises(CorruptionError, match="do not count"):
+            list(kv.scan())
