@@ -251,33 +251,51 @@ def _raising(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
 def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
     """A scan's rows, each step checking that the scan, its KV and its transaction are open."""
     reader, lo, hi, reverse = state.reader, state.lo, state.hi, state.reverse
-    kv, tx, r, pending = reader.kv, reader.tx, state.range, reader.pending
+    kv, tx = reader.kv, reader.tx
     if reader.released or kv._closed or (tx is not None and tx.closed):
         state.check()
     if lo is None or hi is None or lo < hi:
-        start, stop = (hi, lo) if reverse else (lo, hi)
-        inclusive = not reverse  # of start: the lower bound going forward; going backward, past the last row
-        step = _rows(reader.chunks(start, reverse, inclusive), stop, reverse).__next__
-        seen = pending.changes if pending is not None else 0
+        if tx is None:
+            step = _rows(reader.chunks(hi if reverse else lo, reverse, not reverse), lo if reverse else hi,
+                         reverse).__next__
+        else:
+            step = _tx_rows(state).__next__
         while True:
             if state.closed or reader.released or kv._closed or (tx is not None and tx.closed):
                 state.check()
-            if pending is not None and pending.changes != seen:  # the transaction wrote: read on afresh
-                seen = pending.changes
-                step = _rows(reader.chunks(start, reverse, inclusive), stop, reverse).__next__
             try:
                 row = step()
             except StopIteration:
                 break
-            if r is not None:
-                if not reverse:  # walked [lo, key]
-                    r.lo, r.hi, r.hi_inclusive = lo, row[0], True
-                else:  # walked [key, hi)
-                    r.lo, r.hi, r.hi_inclusive = row[0], hi, hi is None
-                r.active = True
-            start, inclusive = row[0], False
             yield row
     state.finish()
+
+
+def _tx_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
+    """A transaction's scan's rows: what it walked joins the transaction's read set (``state.range``), and
+    when the transaction wrote since the last row, the levels are positioned again from that row, so the
+    scan sees the write once it reaches its key."""
+    reader, lo, hi, reverse, r = state.reader, state.lo, state.hi, state.reverse, state.range
+    pending = reader.pending
+    assert pending is not None and r is not None
+    start, stop = (hi, lo) if reverse else (lo, hi)
+    inclusive = not reverse  # of start: the lower bound going forward; going backward, past the last row
+    seen = pending.changes
+    rows = _rows(reader.chunks(start, reverse, inclusive), stop, reverse)
+    while True:
+        if pending.changes != seen:
+            seen = pending.changes
+            rows = _rows(reader.chunks(start, reverse, inclusive), stop, reverse)
+        row = next(rows, None)
+        if row is None:
+            return
+        if not reverse:  # walked [lo, key]
+            r.lo, r.hi, r.hi_inclusive = lo, row[0], True
+        else:  # walked [key, hi)
+            r.lo, r.hi, r.hi_inclusive = row[0], hi, hi is None
+        r.active = True
+        start, inclusive = row[0], False
+        yield row
 
 
 def _rows(chunks: Iterator[list[tuple[bytes, bytes]]], stop: bytes | None,
