@@ -37,6 +37,9 @@ from kvstore.view import View
 __all__ = ["Cursor", "Reader", "Reads", "Scan", "get_in"]
 
 
+_Expiring = record.Expiring
+
+
 def get_in(view: View, key: bytes, snapshot: int, clock: Callable[[], float] | None) -> bytes | None:
     """The value of ``key`` at ``snapshot`` in ``view``, or None when it is absent or deleted.  A level's
     range tombstone over the key, newer than the level's own version of it, answers "absent" (every older
@@ -50,7 +53,7 @@ def get_in(view: View, key: bytes, snapshot: int, clock: Callable[[], float] | N
                 return None
         if found is not None:
             value = found[1]
-            return value if type(value) is not record.Expiring or clock is None else value.alive(clock())
+            return value if type(value) is not _Expiring or clock is None else value.alive(clock())
     readers = view.runs
     if readers:  # the key is hashed, and its bloom mask made, once for every table
         probe = bloom.probe(record.key_hash(key), readers[0].bloom_k)
@@ -62,7 +65,7 @@ def get_in(view: View, key: bytes, snapshot: int, clock: Callable[[], float] | N
                     return None
             if found is not None:
                 value = found[1]
-                return value if type(value) is not record.Expiring or clock is None else value.alive(clock())
+                return value if type(value) is not _Expiring or clock is None else value.alive(clock())
     return None
 
 
