@@ -45,8 +45,8 @@ class Pending:
         self._fragments: Fragments | None = None
         #: the ttl of each key of ``writes`` set with one; it counts from the commit (``commit_writes``)
         self.ttls: dict[bytes, float] = {}
-        #: counts every write and range delete buffered: a scan or cursor under way that finds it moved reads
-        #: on from its position afresh, so it sees them
+        #: counts the writes over keys already written and the range deletes buffered: with the number of
+        #: keys written, what tells a scan or cursor under way that the writes moved (``moved``)
         self.changes = 0
 
     def delete_range(self, start: bytes, end: bytes) -> None:
@@ -60,6 +60,16 @@ class Pending:
         self.ranges.append((start, end))
         self._fragments = None
         self.changes += 1
+
+    def mark(self) -> tuple[int, int]:
+        """Where the writes stand: what ``moved`` compares with."""
+        return self.changes, len(self.writes)
+
+    def moved(self, mark: tuple[int, int]) -> bool:
+        """Whether a write or a range delete was buffered since ``mark`` was taken: a new key changes the
+        count of keys written (only a range delete, which counts in ``changes``, takes keys away), any
+        other write ``changes``."""
+        return self.changes != mark[0] or len(self.writes) != mark[1]
 
     def fragments(self) -> Fragments:
         """The range deletes as fragments, each at ``NEWEST``."""
@@ -100,7 +110,7 @@ class Pending:
         if self.ttls:
             self.ttls.pop(key, None)
         self.writes[key] = value
-        self.changes += 1
+        self.changes += 1  # counted even for a new key: plain and simple on a path that is not hot
 
     def _keys(self) -> list[bytes]:
         if self._sorted is None:

@@ -283,11 +283,11 @@ def _tx_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
     assert pending is not None and r is not None
     start, stop = (hi, lo) if reverse else (lo, hi)
     inclusive = not reverse  # of start: the lower bound going forward; going backward, past the last row
-    seen = pending.changes
+    mark = pending.mark()
     rows = _rows(reader.chunks(start, reverse, inclusive), stop, reverse)
     while True:
-        if pending.changes != seen:
-            seen = pending.changes
+        if pending.moved(mark):
+            mark = pending.mark()
             rows = _rows(reader.chunks(start, reverse, inclusive), stop, reverse)
         row = next(rows, None)
         if row is None:
@@ -361,7 +361,7 @@ class Cursor:
 
     def _start(self, key: bytes, reverse: bool, inclusive: bool) -> None:
         pending = self._reader.pending
-        self._seen = pending.changes if pending is not None else 0  # a transaction's writes as read from here
+        self._seen = pending.mark() if pending is not None else (0, 0)  # a transaction's writes as read from here
         self._it = self._reader.items(key, reverse, inclusive)
         self._forward = not reverse
         self._step()
@@ -404,7 +404,7 @@ class Cursor:
         if self._key is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
         pending = self._reader.pending
-        if self._forward and (pending is None or pending.changes == self._seen):
+        if self._forward and (pending is None or not pending.moved(self._seen)):
             self._step()
         else:  # turning around, or its transaction wrote since it read on: from here afresh
             self._start(self._key, reverse=False, inclusive=False)
@@ -416,7 +416,7 @@ class Cursor:
         if self._key is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
         pending = self._reader.pending
-        if not self._forward and (pending is None or pending.changes == self._seen):
+        if not self._forward and (pending is None or not pending.moved(self._seen)):
             self._step()
         else:
             self._start(self._key, reverse=True, inclusive=False)

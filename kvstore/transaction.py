@@ -91,19 +91,19 @@ class KVTX(Reads):
             key = kv._key(key)
         if type(value) is not bytes or len(value) > config.max_value_size:
             value = kv._value(value)
-        if ttl is not None:
-            ttl = check_ttl(ttl)
         if self._state.closed or kv._closed:
             self._check_usable()
         pending = self._pending
-        if key not in pending.writes:
-            pending._sorted = None
         if ttl is not None:
-            pending.ttls[key] = ttl
+            pending.ttls[key] = check_ttl(ttl)  # before the write: a bad ttl buffers nothing
         elif pending.ttls:
             pending.ttls.pop(key, None)
-        pending.writes[key] = value
-        pending.changes += 1
+        writes = pending.writes
+        if key not in writes:  # a new key: scans see it by the count of writes (``Pending.moved``)
+            pending._sorted = None
+        else:  # a new value for a key: what a scan read ahead may be stale
+            pending.changes += 1
+        writes[key] = value
 
     def delete(self, key: Bytes) -> bool:
         """Buffer a delete of ``key``; True when the key exists in this transaction's view (a read:
