@@ -3,13 +3,14 @@
 It checks the promises of docs/transactions.md and docs/durability.md.
 
 The machine drives a KV with a tiny memtable and tiny blocks (so flushes and
-merges happen every few steps) through transactions, one-operation writes,
-flushes and compactions, and at any step may crash the simulated machine in
-each ``CrashMode`` (also part-way through an operation, and again part-way
-through the recovery that follows), close and reopen, inject an I/O error
-(EIO on one operation kind and file pattern, or ENOSPC), or flip one byte of
-one structure on disk (WAL frame before a durable point, WAL tail, table
-block, index, bloom, properties, footer, header, each meta slot, both).
+merges happen every few steps) through transactions, one-operation writes
+(some with a ttl, under a clock a rule moves forward), flushes and
+compactions, and at any step may crash the simulated machine in each
+``CrashMode`` (also part-way through an operation, and again part-way through
+the recovery that follows), close and reopen, inject an I/O error (EIO on one
+operation kind and file pattern, or ENOSPC), or flip one byte of one
+structure on disk (WAL frame before a durable point, WAL tail, table block,
+index, bloom, properties, footer, header, each meta slot, both).
 
 The oracle keeps every commit issued since the last recovery, each classed
 as durable (a sync commit returned, a later durable commit returned, or a
@@ -19,10 +20,14 @@ and empty commits are not commits.  After a crash the recovered database
 must equal the state after some prefix of the commits that holds every
 durable one (after a process kill: every acknowledged one).  Every value
 written is unique, so a partial or aborted transaction cannot pass for a
-prefix.  After damage, the outcome is the one docs/durability.md names: a
-``CorruptionError`` naming the damaged file (at an offset >= 0), or a silent
-and correct recovery where the damage is a torn tail or one meta slot; never
-a wrong value, never an empty database.
+prefix.  Every KV reads the machine's one clock, which never goes back, not
+across crashes and reopens either: a value written with a ttl has one expiry
+(the clock at its call or commit, plus the ttl), every state is compared as
+reads see it now (less what expired), and a recovered key has the ttl left
+that its value was written with.  After damage, the outcome is the one
+docs/durability.md names: a ``CorruptionError`` naming the damaged file (at an
+offset >= 0), or a silent and correct recovery where the damage is a torn tail
+or one meta slot; never a wrong value, never an empty database.
 
 There is no conflict detection in this version, so the model applies
 commits last-writer-wins.
@@ -70,8 +75,11 @@ seeds = st.integers(0, 2**32 - 1)
 modes = st.sampled_from(list(CrashMode))
 #: crash points inside a recovery (an open makes about 5..20 mutating operations)
 recovery_crashes = st.lists(st.tuples(st.integers(1, 24), modes, seeds), max_size=2)
-OPS = ["set", "delete", "delete_range", "tx_sync", "tx_nosync", "tx_range", "flush", "compact", "compact_full",
-       "close"]
+#: seconds a value set with a ttl lasts, and steps of the clock: multiples of 1/4, so sums are exact
+ttls = st.sampled_from([0.5, 1.0, 2.0, 5.0, 20.0])
+ticks = st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0])
+OPS = ["set", "set_ttl", "delete", "delete_range", "tx_sync", "tx_nosync", "tx_ttl", "tx_range", "flush", "compact",
+       "compact_full", "close"]
 FAULT_OPS = ["create", "write", "truncate", "fsync", "sync_dir", "rename", "unlink"]
 FAULT_PATTERNS = ["*", "*.log", "*.sst", "meta?", "meta?.tmp"]
 TARGETS = ["wal_middle", "wal_tail", "block", "index", "bloom", "ranges", "props", "footer", "header",
@@ -90,12 +98,23 @@ class Commit:
     status: Status
 
 
+class Clock:
+    """The time every KV of the machine reads, in seconds; a rule moves ``now`` forward."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class OpenTx:
     tx: KVTX
     snapshot: Model
     start: int  # commits before this index of the machine's list are in its snapshot
     writes: Writes = field(default_factory=dict)
+    ttls: dict[bytes, float] = field(default_factory=dict)  # the ttl of each value it set with one, by value
     reads: set[bytes] = field(default_factory=set)  # keys read from the database (docs/transactions.md)
     scanned: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)  # exhausted scans
 
@@ -206,9 +225,11 @@ class CrashMachine(RuleBasedStateMachine):
         self.config = Config()
         self.base: Model = {}  # the state every commit below builds on (durable: recovered or opened)
         self.commits: list[Commit] = []
-        self.model: Model = {}  # base with every commit applied: what reads see
+        self.model: Model = {}  # base with every commit applied: reads see it less what expired (live)
         self.tx: OpenTx | None = None
         self.counter = 0
+        self.clock = Clock(1000.0)
+        self.expiries: dict[bytes, float] = {}  # the expiry of each value written with a ttl (values are unique)
 
     # ------------------------------------------------------------------ helpers
 
@@ -225,7 +246,28 @@ class CrashMachine(RuleBasedStateMachine):
         return SimFS()
 
     def open(self, fs: FS) -> KV:
-        return KV.open(DB, self.config, fs=fs)
+        return KV.open(DB, self.config, fs=fs, clock=self.clock)
+
+    def live(self, state: Model) -> Model:
+        """``state`` as reads see it now: less each value that has expired."""
+        expiries, now = self.expiries, self.clock.now
+        return {k: v for k, v in state.items() if v not in expiries or now < expiries[v]}
+
+    def ttl_of(self, value: bytes) -> float | None:
+        """What ``ttl`` returns for a key holding ``value``, which reads see now."""
+        expiry = self.expiries.get(value)
+        return None if expiry is None else expiry - self.clock.now
+
+    def expiring(self, value: bytes, ttl: float) -> None:
+        """``value`` is about to be written with ``ttl``: it expires that long after the clock now."""
+        self.expiries[value] = self.clock.now + ttl
+
+    def read_all(self, kv: KV) -> Model:
+        """``read_all``, and each key's ttl as its value was written with."""
+        got = read_all(kv)
+        for key, value in got.items():
+            assert kv.ttl(key) == self.ttl_of(value), (key, value)
+        return got
 
     def committed(self, writes: Writes, sync: bool) -> None:
         self.commits.append(Commit(writes, Status.ACKED))
@@ -267,7 +309,7 @@ class CrashMachine(RuleBasedStateMachine):
     def recovered(self, kv: KV, kill: bool, after_crash: bool) -> None:
         """Check the recovered state is a prefix holding every durable (kill: acknowledged) commit."""
         kv._check()
-        got = read_all(kv)
+        got = self.read_all(kv)
         need = 0
         for i, c in enumerate(self.commits):
             if c.status is Status.DURABLE or (kill and c.status is Status.ACKED):
@@ -277,7 +319,7 @@ class CrashMachine(RuleBasedStateMachine):
         for c in self.commits:
             state = apply(state, c.writes)
             states.append(state)
-        matches = [k for k in range(need, len(states)) if states[k] == got]
+        matches = [k for k in range(need, len(states)) if self.live(states[k]) == got]
         event(f"recovered {'a prefix' if matches and matches[0] < len(states) - 1 else 'everything'}")
         assert matches, (f"recovered state is no prefix of the commits holding the first {need} of "
                          f"{len(self.commits)}: {sorted(got.items())} vs {[sorted(s.items()) for s in states]}")
@@ -308,17 +350,21 @@ class CrashMachine(RuleBasedStateMachine):
             return
         self.recovered(self.open(image), kill, after_crash=True)
 
-    def run_op(self, op: str, key: bytes, pad: int) -> None:
-        """One write operation, with the model updated when it returns."""
+    def run_op(self, op: str, key: bytes, pad: int, ttl: float = 2.0) -> None:
+        """One write operation, with the model updated when it returns; ``ttl`` for the ops that set one."""
         kv = self.db
-        if op == "set":
+        if op in ("set", "set_ttl"):
             value = self.value(pad)
             self.commits.append(Commit({key: value}, Status.INFLIGHT))
-            kv.set(key, value)
+            if op == "set_ttl":
+                self.expiring(value, ttl)
+                kv.set(key, value, ttl=ttl)
+            else:
+                kv.set(key, value)
             self.commits.pop()
             self.committed({key: value}, self.config.sync)
         elif op == "delete":
-            existed = key in self.model
+            existed = key in self.live(self.model)  # deleting an expired key writes nothing
             if existed:
                 self.commits.append(Commit({key: None}, Status.INFLIGHT))
             assert kv.delete(key) == existed
@@ -334,11 +380,17 @@ class CrashMachine(RuleBasedStateMachine):
             if gone:
                 self.commits.pop()
                 self.committed(gone, self.config.sync)
-        elif op in ("tx_sync", "tx_nosync", "tx_range"):
+        elif op in ("tx_sync", "tx_nosync", "tx_range", "tx_ttl"):
             other = KEYS[(KEYS.index(key) + 5) % len(KEYS)]
             writes: Writes = {key: self.value(pad), other: None}
             tx = kv.new_tx()
-            if op == "tx_range":  # a range delete, then a write inside it: the write stays
+            if op == "tx_ttl":  # a value with a ttl and one without, committed durably: the ttl counts from it
+                value, lasting = self.value(pad), self.value(0)
+                writes = {key: value, other: lasting}
+                tx.set(key, value, ttl=ttl)
+                tx.set(other, lasting)
+                self.expiring(value, ttl)
+            elif op == "tx_range":  # a range delete, then a write inside it: the write stays
                 start, end = min(key, other), max(key, other)
                 tx.delete_range(start, end)
                 value = self.value(pad)
@@ -351,9 +403,9 @@ class CrashMachine(RuleBasedStateMachine):
                     else:
                         tx.set(k, v)
             self.commits.append(Commit(writes, Status.INFLIGHT))
-            tx.commit(sync=op == "tx_sync")
+            tx.commit(sync=op in ("tx_sync", "tx_ttl"))
             self.commits.pop()
-            self.committed(writes, op == "tx_sync")
+            self.committed(writes, op in ("tx_sync", "tx_ttl"))
         elif op == "flush":
             kv.flush()
             self.all_durable()
@@ -388,6 +440,19 @@ class CrashMachine(RuleBasedStateMachine):
     def kv_set(self, key: bytes, pad: int) -> None:
         self.run_op("set", key, pad)
 
+    @rule(key=keys, pad=pads, ttl=ttls)
+    def kv_set_ttl(self, key: bytes, pad: int, ttl: float) -> None:
+        self.run_op("set_ttl", key, pad, ttl)
+
+    @rule(key=keys, pad=pads, ttl=ttls)
+    def kv_tx_ttl(self, key: bytes, pad: int, ttl: float) -> None:
+        self.run_op("tx_ttl", key, pad, ttl)
+
+    @rule(by=ticks)
+    def tick(self, by: float) -> None:
+        """Move the clock forward; what expired reads as absent from now on."""
+        self.clock.now += by
+
     @rule(key=keys)
     def kv_delete(self, key: bytes) -> None:
         self.run_op("delete", key, 0)
@@ -402,11 +467,14 @@ class CrashMachine(RuleBasedStateMachine):
 
     @rule(key=keys)
     def kv_get(self, key: bytes) -> None:
-        assert self.db.get(key) == self.model.get(key)
+        value = self.live(self.model).get(key)
+        assert self.db.get(key) == value
+        assert self.db.ttl(key) == (None if value is None else self.ttl_of(value))
 
     @rule(start=st.none() | keys, end=st.none() | keys, reverse=st.booleans())
     def kv_scan(self, start: bytes | None, end: bytes | None, reverse: bool) -> None:
-        assert list(self.db.scan(start, end, reverse=reverse)) == expected_scan(self.model, start, end, reverse)
+        got = list(self.db.scan(start, end, reverse=reverse))
+        assert got == expected_scan(self.live(self.model), start, end, reverse)
 
     @rule()
     def flush(self) -> None:
@@ -424,18 +492,20 @@ class CrashMachine(RuleBasedStateMachine):
         self.tx = OpenTx(self.db.new_tx(), dict(self.model), len(self.commits))
 
     @precondition(lambda self: self.tx is not None)
-    @rule(key=keys, pad=pads)
-    def tx_set(self, key: bytes, pad: int) -> None:
+    @rule(key=keys, pad=pads, ttl=st.none() | ttls)
+    def tx_set(self, key: bytes, pad: int, ttl: float | None) -> None:
         assert self.tx is not None
         value = self.value(pad)
-        self.tx.tx.set(key, value)
+        self.tx.tx.set(key, value, ttl=ttl)
         self.tx.writes[key] = value
+        if ttl is not None:  # its expiry is known at the commit
+            self.tx.ttls[value] = ttl
 
     @precondition(lambda self: self.tx is not None)
     @rule(key=keys)
     def tx_delete(self, key: bytes) -> None:
         assert self.tx is not None
-        assert self.tx.tx.delete(key) == (key in self.tx.view())
+        assert self.tx.tx.delete(key) == (key in self.live(self.tx.view()))
         self.tx.read(key)
         self.tx.writes[key] = None
 
@@ -443,7 +513,7 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(key=keys)
     def tx_get(self, key: bytes) -> None:
         assert self.tx is not None
-        assert self.tx.tx.get(key) == self.tx.view().get(key)
+        assert self.tx.tx.get(key) == self.live(self.tx.view()).get(key)
         self.tx.read(key)
 
     @precondition(lambda self: self.tx is not None)
@@ -451,7 +521,7 @@ class CrashMachine(RuleBasedStateMachine):
     def tx_scan(self, start: bytes | None, end: bytes | None, reverse: bool) -> None:
         assert self.tx is not None
         got = list(self.tx.tx.scan(start, end, reverse=reverse))
-        assert got == expected_scan(self.tx.view(), start, end, reverse)
+        assert got == expected_scan(self.live(self.tx.view()), start, end, reverse)
         self.tx.scanned.append((start, end))
 
     @precondition(lambda self: self.tx is not None)
@@ -469,6 +539,9 @@ class CrashMachine(RuleBasedStateMachine):
                 tx.tx.commit(sync=sync)
             event("conflict")
             return
+        for value, ttl in tx.ttls.items():
+            if value in tx.writes.values():  # not written over by the transaction's later writes
+                self.expiring(value, ttl)
         self.commits.append(Commit(tx.writes, Status.INFLIGHT))
         tx.tx.commit(sync=sync)
         self.commits.pop()
@@ -496,7 +569,7 @@ class CrashMachine(RuleBasedStateMachine):
                 raise AssertionError("a transaction committed on a closed KV")
         self.let_go_of_tx()
         self.kv = self.open(self.fs)
-        assert read_all(self.kv) == self.model
+        assert self.read_all(self.kv) == self.live(self.model)
         self.base = dict(self.model)
         self.commits = []
 
@@ -507,14 +580,14 @@ class CrashMachine(RuleBasedStateMachine):
         self.fs = image
         self.recover(image, mode is CrashMode.KILL, crashes)
 
-    @rule(op=st.sampled_from(OPS), key=keys, pad=pads, at=st.integers(1, 30), mode=modes, seed=seeds,
+    @rule(op=st.sampled_from(OPS), key=keys, pad=pads, ttl=ttls, at=st.integers(1, 30), mode=modes, seed=seeds,
           crashes=recovery_crashes)
-    def crash_during(self, op: str, key: bytes, pad: int, at: int, mode: CrashMode, seed: int,
+    def crash_during(self, op: str, key: bytes, pad: int, ttl: float, at: int, mode: CrashMode, seed: int,
                      crashes: list[tuple[int, CrashMode, int]]) -> None:
         """Crash at the ``at``-th file operation of one write, flush, compaction or close."""
         self.fs.crash_at(at)
         try:
-            self.run_op(op, key, pad)
+            self.run_op(op, key, pad, ttl)
         except BaseException:
             if not crashed(self.fs):
                 raise
@@ -527,7 +600,7 @@ class CrashMachine(RuleBasedStateMachine):
         if op == "close":
             self.let_go_of_tx()
             self.kv = self.open(self.fs)
-            assert read_all(self.kv) == self.model
+            assert self.read_all(self.kv) == self.live(self.model)
             self.base = dict(self.model)
             self.commits = []
 
@@ -552,7 +625,7 @@ class CrashMachine(RuleBasedStateMachine):
             op = data.draw(st.sampled_from(OPS), label="op")
             key = data.draw(keys, label="key")
             try:
-                self.run_op(op, key, data.draw(pads, label="pad"))
+                self.run_op(op, key, data.draw(pads, label="pad"), data.draw(ttls, label="ttl"))
             except FailedError as exc:
                 event(f"FailedError in {op}")
                 assert isinstance(exc.__cause__, OSError), "FailedError must be raised from the OSError"
@@ -565,16 +638,18 @@ class CrashMachine(RuleBasedStateMachine):
         if not failed:
             if self.db._closed:
                 self.kv = self.open(fs)
-                assert read_all(self.kv) == self.model
+                assert self.read_all(self.kv) == self.live(self.model)
                 self.base = dict(self.model)
                 self.commits = []
             return
         kv = self.db
         if not kv._closed:
-            for op in ("set", "delete", "tx_sync", "tx_nosync", "flush", "compact", "compact_full"):
-                if op == "delete" and not self.model:
+            live = self.live(self.model)
+            for op in ("set", "set_ttl", "delete", "tx_sync", "tx_nosync", "tx_ttl", "flush", "compact",
+                       "compact_full"):
+                if op == "delete" and not live:
                     continue
-                key = next(iter(self.model)) if op == "delete" else b"k00"
+                key = next(iter(live)) if op == "delete" else b"k00"
                 before = len(self.commits)
                 try:
                     self.run_op(op, key, 0)
@@ -598,7 +673,7 @@ class CrashMachine(RuleBasedStateMachine):
         names = image.listdir(DB)
         # a slot torn by an earlier crash stays invalid until the next meta write goes to it
         broken = {str(n) for n in ("meta0", "meta1") if n in names} - set(meta_versions(image))
-        expect: Model | None = self.model  # None: the damage must be reported
+        expect: Model | None = self.live(self.model)  # None: the damage must be reported
         if part.startswith("wal"):
             logs = sorted(n for n in names if n.endswith(".log"))
             if not logs:
@@ -618,7 +693,7 @@ class CrashMachine(RuleBasedStateMachine):
                 state = dict(self.base)
                 for c in self.commits[:-1]:
                     state = apply(state, c.writes)
-                expect = state
+                expect = self.live(state)
             damaged = {name}
         elif part.startswith("meta"):
             versions = meta_versions(image)
@@ -670,7 +745,7 @@ class CrashMachine(RuleBasedStateMachine):
         torn by an earlier crash)."""
         try:
             kv = self.open(image)
-            got = read_all(kv)
+            got = self.read_all(kv)
             problems = kv.check()
             kv.close()
         except CorruptionError as exc:

@@ -1,19 +1,22 @@
 """Crash-point sweep (docs/durability.md): every file operation of tiny canonical workloads, crashed in every mode.
 
 Each workload (creating a database, sync and unsynced commits, an aborted
-transaction, flushes, a merge, meta slot switches, deletes, a reopen) runs
-on ``CheckingFS(SimFS())`` with a tiny memtable and ``background=False``, so
-it is deterministic and takes well under a hundred file operations.  A
-recording run counts them; then, for every operation i:
+transaction, flushes, a merge, meta slot switches, deletes, range deletes,
+values that expire, a reopen) runs on ``CheckingFS(SimFS())`` with a tiny
+memtable and ``background=False``, and reads the oracle's clock, which only
+the workload moves, so it is deterministic and takes well under a hundred
+file operations.  A recording run counts them; then, for every operation i:
 
 - the workload runs again with ``crash_at(i)``; for each ``CrashMode`` the
   crash image is reopened and checked against the "prefix, no holes" oracle:
   the recovered state is exactly the state after some prefix of the commits
   issued, a prefix holding every commit acknowledged durable (a
   ``commit(sync=True)``, ``flush``, ``compact(full=True)`` or ``close`` that
-  returned; after ``KILL`` every commit that returned); each transaction is
-  whole (values are unique) and no aborted one appears; ``kv._check()`` holds
-  and ``kv.check()`` is empty.  Then the recovery of that image is crashed at a
+  returned; after ``KILL`` every commit that returned), read at the clock
+  the crash stopped (less what expired by then; each key has the ttl left
+  its value was written with); each transaction is whole (values are
+  unique) and no aborted one appears; ``kv._check()`` holds and
+  ``kv.check()`` is empty.  Then the recovery of that image is crashed at a
   seeded point, imaged again in a seeded mode, reopened, and must find the
   same state the uninterrupted recovery found;
 - the workload runs again with EIO injected into operation i (its kind and
@@ -53,24 +56,43 @@ RECOVERY_CRASHES = 3
 
 @dataclass
 class Oracle:
-    """Commits issued in order; ``commits[:durable]`` survive power loss, ``commits[:acked]`` a kill."""
+    """Commits issued in order; ``commits[:durable]`` survive power loss, ``commits[:acked]`` a kill.
+    ``now`` is the time every KV of the run reads (``clock``); ``expiries`` the expiry of each value
+    written with a ttl (values are unique)."""
 
     commits: list[Writes] = field(default_factory=list)
     durable: int = 0
     acked: int = 0
+    now: float = 1000.0
+    expiries: dict[bytes, float] = field(default_factory=dict)
+
+    def clock(self) -> float:
+        """The clock every KV of the run reads, recoveries too: it never goes back."""
+        return self.now
 
     def states(self) -> list[Model]:
-        """The state after each prefix: ``states()[p]`` holds the first p commits."""
+        """The state after each prefix as reads see it now: ``states()[p]`` holds the first p commits, less
+        the values expired by ``now``."""
         state: Model = {}
-        out = [dict(state)]
+        out = [self.live(state)]
         for writes in self.commits:
             for key, value in writes.items():
                 if value is None:
                     state.pop(key, None)
                 else:
                     state[key] = value
-            out.append(dict(state))
+            out.append(self.live(state))
         return out
+
+    def live(self, state: Model) -> Model:
+        """``state`` less the values expired by ``now``."""
+        expiries, now = self.expiries, self.now
+        return {k: v for k, v in state.items() if v not in expiries or now < expiries[v]}
+
+    def ttl(self, value: bytes) -> float | None:
+        """What ``ttl`` returns now for a key holding ``value``."""
+        expiry = self.expiries.get(value)
+        return None if expiry is None else expiry - self.now
 
     def match(self, state: Model, kill: bool) -> int | None:
         """The prefix length whose state is ``state`` and which holds what must survive; None if none."""
@@ -104,21 +126,25 @@ class Run:
             self.oracle.durable = len(self.oracle.commits)
 
     def open(self) -> None:
-        self.kv = KV.open(DB, CONFIG, fs=self.fs)
+        self.kv = KV.open(DB, CONFIG, fs=self.fs, clock=self.oracle.clock)
 
     def close(self) -> None:
         self._kv().close()
         self._acked(True)
 
-    def tx(self, writes: dict[bytes, bytes | None], sync: bool) -> None:
-        """One transaction of ``writes`` (None deletes), committed with ``sync``."""
+    def tx(self, writes: dict[bytes, bytes | None], sync: bool, ttls: dict[bytes, float] | None = None) -> None:
+        """One transaction of ``writes`` (None deletes), committed with ``sync``; a key of ``ttls`` is set
+        with that ttl, which counts from the commit."""
         kv = self._kv()
         tx = kv.new_tx()
+        ttls = ttls or {}
         for key, value in writes.items():
             if value is None:
                 tx.delete(key)
             else:
-                tx.set(key, value)
+                tx.set(key, value, ttl=ttls.get(key))
+        for key, ttl in ttls.items():
+            self._expires(writes[key], ttl)
         self.oracle.commits.append(dict(writes))
         tx.commit(sync=sync)
         self._acked(sync)
@@ -126,12 +152,22 @@ class Run:
             assert kv._wal is not None
             self.fs.assert_durable(kv._wal.path)  # its WAL bytes and directory entry are synced
 
-    def set(self, key: bytes, tag: str) -> None:
-        """A one-operation write (``Config.sync`` is False: not durable)."""
+    def set(self, key: bytes, tag: str, ttl: float | None = None) -> None:
+        """A one-operation write (``Config.sync`` is False: not durable), with ``ttl`` when not None."""
         value = self.value(tag)
+        if ttl is not None:
+            self._expires(value, ttl)
         self.oracle.commits.append({key: value})
-        self._kv().set(key, value)
+        self._kv().set(key, value, ttl=ttl)
         self._acked(False)
+
+    def _expires(self, value: bytes | None, ttl: float) -> None:
+        assert value is not None
+        self.oracle.expiries[value] = self.oracle.now + ttl
+
+    def tick(self, seconds: float) -> None:
+        """Move the clock: what expires by then reads as absent."""
+        self.oracle.now += seconds
 
     def delete(self, key: bytes) -> None:
         existed = self.oracle.states()[-1].get(key) is not None
@@ -257,6 +293,26 @@ def wl_range_deletes(r: Run) -> None:
     r.delete_range(b"r0", b"r2", sync=False)
 
 
+def wl_expiries(r: Run) -> None:
+    """Values set with ttls over older ones in a table, by one-operation writes and a transaction (its ttls
+    count from its commit); the clock passes their expiries one by one: a delete, a range delete, the flush
+    and the merge of a full compaction meet expired values, and the log ends with one."""
+    r.open()
+    r.tx({b"e%d" % i: r.value("e") for i in range(5)}, sync=True)
+    r.flush()
+    r.set(b"e0", "short", ttl=1)  # hides e0 of the table until it expires, and after
+    r.set(b"e1", "long", ttl=100)
+    r.tx({b"e2": r.value("short"), b"e3": r.value("long")}, sync=True, ttls={b"e2": 2, b"e3": 100})
+    r.tick(1)  # e0 expires
+    r.delete(b"e0")  # absent: writes nothing
+    r.delete_range(b"e0", b"e2", sync=False)  # over an expired value and a live one
+    r.tick(1)  # e2 expires
+    r.compact(full=True)
+    r.set(b"e4", "short", ttl=1)
+    r.tick(1)
+    r.delete_range_one(b"e3", b"e9")
+
+
 def wl_close_merge(r: Run) -> None:
     """Reopen a closed database into a flush and a policy merge inside a commit, close with files waiting."""
     r.open()
@@ -273,7 +329,7 @@ def wl_close_merge(r: Run) -> None:
 
 WORKLOADS: dict[str, Callable[[Run], None]] = {
     "create": wl_create, "flush": wl_flush, "merge": wl_merge, "reopen": wl_reopen, "deletes": wl_deletes,
-    "range_deletes": wl_range_deletes, "close_merge": wl_close_merge,
+    "range_deletes": wl_range_deletes, "expiries": wl_expiries, "close_merge": wl_close_merge,
 }
 
 
@@ -300,12 +356,15 @@ def _record(workload: Callable[[Run], None]) -> tuple[int, list[tuple[str, str]]
 
 def _recover(image: CheckingFS, oracle: Oracle, kill: bool, where: str) -> tuple[Model, int]:
     """Reopen ``image``, check it, and match its state to the oracle; returns the state and the open's ops."""
-    kv = KV.open(DB, CONFIG, fs=image)
+    kv = KV.open(DB, CONFIG, fs=image, clock=oracle.clock)
     ops = image.ops
     kv._check()
     problems = kv.check()  # a slot a crash tore was written anew by the open
     assert problems == [], f"{where}: check() found {problems}"
     state = dict(kv.scan())
+    if oracle.expiries:
+        ttls = {key: kv.ttl(key) for key in state}
+        assert ttls == {k: oracle.ttl(v) for k, v in state.items()}, f"{where}: ttls {ttls}"
     kv.close()
     assert image.violations == [], f"{where}: {image.violations}"
     p = oracle.match(state, kill)
@@ -344,7 +403,7 @@ def _image_and_recover(run: Run, mode: CrashMode, seed: int, where: str, res: Re
         image = run.fs.crash_image(mode, seed)
         image.crash_at(j)
         with contextlib.suppress(SimulatedCrash):
-            KV.open(DB, CONFIG, fs=image).close()
+            KV.open(DB, CONFIG, fs=image, clock=run.oracle.clock).close()
         where2 = f"{where}; recovery crashed at op {j} of {ops}, {mode2.name}"
         assert image.violations == [], f"{where2}: {image.violations}"
         again, _ = _recover(image.crash_image(mode2, seed), run.oracle, kill, where2)
