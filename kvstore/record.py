@@ -333,18 +333,22 @@ def decode_commit(payload: bytes, path: str, offset: int) -> tuple[int, int, lis
             why = "twice" if key == prev else "out of order"
             raise CorruptionError(path, offset, f"commit record holds key {key[:40]!r} {why}: keys ascend, each once")
         prev = key
-        if kind == 1:
-            writes.append((key, payload[kend:vend]))
-        elif kind == 3:
-            writes.append((key, expiring(payload[kend:vend], path, offset)))
-        elif kind == 0 and vlen == 0:
-            writes.append((key, None))
-        else:
-            raise CorruptionError(path, offset, f"commit record has a write of unknown kind {kind}")
+        writes.append((key, _point_value(kind, payload[kend:vend], path, offset)))
         pos = vend
     if pos != size:
         raise CorruptionError(path, offset, f"commit record has {size - pos} bytes after its last write")
     return sequence, durable, writes
+
+
+def _point_value(kind: int, value: bytes, path: str, offset: int) -> bytes | None:
+    """The value of a commit's point write of ``kind`` (None for a DELETE, which holds no bytes)."""
+    if kind == 1:
+        return value
+    if kind == 3:
+        return expiring(value, path, offset)
+    if kind == 0 and not value:
+        return None
+    raise CorruptionError(path, offset, f"commit record has a write of unknown kind {kind}")
 
 
 def encode_frame(log_number: int, rtype: int, payload: bytes) -> bytes:
