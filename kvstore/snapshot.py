@@ -16,7 +16,7 @@ import bisect
 import contextlib
 import itertools
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 from kvstore import bloom, record
@@ -171,9 +171,9 @@ def _level(level: Memtable | TableReader | Run, start: bytes | None, snapshot: i
 
 class _ScanState:
     """What a scan's rows and its ``close()`` share: the reader, the bounds, the range a transaction's scan
-    covered, and whether the scan was closed or ran out."""
+    covered, whether the scan was closed or ran out, and the chunk of rows it is handing out."""
 
-    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done")
+    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done", "rows")
 
     def __init__(self, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
         self.reader = reader
@@ -185,6 +185,7 @@ class _ScanState:
             reader.tx.ranges.append(self.range)
         self.closed = False  # close() was called
         self.done = False  # exhausted: StopIteration from now on, as iterators do
+        self.rows: list[tuple[bytes, bytes]] | None = None  # a KV scan's chunk the chain is walking
 
     def check(self) -> None:
         """Raise what asking a closed scan, or one whose KV or transaction closed, for more raises."""
@@ -192,9 +193,18 @@ class _ScanState:
             raise ClosedError("the cursor or scan is closed")
         self.reader.check()
 
+    def cut(self) -> None:
+        """Stop handing out the rows of the current chunk: the next ``next()`` asks for the next chunk,
+        which checks whether the scan may go on (``close()``, and the KV's close, call this)."""
+        rows = self.rows
+        if rows is not None:
+            rows.clear()
+
     def finish(self) -> None:
         """The scan ran out: a transaction's covers its whole bound; a KV's lets its snapshot go."""
         self.done = True
+        self.rows = None
+        self.reader.kv._scans.discard(self)
         r = self.range
         if r is not None:
             r.lo, r.hi, r.hi_inclusive, r.active = self.lo, self.hi, self.hi is None, True
@@ -205,9 +215,11 @@ class _ScanState:
 class Scan(itertools.chain[tuple[bytes, bytes]]):
     """The iterator ``scan()`` returns: pairs from one snapshot; closing it (or exhausting it) lets go.
 
-    Its rows come from a generator, stepped from C (``itertools.chain``):
-    the checks a step makes (closed scan, KV or transaction) are in the
-    generator, so a row costs no Python-level ``__next__`` call.
+    A KV's scan chains its chunks of rows, which ``itertools.chain`` walks
+    in C: a Python step runs once per chunk, and ``close()`` (the scan's or
+    the KV's) empties the chunk being handed out, so no row comes after it
+    (``_scan_chunks``).  A transaction's scan chains a generator that checks
+    the scan, its KV and its transaction before each row (``_scan_rows``).
     """
 
     __slots__ = ("_state", "_owner")
@@ -228,21 +240,45 @@ class Scan(itertools.chain[tuple[bytes, bytes]]):
         state = self._state
         if not state.done:
             state.closed = True
+            state.cut()
+        state.reader.kv._scans.discard(state)
         if state.owns:
             state.reader.release()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # a finalizer must not raise; the KV may be gone
-            if self._state.owns:
-                self._state.reader.release()
+        try:  # a finalizer must not raise; the KV may be gone
+            state = self._state
+            state.reader.kv._scans.discard(state)
+            if state.owns:
+                state.reader.release()
+        except Exception:  # noqa: BLE001 - nothing to tell anyone from a finalizer
+            pass
 
 
-def _scan_sources(state: _ScanState) -> Iterator[Iterator[tuple[bytes, bytes]]]:
-    """What a scan chains: its rows, then, only when they stopped on an error (a closed scan, KV or
-    transaction), a generator that raises it again for each later ``next()``."""
-    yield _scan_rows(state)
+def _scan_sources(state: _ScanState) -> Iterator[Iterable[tuple[bytes, bytes]]]:
+    """What a scan chains: a KV scan's chunks of rows (lists the chain walks in C), a transaction's rows
+    (a generator), then, only when they stopped on an error (a closed scan, KV or transaction, or a
+    failed read), a generator that raises it again for each later ``next()``."""
+    if state.reader.tx is None:
+        chunks = _scan_chunks(state)
+        while True:
+            try:
+                rows = next(chunks, None)
+            except Exception as exc:  # noqa: BLE001 - a failed read: this and every later next() raise it
+                while True:
+                    yield _raising_error(exc)
+            if rows is None:
+                break
+            yield rows
+    else:
+        yield _scan_rows(state)
     while not state.done:
         yield _raising(state)
+
+
+def _raising_error(exc: Exception) -> Iterator[tuple[bytes, bytes]]:
+    raise exc
+    yield  # pragma: no cover - a generator: the error comes from the first next()
 
 
 def _raising(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
@@ -251,20 +287,65 @@ def _raising(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
     yield  # a generator: the error comes from the first next()
 
 
-def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
-    """A scan's rows, each step checking that the scan, its KV and its transaction are open."""
+def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
+    """A KV scan's rows as chunks, each checked for before it is handed out: the scan and its KV open.
+    The chunk handed out is ``state.rows``, which ``close()`` empties (``_ScanState.cut``), so no row
+    comes after a close."""
     reader, lo, hi, reverse = state.reader, state.lo, state.hi, state.reverse
+    kv = reader.kv
+    if reader.released or kv._closed:
+        return  # not done: the chain raises ClosedError from here on (_raising)
+    if lo is None or hi is None or lo < hi:
+        kv._scans.add(state)  # until the scan runs out, is closed or is collected (_ScanState.finish, Scan)
+        stop = lo if reverse else hi
+        chunks = reader.chunks(hi if reverse else lo, reverse, not reverse)
+        while True:
+            rows = next(chunks, None)  # a resumed scan was checked open by the step before (below)
+            if rows is None:
+                break
+            if stop is not None and (rows[-1][0] >= stop if not reverse else rows[-1][0] < stop):
+                rows = _before(rows, stop, reverse)
+                if rows:
+                    state.rows = rows
+                    if not (state.closed or reader.released or kv._closed):
+                        yield rows
+                break
+            state.rows = rows  # set before the check: a close from now on empties these rows
+            if state.closed or reader.released or kv._closed:
+                return
+            yield rows
+            if state.closed or reader.released or kv._closed:
+                return  # closed while its rows were handed out: no further read
+    if state.closed or reader.released or kv._closed:
+        return
+    state.finish()
+
+
+def _before(rows: list[tuple[bytes, bytes]], stop: bytes, reverse: bool) -> list[tuple[bytes, bytes]]:
+    """The rows of a chunk before ``stop`` in the direction of travel (``stop`` excluded going forward,
+    included going backward)."""
+    if not reverse:
+        return rows[: bisect.bisect_left(rows, stop, key=_KEY)]
+    n = 0
+    for row in rows:
+        if row[0] < stop:
+            break
+        n += 1
+    return rows[:n]
+
+
+def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
+    """A transaction's scan's rows, each step checking that the scan, its KV and its transaction are
+    open."""
+    reader, lo, hi = state.reader, state.lo, state.hi
     kv, tx = reader.kv, reader.tx
-    if reader.released or kv._closed or (tx is not None and tx.closed):
+    assert tx is not None
+    if reader.released or kv._closed or tx.closed:
         state.check()
     if lo is None or hi is None or lo < hi:
-        if tx is None:
-            step = _rows(reader.chunks(hi if reverse else lo, reverse, not reverse), lo if reverse else hi,
-                         reverse).__next__
-        else:
-            step = _tx_rows(state).__next__
+        step = _tx_rows(state).__next__
         while True:
-            if state.closed or reader.released or kv._closed or (tx is not None and tx.closed):
+            if state.closed or reader.released or kv._closed or tx.closed:
                 state.check()
             try:
                 row = step()

@@ -423,6 +423,8 @@ class KV(Core, Reads):
                 self._write_out()
         finally:
             self._closed = True
+            for scan in list(self._scans):  # rows already fetched are not handed out after the close
+                scan.cut()
             with self._cond:
                 self._cond.notify_all()
             with self._versions.lock:
