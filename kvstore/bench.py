@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import array
+import asyncio
+import concurrent.futures
 import itertools
 import json
 import os
@@ -32,9 +34,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from kvstore.aio import AsyncKV
 from kvstore.config import Config
 from kvstore.store import KV
 
@@ -44,6 +47,7 @@ BATCH = 1000  # puts per transaction in the fills
 SCAN_CHUNK = 1000  # rows per scan in readseq and readreverse
 SEEK_NEXT = 10  # rows read after each seek in seekrandom
 THREADS = 8  # writer threads in concurrent_sync
+COROUTINES = 64  # writer coroutines in concurrent_async
 KEY_SIZE = 16
 
 #: name -> what it does (ops counted as in db_bench)
@@ -58,6 +62,7 @@ WORKLOADS: dict[str, str] = {
     "seekrandom": "N/10 seeks to random existing keys, each reading 10 rows (ops = seeks)",
     "fillsync": "N/100 single puts, each durable (fsync) before returning",
     "concurrent_sync": "8 threads x N/400 single durable puts (ops = commits, all threads)",
+    "concurrent_async": "64 coroutines x N/3200 single durable puts (kvstore.aio; ops = commits, all coroutines)",
 }
 # the workloads that run on the database fillrandom loads
 _MAIN_DB = ("fillrandom", "overwrite", "readrandom", "readmissing", "readseq", "readreverse", "seekrandom")
@@ -311,6 +316,22 @@ class _Run:
             if rows != per * THREADS:
                 self._problem("concurrent_sync", f"{rows} rows after the writers, expected {per * THREADS}")
             db.close()
+        if "concurrent_async" in want:
+            per = max(1, n // (400 * COROUTINES // THREADS))  # as many commits in all as concurrent_sync
+            order = _shuffled(per * COROUTINES, 5)
+            lists = [[(key_of(j), self.values.next()) for j in order[t * per : (t + 1) * per]]
+                     for t in range(COROUTINES)]
+            db, path = self._fresh("coroutines", True)
+            if self.engine == "kvstore":  # the asyncio API opens the directory itself
+                db.close()
+                self._record("concurrent_async", lambda: asyncio.run(_kvstore_coroutines(path, lists)))
+                db = self.make(path, True)
+            else:  # puts on threads, one per coroutine at most, as an asyncio wrapper of a sync engine does
+                self._record("concurrent_async", lambda: asyncio.run(_engine_coroutines(db, lists)))
+            rows = self._count(db)
+            if rows != per * COROUTINES:
+                self._problem("concurrent_async", f"{rows} rows after the writers, expected {per * COROUTINES}")
+            db.close()
         self.result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
         return self.result
 
@@ -430,6 +451,34 @@ class _Run:
             t.join()
         ops = sum(len(items) for items in lists)
         return ops, ops * (KEY_SIZE + self.value_size), errors[0] if errors else None
+
+
+async def _kvstore_coroutines(path: str, lists: list[Pairs]) -> tuple[int, int, str | None]:
+    """One coroutine per list, each awaiting ``AsyncKV.set`` (durable) for each of its pairs."""
+    async with await AsyncKV.open(path, Config(sync=True), threads=len(lists)) as kv:
+        async def work(items: Pairs) -> None:
+            for key, value in items:
+                await kv.set(key, value)
+
+        return await _gathered(work, lists)
+
+
+async def _engine_coroutines(db: _Engine, lists: list[Pairs]) -> tuple[int, int, str | None]:
+    """One coroutine per list, each awaiting the engine's durable put on a thread of a shared pool."""
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(lists)) as pool:
+        async def work(items: Pairs) -> None:
+            for key, value in items:
+                await loop.run_in_executor(pool, db.put, key, value)
+
+        return await _gathered(work, lists)
+
+
+async def _gathered(work: Callable[[Pairs], Awaitable[None]], lists: list[Pairs]) -> tuple[int, int, str | None]:
+    results = await asyncio.gather(*(work(items) for items in lists), return_exceptions=True)
+    errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    ops = sum(len(items) for items in lists)
+    return ops, ops * (KEY_SIZE + len(lists[0][0][1])), errors[0] if errors else None
 
 
 # ---------------------------------------------------------------- report

@@ -27,7 +27,8 @@ FIGURES = {"ops", "secs", "micros_per_op", "ops_per_sec", "mb_per_sec", "ok"}
 # ops each workload must have done with --num 2000
 OPS = {"fillseq": NUM, "fillrandom": NUM, "overwrite": NUM, "readrandom": NUM, "readmissing": NUM,
        "readseq": NUM, "readreverse": NUM, "seekrandom": NUM // 10, "fillsync": NUM // 100,
-       "concurrent_sync": bench.THREADS * (NUM // 400)}
+       "concurrent_sync": bench.THREADS * (NUM // 400),
+       "concurrent_async": bench.COROUTINES * max(1, NUM // (400 * bench.COROUTINES // bench.THREADS))}
 
 
 def _run(tmp_path: pathlib.Path, *args: str) -> tuple[int, dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 errors -> config, record, fs, simfs, keys -> filenames, chunks, bloom, block, rangedel, expiry -> sorted_array,
 sorted_file, table_writer, wal, metadata -> merge, builder, runs, covered -> helper -> view, isolation -> core
--> snapshot -> versions -> commit, jobs -> recovery, check, backup, transaction -> store, then the benchmark and
-the command line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli -> __main__.
+-> snapshot -> versions -> commit, jobs -> recovery, check, backup, transaction -> store -> aio, then the benchmark
+and the command line above it: bench, display -> dumpfile, inspector, report -> shell -> commands -> cli ->
+__main__.
 A module imports only modules of lower layers, never a sibling or a higher layer.
 """
 
@@ -34,6 +35,8 @@ LAYERS: list[set[str]] = [
     {"commit", "jobs"},
     {"recovery", "check", "backup", "transaction"},
     {"store"},
+    # the asyncio API over the KV
+    {"aio"},
     # the benchmark (python -m kvstore.bench, a user of the public API) and the command line, above the
     # engine: byte display, then the dump format, file inspectors and renderings, then the shell, the
     # commands, their parser and ``python -m kvstore``
