@@ -29,6 +29,7 @@ waits for a transaction's commit and says which (DESIGN.md, "The asyncio API").
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import itertools
@@ -38,12 +39,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from kvstore.commit import GROUP_BYTES
 from kvstore.config import Config
 from kvstore.core import closed_error
 from kvstore.errors import ConflictError, FailedError, TxClosedError
+from kvstore.expiry import check_ttl
 from kvstore.fs import FileSystem
 from kvstore.keys import Bytes
 from kvstore.snapshot import Cursor
+from kvstore.sorted_file import NO_READS, WouldRead
 from kvstore.store import KV, Stats
 from kvstore.transaction import KVTX
 
@@ -73,6 +77,20 @@ class _Runner:
             raise closed_error()
         return await asyncio.shield(self.submit(fn, *args))
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a point read: on the loop when it needs no block the cache does not hold (a
+        read from memory costs less than a trip to a thread), else on a thread."""
+        if self.closed:
+            raise closed_error()
+        NO_READS.cached_only = True
+        try:
+            return fn(*args)
+        except WouldRead:
+            pass
+        finally:
+            NO_READS.cached_only = False
+        return await self.run(fn, *args)
+
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` started on a thread now, as a future of this loop."""
         if self.closed:
@@ -101,6 +119,7 @@ class AsyncKV:
         self.sync = kv
         """The sync ``KV`` these coroutines drive; other threads may use it too."""
         self._runner = runner
+        self._sets = _Sets(kv, runner)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], config: Config | None = None, *,
@@ -142,16 +161,18 @@ class AsyncKV:
     # ---------------------------------------------------------------- one-operation calls
 
     async def get(self, key: Bytes) -> bytes | None:
-        """``KV.get`` on a thread: the value, or None."""
-        return await self._runner.run(self.sync.get, key)
+        """``KV.get``: the value, or None.  Answered on the loop when every block it needs is in the
+        cache (no file is read), else on a thread."""
+        return await self._runner.read(self.sync.get, key)
 
     async def ttl(self, key: Bytes) -> float | None:
-        """``KV.ttl``: seconds left before ``key`` expires, or None."""
-        return await self._runner.run(self.sync.ttl, key)
+        """``KV.ttl``: seconds left before ``key`` expires, or None (read as ``get`` is)."""
+        return await self._runner.read(self.sync.ttl, key)
 
     async def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
-        """``KV.set`` on a thread; returns once committed (durable per ``Config.sync``)."""
-        await self._runner.run(functools.partial(self.sync.set, key, value, ttl=ttl))
+        """``KV.set``: returns once committed (durable per ``Config.sync``).  Sets that coroutines make
+        while one is being committed are committed together next, as one write (``_Sets``)."""
+        await self._sets.set(key, value, ttl)
 
     async def delete(self, key: Bytes) -> bool:
         """``KV.delete``: True when the key existed."""
@@ -227,6 +248,82 @@ class AsyncKV:
     def _check_open(self) -> None:
         if self._runner.closed:
             raise closed_error()
+
+
+class _Sets:
+    """The one-operation sets of an ``AsyncKV``'s coroutines, committed on a thread one batch at a time:
+    the sets made while a batch commits form the next (up to ``GROUP_BYTES`` of keys and values), which
+    commits as one transaction of blind writes (no conflict possible): one WAL record and at most one
+    fsync for all of them.  Each set is checked on the loop first, so a bad one raises alone."""
+
+    __slots__ = ("kv", "runner", "queue", "busy")
+
+    def __init__(self, kv: KV, runner: _Runner) -> None:
+        self.kv = kv
+        self.runner = runner
+        self.queue: collections.deque[tuple[bytes, bytes, float | None, asyncio.Future[None]]] = collections.deque()
+        self.busy = False
+
+    async def set(self, key: Bytes, value: Bytes, ttl: float | None) -> None:
+        kv = self.kv
+        key, value = kv._key(key), kv._value(value)  # a lock-free check: raises alone, before any batch
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        if self.runner.closed:
+            raise closed_error()
+        kv._check_writable()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append((key, value, ttl, done))
+        if not self.busy:
+            self._next()
+        await asyncio.shield(done)  # cancelled, the set is still committed or not with its batch
+
+    def _next(self) -> None:
+        """Start committing the next batch on a thread, or stop when none waits (on the loop)."""
+        queue = self.queue
+        if not queue:
+            self.busy = False
+            return
+        self.busy = True
+        batch = [queue.popleft()]
+        size = len(batch[0][0]) + len(batch[0][1])
+        while queue and size < GROUP_BYTES:
+            item = queue.popleft()
+            size += len(item[0]) + len(item[1])
+            batch.append(item)
+        try:
+            future = self.runner.submit(self._commit, [item[:3] for item in batch])
+        except BaseException as exc:  # noqa: BLE001 - closed: every member is told
+            self._answer(batch, exc)
+            self._next()
+            return
+        future.add_done_callback(functools.partial(self._finished, batch))
+
+    def _commit(self, writes: list[tuple[bytes, bytes, float | None]]) -> None:
+        tx = self.kv.new_tx()
+        try:
+            for key, value, ttl in writes:
+                tx.set(key, value, ttl=ttl)
+            tx.commit()
+        finally:
+            tx.abort()
+
+    def _finished(self, batch: list[tuple[bytes, bytes, float | None, asyncio.Future[None]]],
+                  future: asyncio.Future[None]) -> None:
+        self._answer(batch, None if future.cancelled() else future.exception())
+        self._next()
+
+    @staticmethod
+    def _answer(batch: list[tuple[bytes, bytes, float | None, asyncio.Future[None]]],
+                error: BaseException | None) -> None:
+        for item in batch:
+            done = item[3]
+            if done.done():
+                continue
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 class AsyncScan:
@@ -357,12 +454,13 @@ class AsyncKVTX:
         return self._commit is not None or self.sync._closed
 
     async def get(self, key: Bytes) -> bytes | None:
-        """``KVTX.get``: the value as this transaction sees it."""
-        return await self._runner.run(self.sync.get, key)
+        """``KVTX.get``: the value as this transaction sees it (on the loop when the cache holds what it
+        reads, as ``AsyncKV.get``)."""
+        return await self._runner.read(self.sync.get, key)
 
     async def ttl(self, key: Bytes) -> float | None:
         """``KVTX.ttl``."""
-        return await self._runner.run(self.sync.ttl, key)
+        return await self._runner.read(self.sync.ttl, key)
 
     async def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
         """``KVTX.set``: buffered until commit (no file is touched)."""

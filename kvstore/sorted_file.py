@@ -33,7 +33,7 @@ from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
 from kvstore.fs import FileSystem
 
-__all__ = ["BlockCache", "TableReader"]
+__all__ = ["NO_READS", "BlockCache", "TableReader", "WouldRead"]
 
 #: A data block as the cache holds it: keys and sequences decoded, values sliced out on demand.
 Block = BlockEntries
@@ -47,6 +47,14 @@ _CHUNK = 256
 #: key, sequence and value and their list slots (a 4 KiB block of 100-byte values takes about 1.7 times
 #: its size once decoded), so that ``Config.cache_size`` bounds the cache's memory, not its bytes on disk.
 DECODED_ENTRY_BYTES = 96
+
+#: Per thread: ``cached_only`` True makes a block the cache does not hold raise ``WouldRead`` instead of
+#: being read (the asyncio API's reads try the loop's thread this way before going to a thread).
+NO_READS = threading.local()
+
+
+class WouldRead(Exception):
+    """A read under ``NO_READS.cached_only`` needs a block the cache does not hold."""
 
 
 class BlockCache:
@@ -246,10 +254,15 @@ class TableReader:
         """Data block ``i`` decoded, through the cache."""
         offset = self._offsets[i]
         cache_key = (self.file_number, offset)
-        hit = self._cache.get(cache_key)
+        cache = self._cache
+        hit = cache.get(cache_key)
         if hit is not None:
             hit.fresh = False
             return hit
+        if getattr(NO_READS, "cached_only", False):
+            with cache._lock:
+                cache.misses -= 1  # counted when the read is made
+            raise WouldRead
         data, end = self._read_chunk(offset, self._sizes[i])
         block = BlockEntries(data, self.path, offset, end)
         if block.expiring and not self.expiring:  # reads would take its stored form for the value
