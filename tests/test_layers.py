@@ -19,7 +19,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"config", "record", "fs", "simfs", "keys"},
+    {"config", "record", "fs", "simfs", "keys", "keyspace"},
     {"filenames", "chunks", "bloom", "block", "rangedel", "expiry"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
     {"merge", "builder", "runs", "covered"},

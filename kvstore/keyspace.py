@@ -1,0 +1,92 @@
+"""Key spaces: the KV's own keys and each collection's, as stored keys that never meet.
+
+A stored key is one of (DESIGN.md, "Collections"):
+
+  - a key of the KV itself that does not start with ``0xFF``: stored as it is;
+  - a key of the KV itself that starts with ``0xFF``: ``FF 00`` then the key without its first byte;
+  - key ``k`` of collection ``name``: ``FF``, the length of ``name`` in UTF-8 (1 to 255), ``name``, ``k``.
+
+Each mapping keeps the order of keys within its space, and the spaces are
+disjoint: the KV's keys lie below ``FF 01``, a collection's between its prefix
+and the prefix's successor.  The stored key ``FF`` alone is never produced.
+UTF-8 never holds the byte ``FF``, so a prefix's successor is its last byte
+plus one.
+
+    >>> stored(b"apple"), stored(b"\\xffx"), stored(b"k", prefix_of("users"))
+    (b'apple', b'\\xff\\x00x', b'\\xff\\x05usersk')
+    >>> split(b"\\xff\\x05usersk")
+    ('users', b'k')
+"""
+
+from __future__ import annotations
+
+from kvstore.errors import CorruptionError
+
+__all__ = ["DEFAULT_END", "MAX_NAME_BYTES", "check_name", "prefix_of", "split", "stored", "successor", "user_key"]
+
+#: The stored keys of the KV's own space lie below this key.
+DEFAULT_END = b"\xff\x01"
+#: A collection name takes at most this many bytes in UTF-8.
+MAX_NAME_BYTES = 255
+_ESCAPE = b"\xff\x00"
+
+
+def check_name(name: object) -> str:
+    """``name`` if it can name a collection: ``TypeError`` for anything but a ``str``, ``ValueError`` for an
+    empty one, one of more than 255 bytes in UTF-8, or one that cannot be encoded (a lone surrogate)."""
+    if type(name) is not str:
+        raise TypeError(f"a collection name must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("a collection name must not be empty")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a collection name must be valid UTF-8: {exc}") from None
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"a collection name takes at most {MAX_NAME_BYTES} bytes in UTF-8, not {size}")
+    return name
+
+
+def prefix_of(name: str) -> bytes:
+    """The stored prefix of collection ``name`` (a name ``check_name`` accepted)."""
+    raw = name.encode("utf-8")
+    return b"\xff" + bytes((len(raw),)) + raw
+
+
+def successor(prefix: bytes) -> bytes:
+    """The least stored key above every key that starts with the collection prefix ``prefix``."""
+    return prefix[:-1] + bytes((prefix[-1] + 1,))
+
+
+def stored(key: bytes, prefix: bytes | None = None) -> bytes:
+    """The stored key of ``key``: of the KV's own space (``prefix`` None) or of the collection whose
+    prefix is ``prefix``."""
+    if prefix is not None:
+        return prefix + key
+    if key[:1] == b"\xff":
+        return _ESCAPE + key[1:]
+    return key
+
+
+def user_key(key: bytes) -> bytes:
+    """The key of the KV's own space stored as ``key`` (a stored key below ``DEFAULT_END``)."""
+    if key[:1] == b"\xff":
+        return b"\xff" + key[2:]
+    return key
+
+
+def split(key: bytes, path: str = "", offset: int = 0) -> tuple[str | None, bytes]:
+    """(collection name or None for the KV's own space, key) of a stored key; ``CorruptionError`` (with
+    ``path`` and ``offset``) for a stored key no mapping produces."""
+    if key[:1] != b"\xff":
+        return None, key
+    if len(key) >= 2:
+        size = key[1]
+        if size == 0:
+            return None, b"\xff" + key[2:]
+        if len(key) >= 2 + size:
+            try:
+                return key[2 : 2 + size].decode("utf-8"), key[2 + size :]
+            except UnicodeDecodeError:
+                pass
+    raise CorruptionError(path, offset, f"stored key {key[:32]!r} belongs to no key space")
