@@ -36,12 +36,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kvstore.config import Config
+from kvstore.config import MAX_KEY_SIZE_CAP, Config
 from kvstore.errors import ClosedError, FailedError, KeyOrValueTooLargeError, ReadOnlyError
 from kvstore.expiry import Clock
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
+from kvstore.keyspace import Space
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -102,6 +103,15 @@ class Core:
         if len(key) > self._config.max_key_size:
             raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {self._config.max_key_size}")
         return key
+
+    def _stored(self, key: bytes, space: Space) -> bytes:
+        """The stored key of a checked ``key`` of ``space``; ``KeyOrValueTooLargeError`` when it is too
+        long to store (a collection's prefix, or the byte a key starting with ``FF`` gains, counts)."""
+        stored = space.stored(key)
+        if len(stored) > MAX_KEY_SIZE_CAP:
+            raise KeyOrValueTooLargeError(f"key of {len(key)} bytes is stored in {len(stored)} bytes in its key "
+                                          f"space, more than the {MAX_KEY_SIZE_CAP} a table holds")
+        return stored
 
     def _bounds(self, start: object, end: object) -> tuple[bytes, bytes]:
         """The bounds of a range delete as ``bytes``, checked as keys are (``TypeError`` and

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from kvstore.errors import CorruptionError
 
-__all__ = ["DEFAULT_END", "MAX_NAME_BYTES", "check_name", "prefix_of", "split", "stored", "successor", "user_key"]
+__all__ = ["COLLECTIONS_END", "COLLECTIONS_START", "DEFAULT", "DEFAULT_END", "MAX_NAME_BYTES", "Space",
+           "check_name", "prefix_of", "split", "stored", "successor", "user_key"]
 
 #: The stored keys of the KV's own space lie below this key.
 DEFAULT_END = b"\xff\x01"
+#: Every collection's stored keys lie in ``[COLLECTIONS_START, COLLECTIONS_END)`` (UTF-8 never holds ``FF``).
+COLLECTIONS_START = b"\xff\x01"
+COLLECTIONS_END = b"\xff\xff\xff"
 #: A collection name takes at most this many bytes in UTF-8.
 MAX_NAME_BYTES = 255
 _ESCAPE = b"\xff\x00"
@@ -90,3 +94,38 @@ def split(key: bytes, path: str = "", offset: int = 0) -> tuple[str | None, byte
             except UnicodeDecodeError:
                 pass
     raise CorruptionError(path, offset, f"stored key {key[:32]!r} belongs to no key space")
+
+
+class Space:
+    """One key space as readers walk it: its stored keys lie in ``[lo, hi)``; ``key(stored)`` is the key a
+    user sees, ``stored(key)`` the key stored; ``rows(chunk)`` turns a chunk of stored rows into user rows."""
+
+    __slots__ = ("prefix", "lo", "hi", "_skip")
+
+    def __init__(self, prefix: bytes | None) -> None:
+        self.prefix = prefix
+        self.lo = b"" if prefix is None else prefix
+        self.hi = DEFAULT_END if prefix is None else successor(prefix)
+        self._skip = 0 if prefix is None else len(prefix)
+
+    def stored(self, key: bytes) -> bytes:
+        return stored(key, self.prefix)
+
+    def key(self, key: bytes) -> bytes:
+        if self.prefix is None:
+            return b"\xff" + key[2:] if key[:1] == b"\xff" else key
+        return key[self._skip :]
+
+    def rows(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """A chunk of stored rows as the user sees them (the same list when no key changes: a chunk of the
+        KV's own space with no key starting with ``FF``)."""
+        if self.prefix is None:
+            if rows[0][0][:1] != b"\xff" and rows[-1][0][:1] != b"\xff":
+                return rows
+            return [(b"\xff" + k[2:] if k[:1] == b"\xff" else k, v) for k, v in rows]
+        skip = self._skip
+        return [(k[skip:], v) for k, v in rows]
+
+
+#: The KV's own key space.
+DEFAULT = Space(None)

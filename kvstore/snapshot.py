@@ -27,6 +27,7 @@ from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
 from kvstore.expiry import unexpired
 from kvstore.isolation import Pending, Range, TxState
 from kvstore.keys import Bytes, as_bytes, bounds
+from kvstore.keyspace import DEFAULT, Space
 from kvstore.merge import merge_chunks
 from kvstore.rangedel import Fragments
 from kvstore.runs import Run
@@ -173,10 +174,12 @@ class _ScanState:
     """What a scan's rows and its ``close()`` share: the reader, the bounds, the range a transaction's scan
     covered, whether the scan was closed or ran out, and the chunk of rows it is handing out."""
 
-    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done", "rows")
+    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done", "rows", "space")
 
-    def __init__(self, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
+    def __init__(self, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool,
+                 space: Space) -> None:
         self.reader = reader
+        self.space = space  # the key space the bounds (stored keys) lie in: rows are handed out in its keys
         self.owns = owns
         self.lo, self.hi, self.reverse = lo, hi, reverse
         self.range: Range | None = None
@@ -226,8 +229,9 @@ class Scan(itertools.chain[tuple[bytes, bytes]]):
     _state: _ScanState
     _owner: object  # the KV or KVTX it reads, kept alive while it is used
 
-    def __new__(cls, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> Scan:
-        state = _ScanState(reader, owns, lo, hi, reverse)
+    def __new__(cls, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool,
+                space: Space = DEFAULT) -> Scan:
+        state = _ScanState(reader, owns, lo, hi, reverse, space)
         self = cast(Scan, cls.from_iterable(_scan_sources(state)))  # chain's own constructor: a cls
         self._state = state
         self._owner = None
@@ -291,7 +295,7 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
     """A KV scan's rows as chunks, each checked for before it is handed out: the scan and its KV open.
     The chunk handed out is ``state.rows``, which ``close()`` empties (``_ScanState.cut``), so no row
     comes after a close."""
-    reader, lo, hi, reverse = state.reader, state.lo, state.hi, state.reverse
+    reader, lo, hi, reverse, space = state.reader, state.lo, state.hi, state.reverse, state.space
     kv = reader.kv
     if reader.released or kv._closed:
         return  # not done: the chain raises ClosedError from here on (_raising)
@@ -306,11 +310,11 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
             if stop is not None and (rows[-1][0] >= stop if not reverse else rows[-1][0] < stop):
                 rows = _before(rows, stop, reverse)
                 if rows:
-                    state.rows = rows
+                    state.rows = rows = space.rows(rows)
                     if not (state.closed or reader.released or kv._closed):
                         yield rows
                 break
-            state.rows = rows  # set before the check: a close from now on empties these rows
+            state.rows = rows = space.rows(rows)  # set before the check: a close from now on empties them
             if state.closed or reader.released or kv._closed:
                 return
             yield rows
@@ -344,6 +348,8 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
         state.check()
     if lo is None or hi is None or lo < hi:
         step = _tx_rows(state).__next__
+        space = state.space
+        own = space.prefix is None  # the KV's own space: only keys starting with FF change
         while True:
             if state.closed or reader.released or kv._closed or tx.closed:
                 state.check()
@@ -351,7 +357,7 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
                 row = step()
             except StopIteration:
                 break
-            yield row
+            yield row if own and row[0][:1] != b"\xff" else (space.key(row[0]), row[1])
     state.finish()
 
 
@@ -423,10 +429,13 @@ class Cursor:
     raises ``ClosedError`` or ``TxClosedError``.
     """
 
-    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range", "_seen")
+    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range", "_seen",
+                 "_space", "_user_key")
 
-    def __init__(self, reader: Reader, owns: bool, key: bytes, for_prev: bool) -> None:
+    def __init__(self, reader: Reader, owns: bool, key: bytes, for_prev: bool, space: Space = DEFAULT) -> None:
         self._reader = reader
+        self._space = space  # the key space it walks: ``key`` is stored, it stops at the space's ends
+        self._user_key: bytes | None = None
         self._owns = owns
         self._owner: object = None  # the KV or KVTX it reads, kept alive while it is used
         self._key: bytes | None = None
@@ -449,11 +458,14 @@ class Cursor:
 
     def _step(self) -> None:
         nxt = next(self._it, None)
-        if nxt is None:
+        space = self._space
+        if nxt is None or not space.lo <= nxt[0] < space.hi:  # past either end of its key space
             self.valid = False
-            self._key = self._value = None
+            self._key = self._value = self._user_key = None
         else:
+            key = nxt[0]
             self._key, self._value = nxt
+            self._user_key = key if space.prefix is None and key[:1] != b"\xff" else space.key(key)
             self.valid = True
         if self._range is not None:
             self._range.reach(self._key, self._forward)
@@ -465,9 +477,9 @@ class Cursor:
         """The key under the cursor; ``InvalidCursorError`` when it is not on one, ``ClosedError`` or
         ``TxClosedError`` once the cursor, its KV or its transaction is closed."""
         self._reader.check()
-        if self._key is None:
+        if self._user_key is None:
             raise InvalidCursorError("the cursor is not on a key")
-        return self._key
+        return self._user_key
 
     @property
     def value(self) -> bytes:
@@ -506,9 +518,9 @@ class Cursor:
         """(key, value) from the current position forward, moving the cursor."""
         while True:
             self._reader.check()
-            if self._key is None or self._value is None:
+            if self._user_key is None or self._value is None:
                 return
-            yield self._key, self._value
+            yield self._user_key, self._value
             self.next()
 
     def close(self) -> None:
@@ -517,7 +529,7 @@ class Cursor:
         if self._owns:
             self._reader.release()
         self.valid = False
-        self._key = self._value = None
+        self._key = self._value = self._user_key = None
         self._it = iter(())
 
     def __enter__(self) -> Cursor:
@@ -548,19 +560,19 @@ class Reads:
         one positioning per memtable and table, then about one comparison
         per level for each step.
         """
-        key = as_bytes(key, "key")
+        return self._seek_in(DEFAULT, key, False)
+
+    def _seek_in(self, space: Space, key: Bytes, for_prev: bool) -> Cursor:
+        """``seek`` (``seek_for_prev`` with ``for_prev``) in key space ``space``."""
+        key = space.stored(as_bytes(key, "key"))
         reader, owns = self._reading()
-        cursor = Cursor(reader, owns, key, for_prev=False)
+        cursor = Cursor(reader, owns, key, for_prev, space)
         cursor._owner = self  # a dropped KVTX would release the snapshot under its cursor
         return cursor
 
     def seek_for_prev(self, key: Bytes) -> Cursor:
         """A ``Cursor`` on the last key ``<= key``, invalid when there is none; raises as ``seek``."""
-        key = as_bytes(key, "key")
-        reader, owns = self._reading()
-        cursor = Cursor(reader, owns, key, for_prev=True)
-        cursor._owner = self
-        return cursor
+        return self._seek_in(DEFAULT, key, True)
 
     def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -579,8 +591,15 @@ class Reads:
         merged in C; a row costs about the same whatever the number of
         levels, a first row one positioning per level.
         """
+        return self._scan_in(DEFAULT, start, end, prefix, reverse)
+
+    def _scan_in(self, space: Space, start: Bytes | None, end: Bytes | None, prefix: Bytes | None,
+                 reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+        """``scan`` in key space ``space``."""
         lo, hi = bounds(start, end, prefix)
+        lo = space.lo if lo is None else space.stored(lo)
+        hi = space.hi if hi is None else space.stored(hi)
         reader, owns = self._reading()
-        scan = Scan(reader, owns, lo, hi, reverse)
+        scan = Scan(reader, owns, lo, hi, reverse, space)
         scan._owner = self
         return scan

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     # the engine's mechanisms, bottom up: what readers hold and what transactions read; the one typed home
     # of the hot fields; reading one snapshot; the live set of files; the commit pipeline beside flushes
     # and merges; then recovery, check, backup and transactions; the KV facade on top
-    {"view", "isolation"},
+    {"view", "isolation", "collection"},
     {"core"},
     {"snapshot"},
     {"versions"},
