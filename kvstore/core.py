@@ -42,7 +42,7 @@ from kvstore.expiry import Clock
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
-from kvstore.keyspace import Space
+from kvstore.keyspace import DEFAULT, Space
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -87,6 +87,8 @@ class Core:
         self._wal: WalWriter | None = None
         self._seq = 0
         self._snapshots = Snapshots()
+        self._legacy = False  # a database of meta format 1 opened read-only: its keys stored as they are
+        self._own_space: Space = DEFAULT  # the KV's own key space (LEGACY in such a database)
         self._scans: set[Any] = set()  # the KV scans under way, which close() cuts short
         self._writesets = WriteSets()
         self._bytes_written = 0
@@ -112,6 +114,13 @@ class Core:
             raise KeyOrValueTooLargeError(f"key of {len(key)} bytes is stored in {len(stored)} bytes in its key "
                                           f"space, more than the {MAX_KEY_SIZE_CAP} a table holds")
         return stored
+
+    def _check_spaces(self) -> None:
+        """``ReadOnlyError`` for collections in a database of meta format 1 opened read-only (its first
+        writable open upgrades it)."""
+        if self._legacy:
+            raise ReadOnlyError("collections need the database upgraded to meta format 2, which its next "
+                                "writable open does")
 
     def _bounds(self, start: object, end: object) -> tuple[bytes, bytes]:
         """The bounds of a range delete as ``bytes``, checked as keys are (``TypeError`` and

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from kvstore.errors import CorruptionError
 
-__all__ = ["COLLECTIONS_END", "COLLECTIONS_START", "DEFAULT", "DEFAULT_END", "MAX_NAME_BYTES", "Space",
+__all__ = ["COLLECTIONS_END", "COLLECTIONS_START", "DEFAULT", "DEFAULT_END", "LEGACY", "MAX_NAME_BYTES", "Space",
            "check_name", "prefix_of", "split", "stored", "successor", "user_key"]
 
 #: The stored keys of the KV's own space lie below this key.
@@ -127,5 +127,27 @@ class Space:
         return [(k[skip:], v) for k, v in rows]
 
 
+class _Legacy(Space):
+    """The KV's own key space in a database of meta format 1 (opened read-only, not yet upgraded): every
+    key stored as it is, and no collection."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.hi = b"\xff" * 0x10000  # above every key a table holds
+
+    def stored(self, key: bytes) -> bytes:
+        return key
+
+    def key(self, key: bytes) -> bytes:
+        return key
+
+    def rows(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return rows
+
+
 #: The KV's own key space.
 DEFAULT = Space(None)
+#: The KV's own key space in a database of meta format 1.
+LEGACY: Space = _Legacy()

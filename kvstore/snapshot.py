@@ -552,6 +552,10 @@ class Reads:
         """The reader a new cursor or scan uses and whether it owns it (releases it when it closes)."""
         raise NotImplementedError
 
+    def _own(self) -> Space:
+        """The KV's own key space (``Core._own_space``)."""
+        raise NotImplementedError
+
     def seek(self, key: Bytes = b"") -> Cursor:
         """A ``Cursor`` on the first key ``>= key``, invalid when there is none.
 
@@ -560,7 +564,7 @@ class Reads:
         one positioning per memtable and table, then about one comparison
         per level for each step.
         """
-        return self._seek_in(DEFAULT, key, False)
+        return self._seek_in(self._own(), key, False)
 
     def _seek_in(self, space: Space, key: Bytes, for_prev: bool) -> Cursor:
         """``seek`` (``seek_for_prev`` with ``for_prev``) in key space ``space``."""
@@ -572,7 +576,7 @@ class Reads:
 
     def seek_for_prev(self, key: Bytes) -> Cursor:
         """A ``Cursor`` on the last key ``<= key``, invalid when there is none; raises as ``seek``."""
-        return self._seek_in(DEFAULT, key, True)
+        return self._seek_in(self._own(), key, True)
 
     def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -591,7 +595,7 @@ class Reads:
         merged in C; a row costs about the same whatever the number of
         levels, a first row one positioning per level.
         """
-        return self._scan_in(DEFAULT, start, end, prefix, reverse)
+        return self._scan_in(self._own(), start, end, prefix, reverse)
 
     def _scan_in(self, space: Space, start: Bytes | None, end: Bytes | None, prefix: Bytes | None,
                  reverse: bool) -> Iterator[tuple[bytes, bytes]]:

@@ -45,10 +45,21 @@ from kvstore.filenames import META_NAMES, parse, table_name
 from kvstore.fs import FileSystem, OSFileSystem
 from kvstore.jobs import Jobs
 from kvstore.keys import Bytes, as_bytes
-from kvstore.keyspace import COLLECTIONS_END, COLLECTIONS_START, DEFAULT, Space, check_name, prefix_of, split, successor
+from kvstore.keyspace import (
+    COLLECTIONS_END,
+    COLLECTIONS_START,
+    DEFAULT,
+    LEGACY,
+    Space,
+    check_name,
+    prefix_of,
+    split,
+    successor,
+)
 from kvstore.recovery import Recovery, abandon, recover
 from kvstore.snapshot import Reader, Reads, get_in
 from kvstore.transaction import KVTX
+from kvstore.upgrade import upgrade
 from kvstore.versions import VersionSet
 
 __all__ = ["KV", "Stats", "TableStats"]
@@ -178,6 +189,10 @@ class KV(Core, Reads):
         kv._wire(os.fspath(path), config, OSFileSystem() if fs is None else fs, Clock(clock))
         try:
             kv._recovery = recover(kv, kv._versions)
+            if kv._versions.meta.format < record.META_FORMAT_VERSION and not config.read_only:
+                upgrade(kv, kv._versions, kv._jobs)
+            if kv._versions.meta.format < record.META_FORMAT_VERSION:
+                kv._legacy, kv._own_space = True, LEGACY
         except BaseException:
             abandon(kv, kv._versions)
             raise
@@ -206,7 +221,7 @@ class KV(Core, Reads):
         """
         # ``_get`` written out: a call level costs the hot path about 2% of a get
         key = as_bytes(key, "key")
-        if key[:1] == b"\xff":  # the KV's own keys starting with FF are stored escaped (keyspace)
+        if key[:1] == b"\xff" and not self._legacy:  # the KV's own keys starting with FF are stored escaped
             key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
@@ -243,7 +258,7 @@ class KV(Core, Reads):
         """``get``, or with ``clock`` None the value as stored (``get_in``); ``stored``: ``key`` is a stored
         key (of any key space), else one of the KV's own."""
         key = as_bytes(key, "key")
-        if not stored and key[:1] == b"\xff":
+        if not stored and key[:1] == b"\xff" and not self._legacy:
             key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
@@ -256,6 +271,9 @@ class KV(Core, Reads):
             raise
         finally:
             self._unpin(view)
+
+    def _own(self) -> Space:
+        return self._own_space
 
     def _reading(self) -> tuple[Reader, bool]:
         if self._closed:
@@ -326,12 +344,15 @@ class KV(Core, Reads):
         KV (DESIGN.md, "Collections").  ``TypeError`` for a name that is not a ``str``, ``ValueError`` for
         an empty one or one of more than 255 bytes in UTF-8."""
         self._check_open()
+        self._check_spaces()
         return Collection(self, name)
 
     def collections(self) -> list[str]:
         """The names of the collections that hold at least one key, in the order of their stored prefixes
         (by length in UTF-8, then by bytes); one snapshot, one seek per collection."""
         self._check_open()
+        if self._legacy:
+            return []
         names: list[str] = []
         reader = Reader(self, None)
         try:
@@ -352,6 +373,7 @@ class KV(Core, Reads):
         as ``delete_range``: merges reclaim the space).  Handles on it stay usable and read it empty;
         keys set in it afterwards are new keys.  Raises as ``collection`` and as ``set``."""
         prefix = prefix_of(check_name(name))
+        self._check_spaces()
         self._write(COMMIT, [(prefix, record.RangeEnd(successor(prefix)))], self._config.sync)
 
     def new_tx(self) -> KVTX:

@@ -58,6 +58,9 @@ class KVTX(Reads):
         if self._kv._closed:
             raise closed_error()
 
+    def _own(self) -> Space:
+        return self._kv._own_space
+
     def _reading(self) -> tuple[Reader, bool]:
         self._check_usable()
         return self._reader, False
@@ -67,7 +70,7 @@ class KVTX(Reads):
         own write answers, ``key`` joins the read set its commit is checked against.  A key that expires
         reads as absent once the KV's clock, read at this call, reaches its expiry."""
         key = as_bytes(key, "key")
-        if key[:1] == b"\xff":  # the KV's own keys starting with FF are stored escaped (keyspace)
+        if key[:1] == b"\xff" and not self._kv._legacy:  # the KV's own keys starting with FF: stored escaped
             key = b"\xff\x00" + key[1:]
         self._check_usable()
         return self._reader.get(key, self._kv._clock)
@@ -83,7 +86,7 @@ class KVTX(Reads):
         now; None when it does not expire, has expired or is absent.  A key this transaction set with a
         ``ttl`` has that whole ttl left (it counts from the commit).  A read: ``key`` joins the read set
         unless the transaction's own write answers."""
-        return self._ttl_in(DEFAULT, key)
+        return self._ttl_in(self._kv._own_space, key)
 
     def _ttl_in(self, space: Space, key: Bytes) -> float | None:
         """``ttl`` in ``space``."""
@@ -163,6 +166,7 @@ class KVTX(Reads):
         """The collection ``name`` as this transaction sees it: its reads are this transaction's, its
         writes buffered into it and committed with it (``KV.collection``)."""
         self._check_usable()
+        self._kv._check_spaces()
         return Collection(self, name)
 
     def commit(self, *, sync: bool | None = None) -> None:

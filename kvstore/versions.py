@@ -108,7 +108,8 @@ class VersionSet:
     # ------------------------------------------------------------------ swapping tables in
 
     def swap(self, old: list[Table], new: Table | None, on_swap: Callable[[], None], *,
-             log_number: int | None = None, last_sequence: int | None = None) -> None:
+             log_number: int | None = None, last_sequence: int | None = None,
+             meta_format: int | None = None) -> None:
         """Replace the adjacent tables ``old`` (newest first; none for a flush, whose table becomes the
         newest) by ``new`` through one meta write, then install the view (under ``lock``).  A flush gives
         the ``log_number`` its memtable's successor starts, and logs below it are dropped.  ``on_swap``
@@ -122,6 +123,8 @@ class VersionSet:
             changes["log_number"] = log_number
         if last_sequence is not None:
             changes["last_sequence"] = last_sequence
+        if meta_format is not None:
+            changes["format"] = meta_format
         meta = self.bump(**changes)
         if log_number is not None:
             for number in [n for n in self.logs if n < log_number]:

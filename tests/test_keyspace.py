@@ -76,3 +76,19 @@ def test_names_up_to_255_bytes_are_accepted() -> None:
     assert check_name("x" * 255) == "x" * 255
     assert check_name("\u00e9" * 127) == "\u00e9" * 127
     assert len(prefix_of("x" * 255)) == 257
+
+
+def test_design_doc_worked_examples_are_what_the_mapping_stores() -> None:
+    import ast
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "DESIGN.md").read_text(encoding="utf-8")
+    section = text[text.index("## Collections") : text.index("## The asyncio API")]
+    rows = re.findall(r"^\| (the KV's own|`[^`]+`) \| `([^`]*)` \| `([0-9a-f ]+)` \|$", section, re.M)
+    assert len(rows) == 6
+    for space, key, hexed in rows:
+        name = None if space == "the KV's own" else space.strip("`")
+        raw = ast.literal_eval('b"' + key + '"')
+        assert stored(raw, None if name is None else prefix_of(name)).hex(" ") == hexed, (space, key)
+        assert split(bytes.fromhex(hexed)) == (name, raw)

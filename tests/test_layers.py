@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"snapshot"},
     {"versions"},
     {"commit", "jobs"},
-    {"recovery", "check", "backup", "transaction"},
+    {"recovery", "check", "backup", "transaction", "upgrade"},
     {"store"},
     # the asyncio API over the KV
     {"aio"},
