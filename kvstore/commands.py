@@ -183,8 +183,9 @@ def cmd_dump(args: argparse.Namespace, io: Streams) -> int:
                 raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
         try:
             with Progress(io.err, "dumping", None) as bar:
+                sections = [(name, kv.collection(name).scan(), expiries(kv, name)) for name in kv.collections()]
                 count = write_dump(kv.scan(), target, sequence=sequence, progress=bar.update,
-                                   expiries=expiries(kv))
+                                   expiries=expiries(kv), collections=sections)
         finally:
             if target is not io.out:
                 target.close()
