@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from kvstore.collection import Collection
 from kvstore.commit import GROUP_BYTES
 from kvstore.config import Config
 from kvstore.core import closed_error
@@ -46,12 +47,13 @@ from kvstore.errors import ConflictError, FailedError, TxClosedError
 from kvstore.expiry import check_ttl
 from kvstore.fs import FileSystem
 from kvstore.keys import Bytes
+from kvstore.keyspace import Space
 from kvstore.snapshot import Cursor
 from kvstore.sorted_file import NO_READS, WouldRead
 from kvstore.store import KV, Stats
 from kvstore.transaction import KVTX
 
-__all__ = ["AsyncCursor", "AsyncKV", "AsyncKVTX", "AsyncScan"]
+__all__ = ["AsyncCollection", "AsyncCursor", "AsyncKV", "AsyncKVTX", "AsyncScan"]
 
 T = TypeVar("T")
 
@@ -245,9 +247,76 @@ class AsyncKV:
                 tx.abort()
         raise AssertionError("unreachable")
 
+    def collection(self, name: str) -> AsyncCollection:
+        """The collection ``name`` (``KV.collection``) with the calls of this ``AsyncKV``; its sets join the
+        same batches."""
+        self._check_open()
+        return AsyncCollection(self.sync.collection(name), self._runner, self._sets)
+
     def _check_open(self) -> None:
         if self._runner.closed:
             raise closed_error()
+
+
+class AsyncCollection:
+    """A ``Collection`` for asyncio code: its calls as coroutines, run where ``AsyncKV``'s (or
+    ``AsyncKVTX``'s) run."""
+
+    def __init__(self, collection: Collection, runner: _Runner, sets: _Sets | None) -> None:
+        self.sync = collection
+        """The sync ``Collection`` underneath."""
+        self._runner = runner
+        self._sets = sets  # the AsyncKV's batches; None in a transaction, where sets are buffered
+
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self.sync.name
+
+    async def get(self, key: Bytes) -> bytes | None:
+        """``Collection.get`` (on the loop when the cache holds what it reads)."""
+        return await self._runner.read(self.sync.get, key)
+
+    async def ttl(self, key: Bytes) -> float | None:
+        """``Collection.ttl``."""
+        return await self._runner.read(self.sync.ttl, key)
+
+    async def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
+        """``Collection.set``: in a KV, committed in the ``AsyncKV``'s batches; in a transaction, buffered."""
+        if self._sets is None:
+            if self._runner.closed:
+                raise closed_error()
+            self.sync.set(key, value, ttl=ttl)
+        else:
+            await self._sets.set(key, value, ttl, self.sync._space)
+
+    async def delete(self, key: Bytes) -> bool:
+        """``Collection.delete``: True when the key existed."""
+        return await self._runner.run(self.sync.delete, key)
+
+    async def delete_range(self, start: Bytes, end: Bytes) -> None:
+        """``Collection.delete_range``."""
+        if self._sets is None:
+            if self._runner.closed:
+                raise closed_error()
+            self.sync.delete_range(start, end)
+        else:
+            await self._runner.run(self.sync.delete_range, start, end)
+
+    def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
+             reverse: bool = False) -> AsyncScan:
+        """``Collection.scan`` as an async iterator."""
+        if self._runner.closed:
+            raise closed_error()
+        return AsyncScan(self.sync.scan(start, end, prefix=prefix, reverse=reverse), self._runner)
+
+    async def seek(self, key: Bytes = b"") -> AsyncCursor:
+        """``Collection.seek``."""
+        return AsyncCursor(await self._runner.run(self.sync.seek, key), self._runner)
+
+    async def seek_for_prev(self, key: Bytes) -> AsyncCursor:
+        """``Collection.seek_for_prev``."""
+        return AsyncCursor(await self._runner.run(self.sync.seek_for_prev, key), self._runner)
 
 
 class _Sets:
@@ -264,9 +333,10 @@ class _Sets:
         self.queue: collections.deque[tuple[bytes, bytes, float | None, asyncio.Future[None]]] = collections.deque()
         self.busy = False
 
-    async def set(self, key: Bytes, value: Bytes, ttl: float | None) -> None:
+    async def set(self, key: Bytes, value: Bytes, ttl: float | None, space: Space | None = None) -> None:
         kv = self.kv
-        key, value = kv._key(key), kv._value(value)  # a lock-free check: raises alone, before any batch
+        # a lock-free check: raises alone, before any batch; the key is then the stored key
+        key, value = kv._stored(kv._key(key), kv._own_space if space is None else space), kv._value(value)
         if ttl is not None:
             ttl = check_ttl(ttl)
         if self.runner.closed:
@@ -303,7 +373,7 @@ class _Sets:
         tx = self.kv.new_tx()
         try:
             for key, value, ttl in writes:
-                tx.set(key, value, ttl=ttl)
+                tx._put(key, value, ttl)  # stored keys, checked when they were queued
             tx.commit()
         finally:
             tx.abort()
@@ -510,6 +580,11 @@ class AsyncKVTX:
         except Exception:  # noqa: BLE001 - any other error applied nothing
             return False
         return True
+
+    def collection(self, name: str) -> AsyncCollection:
+        """The collection ``name`` as this transaction sees it (``KVTX.collection``)."""
+        self._check_usable()
+        return AsyncCollection(self.sync.collection(name), self._runner, None)
 
     def abort(self) -> None:
         """``KVTX.abort``: drop the buffered writes; does nothing on a closed transaction (nor on one whose
