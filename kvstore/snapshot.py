@@ -156,6 +156,12 @@ class Reader:
             kv._collect_soon()
 
 
+def merge_rows(reader: Reader, space: Space) -> Iterator[tuple[bytes, bytes]]:
+    """The live pairs of key space ``space`` as ``reader`` sees them, keys as stored."""
+    rows = reader.items(space.lo, False, True)
+    return itertools.takewhile(lambda row: row[0] < space.hi, rows)
+
+
 def _level(level: Memtable | TableReader | Run, start: bytes | None, snapshot: int, reverse: bool, inclusive: bool,
            above: Fragments | None, own: Fragments | None) -> Iterator[Chunk]:
     """One level's chunks for ``Reader.chunks``, less what the range tombstones of newer levels (``above``)

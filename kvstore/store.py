@@ -57,7 +57,8 @@ from kvstore.keyspace import (
     successor,
 )
 from kvstore.recovery import Recovery, abandon, recover
-from kvstore.snapshot import Reader, Reads, get_in
+from kvstore.snapshot import Reader, Reads, get_in, merge_rows
+from kvstore.spacestats import CollectionStats, collection_stats
 from kvstore.transaction import KVTX
 from kvstore.upgrade import upgrade
 from kvstore.versions import VersionSet
@@ -141,6 +142,8 @@ class Stats:
     """Keys of committed write sets kept because a live transaction may conflict with them."""
     expired: int = 0
     """Expired versions that flushes and merges dropped (each became a delete, or nothing at all)."""
+    collections: tuple[CollectionStats, ...] = ()
+    """Each collection that holds a key (``kv.collections()``): its keys and bytes, counted or estimated."""
 
     @property
     def write_amplification(self) -> float:
@@ -435,6 +438,7 @@ class KV(Core, Reads):
         """Counters and the live tables (newest first); see ``Stats``.  Cost: one directory listing."""
         self._check_open()
         disk = self._disk_bytes()
+        spaces = self._collection_stats()
         versions, jobs = self._versions, self._jobs
         with self._lock:
             tables = tuple(
@@ -453,7 +457,20 @@ class KV(Core, Reads):
                 user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
                 cache_misses=self._cache.misses, recovery=tuple(self._recovery.notes), failed=self._failed,
                 write_stalls=jobs.write_stalls, stall_seconds=jobs.stall_seconds,
-                tracked_writes=self._writesets.tracked(), expired=jobs.expired)
+                tracked_writes=self._writesets.tracked(), expired=jobs.expired, collections=spaces)
+
+    def _collection_stats(self) -> tuple[CollectionStats, ...]:
+        """``Stats.collections``: one snapshot, a scan of at most 1,025 keys per collection."""
+        out = []
+        reader = Reader(self, None)
+        try:
+            for name in self.collections():
+                space = Space(prefix_of(name))
+                rows = merge_rows(reader, space)
+                out.append(collection_stats(name, space, rows, reader.view))
+        finally:
+            reader.release()
+        return tuple(out)
 
     def _disk_bytes(self) -> int:
         disk = 0

@@ -183,3 +183,27 @@ def test_a_key_too_long_for_its_space_is_refused(tmp_path: Path) -> None:
             kv.collection("c").set(b"k" * 65535, b"v")
         kv.collection("c").set(b"k" * (65535 - 3), b"v")
         assert kv.collection("c").get(b"k" * (65535 - 3)) == b"v"
+
+
+def test_stats_count_a_small_collection_and_estimate_a_large_one(tmp_path: Path) -> None:
+    with KV.open(tmp_path, Config(sync=False, background=False, block_size=1024)) as kv:
+        small = kv.collection("small")
+        for i in range(10):
+            small.set(b"%02d" % i, b"v" * 10)
+        large = kv.collection("large")
+        with kv.new_tx() as tx:
+            for i in range(5000):
+                tx.collection("large").set(b"%05d" % i, b"x" * 20)
+        kv.set(b"own", b"not counted")
+        kv.flush()
+        for i in range(100):
+            large.set(b"n%04d" % i, b"y" * 20)  # in the memtable
+        stats = {c.name: c for c in kv.stats().collections}
+        assert set(stats) == {"small", "large"}
+        assert stats["small"].exact and stats["small"].keys == 10
+        assert stats["small"].bytes == 10 * (len(b"\xff\x05small") + 2 + 10)
+        est = stats["large"]
+        assert not est.exact and 0.9 * 5100 <= est.keys <= 1.2 * 5100, est
+        assert 0.5 * 5100 * 33 <= est.bytes <= 2 * 5100 * 40, est
+        kv.drop_collection("small")
+        assert [c.name for c in kv.stats().collections] == ["large"]

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     # of the hot fields; reading one snapshot; the live set of files; the commit pipeline beside flushes
     # and merges; then recovery, check, backup and transactions; the KV facade on top
     {"view", "isolation", "collection"},
-    {"core"},
+    {"core", "spacestats"},
     {"snapshot"},
     {"versions"},
     {"commit", "jobs"},
