@@ -67,14 +67,14 @@ def stored(key: bytes, prefix: bytes | None = None) -> bytes:
     prefix is ``prefix``."""
     if prefix is not None:
         return prefix + key
-    if key[:1] == b"\xff":
+    if key >= b"\xff":
         return _ESCAPE + key[1:]
     return key
 
 
 def user_key(key: bytes) -> bytes:
     """The key of the KV's own space stored as ``key`` (a stored key below ``DEFAULT_END``)."""
-    if key[:1] == b"\xff":
+    if key >= b"\xff":
         return b"\xff" + key[2:]
     return key
 
@@ -113,16 +113,16 @@ class Space:
 
     def key(self, key: bytes) -> bytes:
         if self.prefix is None:
-            return b"\xff" + key[2:] if key[:1] == b"\xff" else key
+            return b"\xff" + key[2:] if key >= b"\xff" else key
         return key[self._skip :]
 
     def rows(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """A chunk of stored rows as the user sees them (the same list when no key changes: a chunk of the
         KV's own space with no key starting with ``FF``)."""
         if self.prefix is None:
-            if rows[0][0][:1] != b"\xff" and rows[-1][0][:1] != b"\xff":
+            if rows[0][0] < b"\xff" and rows[-1][0] < b"\xff":
                 return rows
-            return [(b"\xff" + k[2:] if k[:1] == b"\xff" else k, v) for k, v in rows]
+            return [(b"\xff" + k[2:] if k >= b"\xff" else k, v) for k, v in rows]
         skip = self._skip
         return [(k[skip:], v) for k, v in rows]
 

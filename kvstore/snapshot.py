@@ -363,7 +363,7 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
                 row = step()
             except StopIteration:
                 break
-            yield row if own and row[0][:1] != b"\xff" else (space.key(row[0]), row[1])
+            yield row if own and row[0] < b"\xff" else (space.key(row[0]), row[1])
     state.finish()
 
 
@@ -471,7 +471,7 @@ class Cursor:
         else:
             key = nxt[0]
             self._key, self._value = nxt
-            self._user_key = key if space.prefix is None and key[:1] != b"\xff" else space.key(key)
+            self._user_key = key if space.prefix is None and key < b"\xff" else space.key(key)
             self.valid = True
         if self._range is not None:
             self._range.reach(self._key, self._forward)

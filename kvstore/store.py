@@ -224,7 +224,7 @@ class KV(Core, Reads):
         """
         # ``_get`` written out: a call level costs the hot path about 2% of a get
         key = as_bytes(key, "key")
-        if key[:1] == b"\xff" and not self._legacy:  # the KV's own keys starting with FF are stored escaped
+        if key >= b"\xff" and not self._legacy:  # the KV's own keys starting with FF are stored escaped
             key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
@@ -261,7 +261,7 @@ class KV(Core, Reads):
         """``get``, or with ``clock`` None the value as stored (``get_in``); ``stored``: ``key`` is a stored
         key (of any key space), else one of the KV's own."""
         key = as_bytes(key, "key")
-        if not stored and key[:1] == b"\xff" and not self._legacy:
+        if not stored and key >= b"\xff" and not self._legacy:
             key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
@@ -303,7 +303,7 @@ class KV(Core, Reads):
     def _set_in(self, space: Space, key: Bytes, value: Bytes, ttl: float | None) -> None:
         """``set`` in ``space``."""
         key = self._key(key)
-        if key[:1] == b"\xff" or space.prefix is not None:
+        if key >= b"\xff" or space.prefix is not None:
             key = self._stored(key, space)
         value = self._value(value)
         if ttl is not None:

@@ -70,7 +70,7 @@ class KVTX(Reads):
         own write answers, ``key`` joins the read set its commit is checked against.  A key that expires
         reads as absent once the KV's clock, read at this call, reaches its expiry."""
         key = as_bytes(key, "key")
-        if key[:1] == b"\xff" and not self._kv._legacy:  # the KV's own keys starting with FF: stored escaped
+        if key >= b"\xff" and not self._kv._legacy:  # the KV's own keys starting with FF: stored escaped
             key = b"\xff\x00" + key[1:]
         self._check_usable()
         return self._reader.get(key, self._kv._clock)
@@ -106,7 +106,7 @@ class KVTX(Reads):
         config = kv._config
         if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of Core._key, inline
             key = kv._key(key)
-        if key[:1] == b"\xff":
+        if key >= b"\xff":
             key = kv._stored(key, DEFAULT)
         self._put(key, value, ttl)
 
