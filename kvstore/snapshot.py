@@ -474,7 +474,10 @@ class Cursor:
             self._user_key = key if space.prefix is None and key < b"\xff" else space.key(key)
             self.valid = True
         if self._range is not None:
-            self._range.reach(self._key, self._forward)
+            if self._key is None:  # past the end of its key space (or of every key): up to that end
+                self._range.reach_bound(space.hi if self._forward else space.lo, self._forward)
+            else:
+                self._range.reach(self._key, self._forward)
 
     # key, value, next and prev are written out, each whole: they run once per step of a cursor
 

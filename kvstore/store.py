@@ -298,7 +298,13 @@ class KV(Core, Reads):
         ``ReadOnlyError``, ``ClosedError``, and ``FailedError`` once an I/O
         error stopped the KV.
         """
-        self._set_in(DEFAULT, key, value, ttl)
+        key = self._key(key)  # ``_set_in`` written out: the hot path of a one-operation write
+        if key >= b"\xff" and not self._legacy:
+            key = self._stored(key, DEFAULT)
+        value = self._value(value)
+        if ttl is not None:
+            value = record.Expiring.of(value, expires_at(self._clock(), check_ttl(ttl)))
+        self._pipeline.set_one([(key, value)], self._config.sync)
 
     def _set_in(self, space: Space, key: Bytes, value: Bytes, ttl: float | None) -> None:
         """``set`` in ``space``."""

@@ -106,16 +106,31 @@ class KVTX(Reads):
         config = kv._config
         if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of Core._key, inline
             key = kv._key(key)
-        if key >= b"\xff":
+        if key >= b"\xff" and not kv._legacy:  # the KV's own keys starting with FF: stored escaped
             key = kv._stored(key, DEFAULT)
-        self._put(key, value, ttl)
+        if type(value) is not bytes or len(value) > config.max_value_size:
+            value = kv._value(value)
+        if self._state.closed or kv._closed:
+            self._check_usable()
+        pending = self._pending
+        if ttl is not None:
+            pending.ttls[key] = check_ttl(ttl)  # before the write: a bad ttl buffers nothing
+        elif pending.ttls:
+            pending.ttls.pop(key, None)
+        writes = pending.writes
+        if key not in writes:  # a new key: scans see it by the count of writes (``Pending.moved``)
+            pending._sorted = None
+        else:  # a new value for a key: what a scan read ahead may be stale
+            pending.changes += 1
+        writes[key] = value  # ``_put`` is this, for keys already stored (collections)
 
     def _set_in(self, space: Space, key: Bytes, value: Bytes, ttl: float | None) -> None:
         """``set`` in ``space``."""
         self._put(self._kv._stored(self._kv._key(key), space), value, ttl)
 
     def _put(self, key: bytes, value: Bytes, ttl: float | None) -> None:
-        """Buffer stored key ``key`` = ``value`` (checked here), expiring ``ttl`` seconds after the commit."""
+        """Buffer stored key ``key`` = ``value`` (checked here), expiring ``ttl`` seconds after the commit
+        (``set``'s second half, which ``set`` has written out: it is the hot path of a transaction)."""
         kv = self._kv
         config = kv._config
         if type(value) is not bytes or len(value) > config.max_value_size:

@@ -207,3 +207,30 @@ def test_stats_count_a_small_collection_and_estimate_a_large_one(tmp_path: Path)
         assert 0.5 * 5100 * 33 <= est.bytes <= 2 * 5100 * 40, est
         kv.drop_collection("small")
         assert [c.name for c in kv.stats().collections] == ["large"]
+
+
+def test_a_cursor_that_ran_off_its_space_does_not_conflict_with_another_space(tmp_path: Path) -> None:
+    with KV.open(tmp_path, CONFIG) as kv:
+        kv.set(b"k", b"v")
+        tx = kv.new_tx()
+        with tx.seek(b"a") as c:  # the KV's own keys from "a" to their end: k, then off the end
+            c.next()
+            assert not c.valid
+        kv.collection("a").set(b"", b"other space")  # stored FF 01 61: above the KV's own space
+        tx.set(b"x", b"1")
+        tx.commit()
+        t2 = kv.new_tx()
+        with t2.collection("a").seek(b"") as c:
+            c.next()
+            assert not c.valid
+        kv.collection("b").set(b"", b"the next collection")  # stored FF 01 62: the successor of 'a'
+        t2.collection("a").set(b"y", b"1")
+        t2.commit()
+        t3 = kv.new_tx()
+        with t3.seek(b"a") as c:
+            while c.valid:  # k, x, then off the end of the KV's own keys
+                c.next()
+        kv.set(b"\xff\xff", b"own key, escaped: inside the range the cursor covered")
+        t3.set(b"z", b"1")
+        with pytest.raises(ConflictError):
+            t3.commit()
