@@ -319,8 +319,7 @@ class _Run:
         if "concurrent_async" in want:
             per = max(1, n // (400 * COROUTINES // THREADS))  # as many commits in all as concurrent_sync
             order = _shuffled(per * COROUTINES, 5)
-            lists = [[(key_of(j), self.values.next()) for j in order[t * per : (t + 1) * per]]
-                     for t in range(COROUTINES)]
+            lists = [[(key_of(j), self.values.next()) for j in order[t * per :][:per]] for t in range(COROUTINES)]
             db, path = self._fresh("coroutines", True)
             if self.engine == "kvstore":  # the asyncio API opens the directory itself
                 db.close()
@@ -456,25 +455,21 @@ class _Run:
 async def _kvstore_coroutines(path: str, lists: list[Pairs]) -> tuple[int, int, str | None]:
     """One coroutine per list, each awaiting ``AsyncKV.set`` (durable) for each of its pairs."""
     async with await AsyncKV.open(path, Config(sync=True), threads=len(lists)) as kv:
-        async def work(items: Pairs) -> None:
-            for key, value in items:
-                await kv.set(key, value)
-
-        return await _gathered(work, lists)
+        return await _gathered(kv.set, lists)
 
 
 async def _engine_coroutines(db: _Engine, lists: list[Pairs]) -> tuple[int, int, str | None]:
     """One coroutine per list, each awaiting the engine's durable put on a thread of a shared pool."""
     loop = asyncio.get_running_loop()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(lists)) as pool:
-        async def work(items: Pairs) -> None:
-            for key, value in items:
-                await loop.run_in_executor(pool, db.put, key, value)
-
-        return await _gathered(work, lists)
+        return await _gathered(lambda key, value: loop.run_in_executor(pool, db.put, key, value), lists)
 
 
-async def _gathered(work: Callable[[Pairs], Awaitable[None]], lists: list[Pairs]) -> tuple[int, int, str | None]:
+async def _gathered(put: Callable[[bytes, bytes], Awaitable[None]], lists: list[Pairs]) -> tuple[int, int, str | None]:
+    async def work(items: Pairs) -> None:
+        for key, value in items:
+            await put(key, value)
+
     results = await asyncio.gather(*(work(items) for items in lists), return_exceptions=True)
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     ops = sum(len(items) for items in lists)

@@ -22,7 +22,6 @@ Fields (guard; who changes it):
   - ``_wal``: the log commits are appended to (the write queue's lead; ``jobs``, ``recovery``);
   - ``_snapshots``, ``_writesets``: snapshots of live readers and transactions (``_lock``; ``snapshot``),
     committed write sets (``_lock``; ``commit``);
-  - ``_scans``: the KV scans handing out rows, cut short by ``close`` (``snapshot``);
   - ``_closed``, ``_closing``, ``_failed``: the lifecycle (``store`` closes; ``_fail`` stops);
   - ``_bytes_written``, ``_user_bytes``: write amplification's counters (``_lock``).
 """
@@ -89,7 +88,6 @@ class Core:
         self._snapshots = Snapshots()
         self._legacy = False  # a database of meta format 1 opened read-only: its keys stored as they are
         self._own_space: Space = DEFAULT  # the KV's own key space (LEGACY in such a database)
-        self._scans: set[Any] = set()  # the KV scans under way, which close() cuts short
         self._writesets = WriteSets()
         self._bytes_written = 0
         self._user_bytes = 0

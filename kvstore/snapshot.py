@@ -213,7 +213,7 @@ class _ScanState:
         """The scan ran out: a transaction's covers its whole bound; a KV's lets its snapshot go."""
         self.done = True
         self.rows = None
-        self.reader.kv._scans.discard(self)
+        self.reader.kv._snapshots.scans.discard(self)
         r = self.range
         if r is not None:
             r.lo, r.hi, r.hi_inclusive, r.active = self.lo, self.hi, self.hi is None, True
@@ -251,14 +251,14 @@ class Scan(itertools.chain[tuple[bytes, bytes]]):
         if not state.done:
             state.closed = True
             state.cut()
-        state.reader.kv._scans.discard(state)
+        state.reader.kv._snapshots.scans.discard(state)
         if state.owns:
             state.reader.release()
 
     def __del__(self) -> None:
         try:  # a finalizer must not raise; the KV may be gone
             state = self._state
-            state.reader.kv._scans.discard(state)
+            state.reader.kv._snapshots.scans.discard(state)
             if state.owns:
                 state.reader.release()
         except Exception:  # noqa: BLE001 - nothing to tell anyone from a finalizer
@@ -306,7 +306,7 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
     if reader.released or kv._closed:
         return  # not done: the chain raises ClosedError from here on (_raising)
     if lo is None or hi is None or lo < hi:
-        kv._scans.add(state)  # until the scan runs out, is closed or is collected (_ScanState.finish, Scan)
+        kv._snapshots.scans.add(state)  # until the scan runs out, is closed or is collected (_ScanState.finish, Scan)
         stop = lo if reverse else hi
         chunks = reader.chunks(hi if reverse else lo, reverse, not reverse)
         while True:

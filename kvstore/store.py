@@ -533,7 +533,7 @@ class KV(Core, Reads):
                 self._write_out()
         finally:
             self._closed = True
-            for scan in list(self._scans):  # rows already fetched are not handed out after the close
+            for scan in list(self._snapshots.scans):  # rows already fetched are not handed out after the close
                 scan.cut()
             with self._cond:
                 self._cond.notify_all()

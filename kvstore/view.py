@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kvstore.runs import Run, runs_of
 from kvstore.sorted_array import Memtable
@@ -82,14 +83,16 @@ class View:
 
 class Snapshots:
     """The sequence numbers live readers read at, how many readers read at each, and since when
-    (under the KV's ``_lock``).  Merges keep every version one of them may see."""
+    (under the KV's ``_lock``).  Merges keep every version one of them may see.  ``scans``: the KV's
+    scans handing out rows, which ``KV.close`` cuts short (``snapshot._scan_chunks``)."""
 
-    __slots__ = ("counts", "times", "oldest")
+    __slots__ = ("counts", "times", "oldest", "scans")
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.times: dict[int, float] = {}
         self.oldest: int | None = None
+        self.scans: set[Any] = set()
 
     def hold(self, snapshot: int) -> None:
         counts = self.counts

@@ -37,3 +37,17 @@ def test_ruff_check_passes() -> None:
 def test_mypy_strict_passes() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_kv_keeps_its_attributes_in_a_key_sharing_dictionary(tmp_path: Path) -> None:
+    # CPython 3.11 shares the keys of an instance dictionary among a class's instances (what its fast
+    # attribute loads rely on) for at most 30 attributes; past that every ``self._x`` of the hot paths
+    # costs more (DESIGN.md, "Attributes of the KV object")
+    from kvstore import KV, Config
+
+    with KV.open(tmp_path, Config(sync=False)) as kv:
+        kv.set(b"k", b"v")
+        with kv.new_tx() as tx:
+            tx.set(b"j", b"w")
+        list(kv.scan())
+        assert len(vars(kv)) <= 30, sorted(vars(kv))
