@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -308,8 +309,18 @@ def test_a_cancelled_conflicting_commit_reports_not_applied(tmp_path: Path) -> N
     run(main)
 
 
-def test_the_event_loop_keeps_its_beat_while_flushes_and_merges_run(tmp_path: Path) -> None:
+def test_the_event_loop_keeps_its_beat_while_flushes_and_merges_run(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     gaps: list[float] = []
+    io_threads: set[int] = set()  # the threads that called a file-system call while the heartbeat ran
+    for name in ("pread", "pwrite", "write", "read", "fsync", "fdatasync", "open", "rename", "unlink"):
+        real = getattr(os, name, None)
+        if real is not None:
+            def spy(*args: object, _real: Any = real) -> object:
+                io_threads.add(threading.get_ident())
+                return _real(*args)
+
+            monkeypatch.setattr(os, name, spy)
 
     async def heartbeat(stop: asyncio.Event) -> None:
         last = time.perf_counter()
@@ -329,6 +340,7 @@ def test_the_event_loop_keeps_its_beat_while_flushes_and_merges_run(tmp_path: Pa
                         await tx.set(b"w%07d" % (i + 500 * batch), b"v" * 100)
             await kv.compact(full=True)
             stop = asyncio.Event()
+            io_threads.clear()
             beat = asyncio.ensure_future(heartbeat(stop))
             for batch in range(160):
                 async with kv.new_tx() as tx:
@@ -338,16 +350,22 @@ def test_the_event_loop_keeps_its_beat_while_flushes_and_merges_run(tmp_path: Pa
             stats = await kv.stats()
             stop.set()
             await beat
+            loop_thread.append(threading.get_ident())
             return stats.flushes + stats.merges
 
+    loop_thread: list[int] = []
     jobs = run(main)
     assert jobs >= 10 and len(gaps) > 100
+    # no file was read or written on the loop's thread, and some were on others
+    assert io_threads and loop_thread[0] not in io_threads
     # The loop's own sleeps are 1 ms. A thread may hold the interpreter lock for a switch interval (5 ms)
     # before the loop gets it back, and a full garbage collection pass (about 10 ms here) stops every
-    # thread; a flush or merge run on the loop would show as one gap of its whole length instead.
+    # thread; a flush or merge run on the loop would show as one gap of its whole length instead (359 to
+    # 407 ms here). The longest gap also grows when the machine is busy with other work, so only a stall
+    # of a second fails this bound; the 99th percentile holds on a busy machine too.
     gaps.sort()
     assert gaps[int(len(gaps) * 0.99)] < 0.020, gaps[-10:]
-    assert gaps[-1] < 0.100, gaps[-10:]
+    assert gaps[-1] < 1.0, gaps[-10:]
 
 
 def test_a_bad_set_among_concurrent_ones_raises_alone(tmp_path: Path) -> None:
