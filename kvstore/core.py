@@ -24,6 +24,11 @@ Fields (guard; who changes it):
     committed write sets (``_lock``; ``commit``);
   - ``_closed``, ``_closing``, ``_failed``: the lifecycle (``store`` closes; ``_fail`` stops);
   - ``_bytes_written``, ``_user_bytes``: write amplification's counters (``_lock``).
+
+The KV's own key space (``_own_space``, ``_legacy``) is read through ``_versions``, which knows the
+meta format: ``DEFAULT``, or ``LEGACY`` in a database of meta format 1 opened read-only.  It is not a
+field of its own because a KV with more than about 30 instance attributes loses CPython's shared-key
+attribute loads (DESIGN.md, "Attributes of the KV object").
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from kvstore.expiry import Clock
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
-from kvstore.keyspace import DEFAULT, Space
+from kvstore.keyspace import LEGACY, Space
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -66,6 +71,21 @@ class Core:
     #: Has dropped files deleted once readers let go (``versions.VersionSet.collect_soon``, bound at open).
     _collect_soon: Callable[[], None]
 
+    #: The meta, the live tables and logs (``versions.VersionSet``, a higher layer, made at open).
+    _versions: Any
+
+    @property
+    def _own_space(self) -> Space:
+        """The KV's own key space: ``DEFAULT``, or ``LEGACY`` in a database of meta format 1 opened
+        read-only (its keys stored as they are)."""
+        space: Space = self._versions.own_space
+        return space
+
+    @property
+    def _legacy(self) -> bool:
+        """Whether the KV's own keys are stored as they are (a database of meta format 1, read-only)."""
+        return self._versions.own_space is LEGACY
+
     def _init_core(self, dirpath: str, config: Config, fs: FileSystem, clock: Clock) -> None:
         self._dir = dirpath
         self._clock = clock
@@ -86,8 +106,6 @@ class Core:
         self._wal: WalWriter | None = None
         self._seq = 0
         self._snapshots = Snapshots()
-        self._legacy = False  # a database of meta format 1 opened read-only: its keys stored as they are
-        self._own_space: Space = DEFAULT  # the KV's own key space (LEGACY in such a database)
         self._writesets = WriteSets()
         self._bytes_written = 0
         self._user_bytes = 0

@@ -302,6 +302,7 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
     The chunk handed out is ``state.rows``, which ``close()`` empties (``_ScanState.cut``), so no row
     comes after a close."""
     reader, lo, hi, reverse, space = state.reader, state.lo, state.hi, state.reverse, state.space
+    own = space.prefix is None  # the KV's own space: a chunk with no key from FF up is handed out as it is
     kv = reader.kv
     if reader.released or kv._closed:
         return  # not done: the chain raises ClosedError from here on (_raising)
@@ -316,11 +317,15 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
             if stop is not None and (rows[-1][0] >= stop if not reverse else rows[-1][0] < stop):
                 rows = _before(rows, stop, reverse)
                 if rows:
-                    state.rows = rows = space.rows(rows)
+                    if not (own and rows[0][0] < b"\xff" and rows[-1][0] < b"\xff"):
+                        rows = space.rows(rows)
+                    state.rows = rows
                     if not (state.closed or reader.released or kv._closed):
                         yield rows
                 break
-            state.rows = rows = space.rows(rows)  # set before the check: a close from now on empties them
+            if not (own and rows[0][0] < b"\xff" and rows[-1][0] < b"\xff"):
+                rows = space.rows(rows)
+            state.rows = rows  # set before the check: a close from now on empties these rows
             if state.closed or reader.released or kv._closed:
                 return
             yield rows
@@ -436,15 +441,18 @@ class Cursor:
     """
 
     __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range", "_seen",
-                 "_space", "_user_key")
+                 "_space", "_stored", "_plain_below")
 
     def __init__(self, reader: Reader, owns: bool, key: bytes, for_prev: bool, space: Space = DEFAULT) -> None:
         self._reader = reader
         self._space = space  # the key space it walks: ``key`` is stored, it stops at the space's ends
-        self._user_key: bytes | None = None
+        #: Stored keys below this one are keys of its space as they are (``FF`` in the KV's own space, else
+        #: ``b""``): a step onto one is the short path of ``_step``.
+        self._plain_below = b"\xff" if space.prefix is None else b""
         self._owns = owns
         self._owner: object = None  # the KV or KVTX it reads, kept alive while it is used
-        self._key: bytes | None = None
+        self._key: bytes | None = None  # the key under the cursor, as its user sees it
+        self._stored: bytes | None = None  # the same key as stored (where a re-seek starts from)
         self._value: bytes | None = None
         self.valid = False
         """True while the cursor is on a key; ``key`` and ``value`` raise ``InvalidCursorError`` otherwise."""
@@ -464,20 +472,24 @@ class Cursor:
 
     def _step(self) -> None:
         nxt = next(self._it, None)
-        space = self._space
-        if nxt is None or not space.lo <= nxt[0] < space.hi:  # past either end of its key space
-            self.valid = False
-            self._key = self._value = self._user_key = None
-        else:
-            key = nxt[0]
-            self._key, self._value = nxt
-            self._user_key = key if space.prefix is None and key < b"\xff" else space.key(key)
+        if nxt is not None and nxt[0] < self._plain_below:  # a key of the KV's own, stored as it is
+            key, self._value = nxt
+            self._key = self._stored = key
             self.valid = True
-        if self._range is not None:
-            if self._key is None:  # past the end of its key space (or of every key): up to that end
-                self._range.reach_bound(space.hi if self._forward else space.lo, self._forward)
+        else:
+            space = self._space
+            if nxt is None or not space.lo <= nxt[0] < space.hi:  # past either end of its key space
+                self.valid = False
+                self._key = self._value = self._stored = None
             else:
-                self._range.reach(self._key, self._forward)
+                self._stored, self._value = nxt
+                self._key = space.key(nxt[0])
+                self.valid = True
+        if self._range is not None:
+            if self._stored is None:  # past the end of its key space (or of every key): up to that end
+                self._range.reach_bound(self._space.hi if self._forward else self._space.lo, self._forward)
+            else:
+                self._range.reach(self._stored, self._forward)
 
     # key, value, next and prev are written out, each whole: they run once per step of a cursor
 
@@ -486,9 +498,9 @@ class Cursor:
         """The key under the cursor; ``InvalidCursorError`` when it is not on one, ``ClosedError`` or
         ``TxClosedError`` once the cursor, its KV or its transaction is closed."""
         self._reader.check()
-        if self._user_key is None:
+        if self._key is None:
             raise InvalidCursorError("the cursor is not on a key")
-        return self._user_key
+        return self._key
 
     @property
     def value(self) -> bytes:
@@ -503,33 +515,35 @@ class Cursor:
         ``InvalidCursorError`` when it is not on a key, ``ClosedError``/``TxClosedError`` as ``key``.
         Cost: about one comparison per level, one re-seek after ``prev()``."""
         self._reader.check()
-        if self._key is None:
+        stored = self._stored
+        if stored is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
         pending = self._reader.pending
         if self._forward and (pending is None or not pending.moved(self._seen)):
             self._step()
         else:  # turning around, or its transaction wrote since it read on: from here afresh
-            self._start(self._key, reverse=False, inclusive=False)
+            self._start(stored, reverse=False, inclusive=False)
 
     def prev(self) -> None:
         """Move to the previous key; before the first one the cursor becomes invalid.  Raises as
         ``next``; costs as ``next``, one re-seek after ``next()``."""
         self._reader.check()
-        if self._key is None:
+        stored = self._stored
+        if stored is None:
             raise InvalidCursorError("cannot move a cursor that is not on a key")
         pending = self._reader.pending
         if not self._forward and (pending is None or not pending.moved(self._seen)):
             self._step()
         else:
-            self._start(self._key, reverse=True, inclusive=False)
+            self._start(stored, reverse=True, inclusive=False)
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) from the current position forward, moving the cursor."""
         while True:
             self._reader.check()
-            if self._user_key is None or self._value is None:
+            if self._key is None or self._value is None:
                 return
-            yield self._user_key, self._value
+            yield self._key, self._value
             self.next()
 
     def close(self) -> None:
@@ -538,7 +552,7 @@ class Cursor:
         if self._owns:
             self._reader.release()
         self.valid = False
-        self._key = self._value = self._user_key = None
+        self._key = self._value = self._stored = None
         self._it = iter(())
 
     def __enter__(self) -> Cursor:
@@ -573,7 +587,14 @@ class Reads:
         one positioning per memtable and table, then about one comparison
         per level for each step.
         """
-        return self._seek_in(self._own(), key, False)
+        key = as_bytes(key, "key")  # ``_seek_in`` written out: a call level costs a seek about 1%
+        space = self._own()
+        if key >= b"\xff":
+            key = space.stored(key)
+        reader, owns = self._reading()
+        cursor = Cursor(reader, owns, key, False, space)
+        cursor._owner = self  # a dropped KVTX would release the snapshot under its cursor
+        return cursor
 
     def _seek_in(self, space: Space, key: Bytes, for_prev: bool) -> Cursor:
         """``seek`` (``seek_for_prev`` with ``for_prev``) in key space ``space``."""
@@ -604,7 +625,14 @@ class Reads:
         merged in C; a row costs about the same whatever the number of
         levels, a first row one positioning per level.
         """
-        return self._scan_in(self._own(), start, end, prefix, reverse)
+        space = self._own()  # ``_scan_in`` written out, keys below FF kept as they are: a call costs ~1%
+        lo, hi = bounds(start, end, prefix)
+        lo = space.lo if lo is None else lo if lo < b"\xff" else space.stored(lo)
+        hi = space.hi if hi is None else hi if hi < b"\xff" else space.stored(hi)
+        reader, owns = self._reading()
+        scan = Scan(reader, owns, lo, hi, reverse, space)
+        scan._owner = self
+        return scan
 
     def _scan_in(self, space: Space, start: Bytes | None, end: Bytes | None, prefix: Bytes | None,
                  reverse: bool) -> Iterator[tuple[bytes, bytes]]:

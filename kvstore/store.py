@@ -195,7 +195,7 @@ class KV(Core, Reads):
             if kv._versions.meta.format < record.META_FORMAT_VERSION and not config.read_only:
                 upgrade(kv, kv._versions, kv._jobs)
             if kv._versions.meta.format < record.META_FORMAT_VERSION:
-                kv._legacy, kv._own_space = True, LEGACY
+                kv._versions.own_space = LEGACY
         except BaseException:
             abandon(kv, kv._versions)
             raise
@@ -276,7 +276,8 @@ class KV(Core, Reads):
             self._unpin(view)
 
     def _own(self) -> Space:
-        return self._own_space
+        space: Space = self._versions.own_space  # ``_own_space`` without the property's call
+        return space
 
     def _reading(self) -> tuple[Reader, bool]:
         if self._closed:

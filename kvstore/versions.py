@@ -27,6 +27,7 @@ import attrs
 from kvstore.core import Core
 from kvstore.errors import FailedError
 from kvstore.filenames import log_name, log_path, table_name
+from kvstore.keyspace import DEFAULT, Space
 from kvstore.metadata import Meta, MetaStore
 from kvstore.view import Table
 from kvstore.wal import WalWriter
@@ -60,6 +61,7 @@ class VersionSet:
         self.doomed_tables: dict[int, Table] = {}  # dropped tables, deleted once no view holds them
         self.collect_wanted = False  # a dropped table lost its last reader
         self.deferred = False  # a background thread deletes dropped files (``collect_soon``)
+        self.own_space: Space = DEFAULT  # the KV's own keys: LEGACY in a meta format 1 database opened read-only
 
     # ------------------------------------------------------------------ the meta and file numbers
 
