@@ -9,6 +9,7 @@ b'v'
 
 from kvstore.collection import Collection
 from kvstore.config import Config
+from kvstore.cursor import Cursor
 from kvstore.errors import (
     BadChecksumError,
     ClosedError,
@@ -25,7 +26,6 @@ from kvstore.errors import (
     UnsupportedFormatError,
 )
 from kvstore.fs import FileSystem, OSFileSystem
-from kvstore.snapshot import Cursor
 from kvstore.spacestats import CollectionStats
 from kvstore.store import KV, Stats, TableStats
 from kvstore.transaction import KVTX

@@ -279,10 +279,11 @@ def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
     """``stats PATH [--json]``: tables newest first, memtable, WAL, sizes and counters."""
     with _open(args) as kv:
         stats = kv.stats()
+        spaces = not kv._legacy  # a database of meta format 1 opened read-only: keys as they are stored
     if args.json:
         io.say(json.dumps(jsonable(stats_tree(stats, args.path)), indent=2))
     else:
-        for line in stats_lines(stats, args.path, _form(args)):
+        for line in stats_lines(stats, args.path, _form(args), spaces):
             io.say(line)
     return EXIT_OK
 

@@ -39,6 +39,7 @@ from kvstore.collection import Collection
 from kvstore.commit import COMMIT, DELETE, ROTATE, CommitPipeline
 from kvstore.config import Config
 from kvstore.core import Core, closed_error
+from kvstore.cursor import Reads
 from kvstore.errors import ConflictError, CorruptionError, FailedError
 from kvstore.expiry import Clock, check_ttl, expires_at, remaining
 from kvstore.filenames import META_NAMES, parse, table_name
@@ -57,7 +58,7 @@ from kvstore.keyspace import (
     successor,
 )
 from kvstore.recovery import Recovery, abandon, recover
-from kvstore.snapshot import Reader, Reads, get_in, merge_rows
+from kvstore.snapshot import Reader, get_in, merge_rows
 from kvstore.spacestats import CollectionStats, collection_stats
 from kvstore.transaction import KVTX
 from kvstore.upgrade import upgrade

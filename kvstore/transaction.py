@@ -16,12 +16,13 @@ from kvstore import record
 from kvstore.collection import Collection
 from kvstore.commit import COMMIT
 from kvstore.core import Core, closed_error
+from kvstore.cursor import Reads
 from kvstore.errors import KeyOrValueTooLargeError, TxClosedError
 from kvstore.expiry import check_ttl, remaining
 from kvstore.isolation import Pending, TxState
 from kvstore.keys import Bytes, as_bytes
 from kvstore.keyspace import DEFAULT, Space
-from kvstore.snapshot import Reader, Reads
+from kvstore.snapshot import Reader
 
 __all__ = ["KVTX"]
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cliproc import err_line, out, run
 
+from kvstore import KV
+
 
 def test_key_commands_work_in_a_collection_of_their_own(tmp_path: Path) -> None:
     db = tmp_path / "db"
@@ -53,3 +55,27 @@ def test_dump_and_load_carry_collections(tmp_path: Path) -> None:
     assert [json.loads(line).get("collection") for line in out(users).splitlines()[1:-1]] == ["users"]
     assert run("load", "--collection", "copy", one, stdin=users.stdout).returncode == 0
     assert out(run("collections", one)) == "copy\n" and out(run("scan", one)) == ""
+
+
+def test_stats_and_inspect_show_keys_by_their_collection(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    with KV.open(db) as kv:
+        kv.set(b"a", b"own")
+        kv.collection("users").set(b"bob", b"user")
+        kv.collection("tags").set(b"x", b"tag")
+        kv.flush()
+        kv.set(b"\xffown", b"escaped when stored")  # stored FF 00 'own': shown as the key it is
+        kv.drop_collection("tags")
+        kv.flush()
+    stats = out(run("stats", db)).splitlines()
+    assert any("keys a .. [users] bob" in line for line in stats), stats
+    assert any("keys \\xffown .. \\xffown" in line for line in stats), stats
+    assert "collections   1 holding keys" in stats
+    assert any(line.split()[:3] == ["users", "1", "key"] and line.endswith("(counted)") for line in stats), stats
+    tree = json.loads(out(run("stats", "--json", db)))
+    assert tree["collections"] == [{"name": "users", "keys": 1, "bytes": len(b"\xff\x05usersbob") + 4, "exact": True}]
+    older, newest = sorted(db.glob("*.sst"))
+    assert "keys a .. [users] bob" in out(run("inspect", "sst", older))
+    shown = out(run("inspect", "sst", "--entries", newest))
+    assert "range     [[tags], [tagt]) deleted at" in shown, shown
+    assert "    \\xffown @" in shown, shown

@@ -43,6 +43,11 @@ def xy(request: pytest.FixtureRequest, kv: KV) -> KV:
     return kv
 
 
+def _int(value: bytes | None) -> int:
+    assert value is not None
+    return int(value)
+
+
 def _conflicts(tx: KVTX) -> None:
     with pytest.raises(ConflictError):
         tx.commit()
@@ -53,7 +58,7 @@ def test_lost_update_in_a_collection_is_a_conflict(xy: KV, name: str) -> None:
     t1, t2 = xy.new_tx(), xy.new_tx()
     for tx, add in ((t1, 1), (t2, 2)):
         coll = tx.collection(name)
-        coll.set(b"x", b"%d" % (int(coll.get(b"x")) + add))
+        coll.set(b"x", b"%d" % (_int(coll.get(b"x")) + add))
     t1.commit()
     _conflicts(t2)
     assert xy.collection(name).get(b"x") == b"51"
@@ -65,7 +70,7 @@ def test_write_skew_in_a_collection_is_a_conflict(xy: KV, name: str) -> None:
     t1, t2 = xy.new_tx(), xy.new_tx()
     for tx, key in ((t1, b"x"), (t2, b"y")):
         coll = tx.collection(name)
-        total = int(coll.get(b"x")) + int(coll.get(b"y"))
+        total = _int(coll.get(b"x")) + _int(coll.get(b"y"))
         coll.set(key, b"%d" % (total - 100))
     t1.commit()
     _conflicts(t2)
@@ -143,8 +148,8 @@ def test_a_transaction_over_two_collections_conflicts_on_either(xy: KV) -> None:
     for changed in ("a", "b"):
         tx = xy.new_tx()
         a, b = tx.collection("a"), tx.collection("b")
-        b.set(b"x", b"%d" % (int(a.get(b"x")) - 10))
-        a.set(b"y", b"%d" % (int(b.get(b"y")) + 10))
+        b.set(b"x", b"%d" % (_int(a.get(b"x")) - 10))
+        a.set(b"y", b"%d" % (_int(b.get(b"y")) + 10))
         xy.collection(changed).set(b"x" if changed == "a" else b"y", b"0")
         _conflicts(tx)
 

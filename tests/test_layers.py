@@ -31,11 +31,13 @@ LAYERS: list[set[str]] = [
     {"view", "isolation", "collection"},
     {"core", "spacestats"},
     {"snapshot"},
+    {"cursor"},
     {"versions"},
     {"commit", "jobs"},
     {"recovery", "check", "backup", "transaction", "upgrade"},
     {"store"},
     # the asyncio API over the KV
+    {"aiorun"},
     {"aio"},
     # the benchmark (python -m kvstore.bench, a user of the public API) and the command line, above the
     # engine: byte display, then the dump format, file inspectors and renderings, then the shell, the
