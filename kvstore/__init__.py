@@ -7,7 +7,9 @@
 b'v'
 """
 
+from kvstore.collection import Collection
 from kvstore.config import Config
+from kvstore.cursor import Cursor
 from kvstore.errors import (
     BadChecksumError,
     ClosedError,
@@ -24,7 +26,7 @@ from kvstore.errors import (
     UnsupportedFormatError,
 )
 from kvstore.fs import FileSystem, OSFileSystem
-from kvstore.snapshot import Cursor
+from kvstore.spacestats import CollectionStats
 from kvstore.store import KV, Stats, TableStats
 from kvstore.transaction import KVTX
 
@@ -35,6 +37,8 @@ __all__ = [
     "KVTX",
     "BadChecksumError",
     "ClosedError",
+    "Collection",
+    "CollectionStats",
     "Config",
     "ConflictError",
     "CorruptSSTableError",

@@ -29,29 +29,26 @@ waits for a transaction's commit and says which (DESIGN.md, "The asyncio API").
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import functools
 import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from kvstore.commit import GROUP_BYTES
+from kvstore.aiorun import Runner, Sets
+from kvstore.collection import Collection
 from kvstore.config import Config
 from kvstore.core import closed_error
+from kvstore.cursor import Cursor
 from kvstore.errors import ConflictError, FailedError, TxClosedError
-from kvstore.expiry import check_ttl
 from kvstore.fs import FileSystem
 from kvstore.keys import Bytes
-from kvstore.snapshot import Cursor
-from kvstore.sorted_file import NO_READS, WouldRead
 from kvstore.store import KV, Stats
 from kvstore.transaction import KVTX
 
-__all__ = ["AsyncCursor", "AsyncKV", "AsyncKVTX", "AsyncScan"]
+__all__ = ["AsyncCollection", "AsyncCursor", "AsyncKV", "AsyncKVTX", "AsyncScan"]
 
 T = TypeVar("T")
 
@@ -60,49 +57,6 @@ DEFAULT_THREADS = 64
 #: Rows a scan fetches in its first batch (a seek reads a few), then four times as many up to ``_BATCH``.
 _FIRST_BATCH = 16
 _BATCH = 1024
-
-
-class _Runner:
-    """The threads an ``AsyncKV`` and everything opened on it run their calls on."""
-
-    __slots__ = ("pool", "closed")
-
-    def __init__(self, threads: int) -> None:
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kvstore-aio")
-        self.closed = False
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a thread; a cancelled caller leaves it running to its end."""
-        if self.closed:
-            raise closed_error()
-        return await asyncio.shield(self.submit(fn, *args))
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)``, a point read: on the loop when it needs no block the cache does not hold (a
-        read from memory costs less than a trip to a thread), else on a thread."""
-        if self.closed:
-            raise closed_error()
-        NO_READS.cached_only = True
-        try:
-            return fn(*args)
-        except WouldRead:
-            pass
-        finally:
-            NO_READS.cached_only = False
-        return await self.run(fn, *args)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """``fn(*args)`` started on a thread now, as a future of this loop."""
-        if self.closed:
-            raise closed_error()
-        future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-        future.add_done_callback(_retrieved)  # a cancelled caller's error is not "never retrieved"
-        return future
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class AsyncKV:
@@ -115,11 +69,11 @@ class AsyncKV:
     The sync ``KV`` underneath is ``kv.sync`` (for calls from other threads).
     """
 
-    def __init__(self, kv: KV, runner: _Runner) -> None:
+    def __init__(self, kv: KV, runner: Runner) -> None:
         self.sync = kv
         """The sync ``KV`` these coroutines drive; other threads may use it too."""
         self._runner = runner
-        self._sets = _Sets(kv, runner)
+        self._sets = Sets(kv, runner)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], config: Config | None = None, *,
@@ -131,7 +85,7 @@ class AsyncKV:
             raise TypeError(f"threads must be an int, not {type(threads).__name__}")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        runner = _Runner(threads)
+        runner = Runner(threads)
         try:
             kv = await runner.run(functools.partial(KV.open, path, config, fs=fs, clock=clock))
         except BaseException:
@@ -171,7 +125,7 @@ class AsyncKV:
 
     async def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
         """``KV.set``: returns once committed (durable per ``Config.sync``).  Sets that coroutines make
-        while one is being committed are committed together next, as one write (``_Sets``)."""
+        while one is being committed are committed together next, as one write (``Sets``)."""
         await self._sets.set(key, value, ttl)
 
     async def delete(self, key: Bytes) -> bool:
@@ -245,85 +199,76 @@ class AsyncKV:
                 tx.abort()
         raise AssertionError("unreachable")
 
+    def collection(self, name: str) -> AsyncCollection:
+        """The collection ``name`` (``KV.collection``) with the calls of this ``AsyncKV``; its sets join the
+        same batches."""
+        self._check_open()
+        return AsyncCollection(self.sync.collection(name), self._runner, self._sets)
+
     def _check_open(self) -> None:
         if self._runner.closed:
             raise closed_error()
 
 
-class _Sets:
-    """The one-operation sets of an ``AsyncKV``'s coroutines, committed on a thread one batch at a time:
-    the sets made while a batch commits form the next (up to ``GROUP_BYTES`` of keys and values), which
-    commits as one transaction of blind writes (no conflict possible): one WAL record and at most one
-    fsync for all of them.  Each set is checked on the loop first, so a bad one raises alone."""
+class AsyncCollection:
+    """A ``Collection`` for asyncio code: its calls as coroutines, run where ``AsyncKV``'s (or
+    ``AsyncKVTX``'s) run."""
 
-    __slots__ = ("kv", "runner", "queue", "busy")
+    def __init__(self, collection: Collection, runner: Runner, sets: Sets | None) -> None:
+        self.sync = collection
+        """The sync ``Collection`` underneath."""
+        self._runner = runner
+        self._sets = sets  # the AsyncKV's batches; None in a transaction, where sets are buffered
 
-    def __init__(self, kv: KV, runner: _Runner) -> None:
-        self.kv = kv
-        self.runner = runner
-        self.queue: collections.deque[tuple[bytes, bytes, float | None, asyncio.Future[None]]] = collections.deque()
-        self.busy = False
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self.sync.name
 
-    async def set(self, key: Bytes, value: Bytes, ttl: float | None) -> None:
-        kv = self.kv
-        key, value = kv._key(key), kv._value(value)  # a lock-free check: raises alone, before any batch
-        if ttl is not None:
-            ttl = check_ttl(ttl)
-        if self.runner.closed:
+    async def get(self, key: Bytes) -> bytes | None:
+        """``Collection.get`` (on the loop when the cache holds what it reads)."""
+        return await self._runner.read(self.sync.get, key)
+
+    async def ttl(self, key: Bytes) -> float | None:
+        """``Collection.ttl``."""
+        return await self._runner.read(self.sync.ttl, key)
+
+    async def set(self, key: Bytes, value: Bytes, *, ttl: float | None = None) -> None:
+        """``Collection.set``: in a KV, committed in the ``AsyncKV``'s batches; in a transaction, buffered."""
+        if self._sets is None:
+            if self._runner.closed:
+                raise closed_error()
+            self.sync.set(key, value, ttl=ttl)
+        else:
+            await self._sets.set(key, value, ttl, self.sync._space)
+
+    async def delete(self, key: Bytes) -> bool:
+        """``Collection.delete``: True when the key existed."""
+        return await self._runner.run(self.sync.delete, key)
+
+    async def delete_range(self, start: Bytes, end: Bytes) -> None:
+        """``Collection.delete_range``."""
+        if self._sets is None:
+            if self._runner.closed:
+                raise closed_error()
+            self.sync.delete_range(start, end)
+        else:
+            await self._runner.run(self.sync.delete_range, start, end)
+
+    def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
+             reverse: bool = False) -> AsyncScan:
+        """``Collection.scan`` as an async iterator."""
+        if self._runner.closed:
             raise closed_error()
-        kv._check_writable()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue.append((key, value, ttl, done))
-        if not self.busy:
-            self._next()
-        await asyncio.shield(done)  # cancelled, the set is still committed or not with its batch
+        return AsyncScan(self.sync.scan(start, end, prefix=prefix, reverse=reverse), self._runner)
 
-    def _next(self) -> None:
-        """Start committing the next batch on a thread, or stop when none waits (on the loop)."""
-        queue = self.queue
-        if not queue:
-            self.busy = False
-            return
-        self.busy = True
-        batch = [queue.popleft()]
-        size = len(batch[0][0]) + len(batch[0][1])
-        while queue and size < GROUP_BYTES:
-            item = queue.popleft()
-            size += len(item[0]) + len(item[1])
-            batch.append(item)
-        try:
-            future = self.runner.submit(self._commit, [item[:3] for item in batch])
-        except BaseException as exc:  # noqa: BLE001 - closed: every member is told
-            self._answer(batch, exc)
-            self._next()
-            return
-        future.add_done_callback(functools.partial(self._finished, batch))
+    async def seek(self, key: Bytes = b"") -> AsyncCursor:
+        """``Collection.seek``."""
+        return AsyncCursor(await self._runner.run(self.sync.seek, key), self._runner)
 
-    def _commit(self, writes: list[tuple[bytes, bytes, float | None]]) -> None:
-        tx = self.kv.new_tx()
-        try:
-            for key, value, ttl in writes:
-                tx.set(key, value, ttl=ttl)
-            tx.commit()
-        finally:
-            tx.abort()
-
-    def _finished(self, batch: list[tuple[bytes, bytes, float | None, asyncio.Future[None]]],
-                  future: asyncio.Future[None]) -> None:
-        self._answer(batch, None if future.cancelled() else future.exception())
-        self._next()
-
-    @staticmethod
-    def _answer(batch: list[tuple[bytes, bytes, float | None, asyncio.Future[None]]],
-                error: BaseException | None) -> None:
-        for item in batch:
-            done = item[3]
-            if done.done():
-                continue
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+    async def seek_for_prev(self, key: Bytes) -> AsyncCursor:
+        """``Collection.seek_for_prev``."""
+        return AsyncCursor(await self._runner.run(self.sync.seek_for_prev, key), self._runner)
 
 
 class AsyncScan:
@@ -331,7 +276,7 @@ class AsyncScan:
 
     ``aclose()`` (or ``async with``) lets its snapshot go early, as ``close()`` does on the sync scan."""
 
-    def __init__(self, scan: Iterator[tuple[bytes, bytes]], runner: _Runner) -> None:
+    def __init__(self, scan: Iterator[tuple[bytes, bytes]], runner: Runner) -> None:
         self._scan = scan
         self._runner = runner
         self._rows: list[tuple[bytes, bytes]] = []
@@ -382,7 +327,7 @@ class AsyncCursor:
     last move found); ``await next()``/``await prev()`` move it on a thread; ``async for`` yields
     ``(key, value)`` from the current position forward, moving it."""
 
-    def __init__(self, cursor: Cursor, runner: _Runner) -> None:
+    def __init__(self, cursor: Cursor, runner: Runner) -> None:
         self._cursor = cursor
         self._runner = runner
 
@@ -442,7 +387,7 @@ class AsyncKVTX:
     says whether it was applied.
     """
 
-    def __init__(self, tx: KVTX, runner: _Runner) -> None:
+    def __init__(self, tx: KVTX, runner: Runner) -> None:
         self.sync = tx
         """The sync ``KVTX`` underneath."""
         self._runner = runner
@@ -510,6 +455,11 @@ class AsyncKVTX:
         except Exception:  # noqa: BLE001 - any other error applied nothing
             return False
         return True
+
+    def collection(self, name: str) -> AsyncCollection:
+        """The collection ``name`` as this transaction sees it (``KVTX.collection``)."""
+        self._check_usable()
+        return AsyncCollection(self.sync.collection(name), self._runner, None)
 
     def abort(self) -> None:
         """``KVTX.abort``: drop the buffered writes; does nothing on a closed transaction (nor on one whose

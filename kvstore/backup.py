@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
+from kvstore import record
 from kvstore.builder import build_table
 from kvstore.core import Core
 from kvstore.covered import visible
@@ -69,7 +70,8 @@ def backup(kv: Core, dest: str | os.PathLike[str], progress: Progress | None) ->
         if progress is not None:
             progress(total, total)
         fs.sync_dir(dirpath)  # every table's entry is durable before the meta names it
-        MetaStore(fs, dirpath).write(Meta(1, number + 2, number + 1, snapshot, tuple(numbers)))
+        meta_format = record.META_FORMAT_VERSION if not kv._legacy else 1  # a copy keeps its keys' format
+        MetaStore(fs, dirpath).write(Meta(1, number + 2, number + 1, snapshot, tuple(numbers), meta_format))
         return done
     finally:
         reader.release()

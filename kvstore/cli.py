@@ -42,6 +42,7 @@ from kvstore.commands import (
     UsageError,
     cmd_backup,
     cmd_check,
+    cmd_collections,
     cmd_compact,
     cmd_delete,
     cmd_delete_range,
@@ -120,12 +121,16 @@ class _Subcommands:
         self._sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
         self.hexed = _Parser(add_help=False)
         self.hexed.add_argument("--hex", action="store_true", help="keys and values as hex, in arguments and output")
+        self.spaced = _Parser(add_help=False)
+        self.spaced.add_argument("--collection", metavar="NAME",
+                                 help="the keys of collection NAME instead of the database's own")
 
     def add(self, name: str, handler: Callable[[argparse.Namespace, Streams], int], text: str, *,
-            path: bool = True, hexed: bool = False) -> argparse.ArgumentParser:
-        """A subcommand ``name`` run by ``handler``, with a PATH argument unless not ``path``."""
-        p: argparse.ArgumentParser = self._sub.add_parser(name, help=text, description=text,
-                                                          parents=[self.hexed] if hexed else [])
+            path: bool = True, hexed: bool = False, spaced: bool = False) -> argparse.ArgumentParser:
+        """A subcommand ``name`` run by ``handler``, with a PATH argument unless not ``path``; ``hexed``:
+        with ``--hex``; ``spaced``: with ``--collection NAME``."""
+        parents = ([self.hexed] if hexed else []) + ([self.spaced] if spaced else [])
+        p: argparse.ArgumentParser = self._sub.add_parser(name, help=text, description=text, parents=parents)
         if path:
             p.add_argument("path", metavar="PATH", help="the database directory")
         p.set_defaults(handler=handler)
@@ -140,41 +145,43 @@ class _Subcommands:
 def _add_key_commands(sub: _Subcommands) -> None:
     """get, put, ttl, delete, delete-range and scan: the commands that read keys and values from their
     arguments."""
-    p = sub.add("get", cmd_get, "print the value of KEY (exit 1 when absent)", hexed=True)
+    p = sub.add("get", cmd_get, "print the value of KEY (exit 1 when absent)", hexed=True, spaced=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("--raw", action="store_true", help="write the value's bytes as they are, with no newline")
 
-    p = sub.add("put", cmd_put, "set KEY to VALUE (creates the database when missing)", hexed=True)
+    p = sub.add("put", cmd_put, "set KEY to VALUE (creates the database when missing)", hexed=True, spaced=True)
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE", nargs="?")
     p.add_argument("--stdin", action="store_true", help="read the value's bytes, as they are, from stdin")
     p.add_argument("--ttl", metavar="SECONDS", help="the key expires SECONDS (a number above 0) after the commit")
 
-    p = sub.add("ttl", cmd_ttl, "print the seconds KEY has left before it expires (exit 1 when absent)", hexed=True)
+    p = sub.add("ttl", cmd_ttl, "print the seconds KEY has left before it expires (exit 1 when absent)", hexed=True,
+                spaced=True)
     p.add_argument("key", metavar="KEY")
 
-    p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True)
+    p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True, spaced=True)
     p.add_argument("keys", metavar="KEY", nargs="+")
 
     p = sub.add("delete-range", cmd_delete_range, "delete every key in [START, END) with one range tombstone",
-                hexed=True)
+                hexed=True, spaced=True)
     p.add_argument("start", metavar="START")
     p.add_argument("end", metavar="END")
 
-    p = sub.add("scan", cmd_scan, "print pairs in key order: key TAB value per line", hexed=True)
+    p = sub.add("scan", cmd_scan, "print pairs in key order: key TAB value per line", hexed=True, spaced=True)
     add_scan_arguments(p)
 
 
 def _add_database_commands(sub: _Subcommands) -> None:
     """dump, load, stats, check, compact and backup: the commands on a whole database."""
-    p = sub.add("dump", cmd_dump, "write every pair as JSON lines (the dump format)")
+    p = sub.add("dump", cmd_dump, "write every pair as JSON lines (the dump format)", spaced=True)
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    p = sub.add("load", cmd_load, "set every pair of a dump (creates the database when missing)")
+    p = sub.add("load", cmd_load, "set every pair of a dump (creates the database when missing)", spaced=True)
     p.add_argument("-i", "--input", metavar="FILE", help="read FILE instead of stdin")
     p.add_argument("--batch-bytes", type=int, default=LOAD_BATCH_BYTES, metavar="N",
                    help=f"commit each time N bytes of keys and values are pending (default {LOAD_BATCH_BYTES})")
 
+    sub.add("collections", cmd_collections, "list the collections that hold at least one key")
     p = sub.add("stats", cmd_stats, "tables (newest first), memtable, WAL, sizes and counters", hexed=True)
     p.add_argument("--json", action="store_true", help="JSON (keys in base64)")
 

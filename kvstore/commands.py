@@ -21,7 +21,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 from kvstore.config import MAX_KEY_SIZE_CAP, MAX_VALUE_SIZE_CAP, Config
 from kvstore.display import ESCAPED, HEX, BytesForm, Progress, Ticker, human_bytes
@@ -88,6 +88,17 @@ def _open(args: argparse.Namespace, *, write: bool = False, create: bool = False
     return KV.open(args.path, open_config(write=write, create=create))
 
 
+def _space(kv: KV, args: argparse.Namespace) -> Any:
+    """``kv``, or its collection ``--collection NAME``; a bad name is a usage error."""
+    name = getattr(args, "collection", None)
+    if name is None:
+        return kv
+    try:
+        return kv.collection(name)
+    except ValueError as exc:
+        raise UsageError(f"--collection: {exc}") from None
+
+
 def _count(n: int, word: str, plural: str | None = None) -> str:
     """``n`` and ``word``, plural unless ``n`` is 1: ``1 table``, ``3 tables``."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {plural or word + 's'}"
@@ -101,7 +112,7 @@ def cmd_get(args: argparse.Namespace, io: Streams) -> int:
     form = _form(args)
     key = parse_bytes(args.key, form, "KEY")
     with _open(args) as kv:
-        value = kv.get(key)
+        value = _space(kv, args).get(key)
     if value is None:
         io.err.write(f"kvstore get: key {form.show(key)} not found\n")
         return EXIT_NOT_FOUND
@@ -124,7 +135,7 @@ def cmd_put(args: argparse.Namespace, io: Streams) -> int:
     key = parse_bytes(args.key, form, "KEY")
     value = io.inp.buffer.read() if args.stdin else parse_bytes(args.value, form, "VALUE")
     with _open(args, write=True, create=True) as kv:
-        kv.set(key, value, ttl=ttl)
+        _space(kv, args).set(key, value, ttl=ttl)
     return EXIT_OK
 
 
@@ -133,7 +144,7 @@ def cmd_ttl(args: argparse.Namespace, io: Streams) -> int:
     form = _form(args)
     key = parse_bytes(args.key, form, "KEY")
     with _open(args) as kv:
-        line = ttl_line(kv, key)
+        line = ttl_line(_space(kv, args), key)
     if line is None:
         io.err.write(f"kvstore ttl: key {form.show(key)} not found\n")
         return EXIT_NOT_FOUND
@@ -146,7 +157,8 @@ def cmd_delete(args: argparse.Namespace, io: Streams) -> int:
     form = _form(args)
     keys = [parse_bytes(k, form, "KEY") for k in args.keys]
     with _open(args, write=True) as kv, kv.new_tx() as tx:
-        existed = sum(tx.delete(k) for k in keys)
+        target = tx if args.collection is None else tx.collection(_space(kv, args).name)
+        existed = sum(target.delete(k) for k in keys)
     io.say(f"deleted {existed} of {_count(len(keys), 'key')}")
     return EXIT_OK
 
@@ -157,7 +169,7 @@ def cmd_delete_range(args: argparse.Namespace, io: Streams) -> int:
     form = _form(args)
     start, end = parse_bytes(args.start, form, "START"), parse_bytes(args.end, form, "END")
     with _open(args, write=True) as kv:
-        kv.delete_range(start, end)
+        _space(kv, args).delete_range(start, end)
     io.say(f"deleted [{form.show(start)}, {form.show(end)})" if start < end else
            "nothing deleted: START is not below END")
     return EXIT_OK
@@ -166,7 +178,7 @@ def cmd_delete_range(args: argparse.Namespace, io: Streams) -> int:
 def cmd_scan(args: argparse.Namespace, io: Streams) -> int:
     """``scan PATH [options]``: print pairs in key order, as text or JSON lines."""
     with _open(args) as kv:
-        for line in scan_lines(kv, args, _form(args)):
+        for line in scan_lines(_space(kv, args), args, _form(args)):
             io.say(line)
     return EXIT_OK
 
@@ -183,8 +195,15 @@ def cmd_dump(args: argparse.Namespace, io: Streams) -> int:
                 raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
         try:
             with Progress(io.err, "dumping", None) as bar:
-                count = write_dump(kv.scan(), target, sequence=sequence, progress=bar.update,
-                                   expiries=expiries(kv))
+                if args.collection is None:  # every key: the database's own, then each collection's
+                    names = kv.collections()
+                    own, own_expiries = kv.scan(), expiries(kv)
+                else:  # one collection's keys only
+                    names = [_space(kv, args).name]
+                    own, own_expiries = iter(()), None
+                sections = [(name, kv.collection(name).scan(), expiries(kv, name)) for name in names]
+                count = write_dump(own, target, sequence=sequence, progress=bar.update,
+                                   expiries=own_expiries, collections=sections)
         finally:
             if target is not io.out:
                 target.close()
@@ -232,7 +251,11 @@ def cmd_load(args: argparse.Namespace, io: Streams) -> int:
     report = LoadReport()
     with _open(args, write=True, create=True) as kv, bar:
         try:
-            load(kv, read_dump(lines, name), report, batch_bytes=args.batch_bytes)
+            rows = read_dump(lines, name)
+            if args.collection is not None:  # every pair into collection NAME
+                into = _space(kv, args).name
+                rows = ((key, value, expires, into) for key, value, expires, _ in rows)
+            load(kv, rows, report, batch_bytes=args.batch_bytes)
         except (DumpError, UnicodeDecodeError) as exc:
             raise UsageError(f"{exc}; {_loaded(report)} were committed before it") from None
     skipped = f"; skipped {_count(report.expired, 'pair')} whose expiry had passed" if report.expired else ""
@@ -244,14 +267,23 @@ def _loaded(report: LoadReport) -> str:
     return f"{_count(report.pairs, 'pair')} in {_count(report.transactions, 'transaction')}"
 
 
+def cmd_collections(args: argparse.Namespace, io: Streams) -> int:
+    """``collections PATH``: the names of the collections that hold at least one key, one per line."""
+    with _open(args) as kv:
+        for name in kv.collections():
+            io.say(name)
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
     """``stats PATH [--json]``: tables newest first, memtable, WAL, sizes and counters."""
     with _open(args) as kv:
         stats = kv.stats()
+        spaces = not kv._legacy  # a database of meta format 1 opened read-only: keys as they are stored
     if args.json:
         io.say(json.dumps(jsonable(stats_tree(stats, args.path)), indent=2))
     else:
-        for line in stats_lines(stats, args.path, _form(args)):
+        for line in stats_lines(stats, args.path, _form(args), spaces):
             io.say(line)
     return EXIT_OK
 

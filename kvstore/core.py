@@ -24,6 +24,11 @@ Fields (guard; who changes it):
     committed write sets (``_lock``; ``commit``);
   - ``_closed``, ``_closing``, ``_failed``: the lifecycle (``store`` closes; ``_fail`` stops);
   - ``_bytes_written``, ``_user_bytes``: write amplification's counters (``_lock``).
+
+The KV's own key space (``_own_space``, ``_legacy``) is read through ``_versions``, which knows the
+meta format: ``DEFAULT``, or ``LEGACY`` in a database of meta format 1 opened read-only.  It is not a
+field of its own because a KV with more than about 30 instance attributes loses CPython's shared-key
+attribute loads (DESIGN.md, "Attributes of the KV object").
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kvstore.config import Config
+from kvstore.config import MAX_KEY_SIZE_CAP, Config
 from kvstore.errors import ClosedError, FailedError, KeyOrValueTooLargeError, ReadOnlyError
 from kvstore.expiry import Clock
 from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
+from kvstore.keyspace import LEGACY, Space
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -64,6 +70,21 @@ class Core:
     _write: Callable[..., Any]
     #: Has dropped files deleted once readers let go (``versions.VersionSet.collect_soon``, bound at open).
     _collect_soon: Callable[[], None]
+
+    #: The meta, the live tables and logs (``versions.VersionSet``, a higher layer, made at open).
+    _versions: Any
+
+    @property
+    def _own_space(self) -> Space:
+        """The KV's own key space: ``DEFAULT``, or ``LEGACY`` in a database of meta format 1 opened
+        read-only (its keys stored as they are)."""
+        space: Space = self._versions.own_space
+        return space
+
+    @property
+    def _legacy(self) -> bool:
+        """Whether the KV's own keys are stored as they are (a database of meta format 1, read-only)."""
+        return self._versions.own_space is LEGACY
 
     def _init_core(self, dirpath: str, config: Config, fs: FileSystem, clock: Clock) -> None:
         self._dir = dirpath
@@ -100,6 +121,22 @@ class Core:
         if len(key) > self._config.max_key_size:
             raise KeyOrValueTooLargeError(f"key of {len(key)} bytes, max_key_size is {self._config.max_key_size}")
         return key
+
+    def _stored(self, key: bytes, space: Space) -> bytes:
+        """The stored key of a checked ``key`` of ``space``; ``KeyOrValueTooLargeError`` when it is too
+        long to store (a collection's prefix, or the byte a key starting with ``FF`` gains, counts)."""
+        stored = space.stored(key)
+        if len(stored) > MAX_KEY_SIZE_CAP:
+            raise KeyOrValueTooLargeError(f"key of {len(key)} bytes is stored in {len(stored)} bytes in its key "
+                                          f"space, more than the {MAX_KEY_SIZE_CAP} a table holds")
+        return stored
+
+    def _check_spaces(self) -> None:
+        """``ReadOnlyError`` for collections in a database of meta format 1 opened read-only (its first
+        writable open upgrades it)."""
+        if self._legacy:
+            raise ReadOnlyError("collections need the database upgraded to meta format 2, which its next "
+                                "writable open does")
 
     def _bounds(self, start: object, end: object) -> tuple[bytes, bytes]:
         """The bounds of a range delete as ``bytes``, checked as keys are (``TypeError`` and

@@ -24,19 +24,25 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from kvstore import record
+from kvstore.collection import Collection
+from kvstore.keyspace import Space, check_name, prefix_of
 from kvstore.store import KV
+from kvstore.transaction import KVTX
 
 __all__ = ["FORMAT", "VERSION", "DumpError", "LoadReport", "expiries", "load", "read_dump", "write_dump"]
 
 #: The ``format`` field of the header line.
 FORMAT = "kvstore-dump"
-#: The version of the dump format this code writes and the newest it reads: 2 adds ``expires`` to the
-#: pair lines of keys that expire; a version 1 dump holds none and loads as ever.
-VERSION = 2
+#: The version of the dump format this code writes and the newest it reads: 3 adds ``collection`` to the
+#: pair lines of collections' keys, 2 ``expires`` to those of keys that expire; older dumps hold none and
+#: load as ever.
+VERSION = 3
 
-#: A pair as ``read_dump`` yields it: key, value and expiry (seconds since the epoch by the clock of
-#: the KV dumped; None when the key does not expire).
-Row = tuple[bytes, bytes, float | None]
+#: A pair as ``read_dump`` yields it: key, value, expiry (seconds since the epoch by the clock of the KV
+#: dumped; None when the key does not expire) and collection (None for the KV's own keys).
+Row = tuple[bytes, bytes, float | None, str | None]
+#: What ``write_dump`` writes after the KV's own pairs: each collection's name, pairs and expiries.
+Section = tuple[str, Iterable[tuple[bytes, bytes]], "Callable[[bytes], float | None] | None"]
 
 
 class DumpError(ValueError):
@@ -47,7 +53,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def expiries(kv: KV) -> Callable[[bytes], float | None] | None:
+def expiries(kv: KV, collection: str | None = None) -> Callable[[bytes], float | None] | None:
     """What ``write_dump`` asks each key's expiry of, for a dump of ``kv`` (a KV no one writes to while
     it is dumped, as ``kvstore dump``'s read-only open): a function of a key giving its expiry as stored
     (None when it does not expire); None when no value of ``kv`` expires, so each key is read once.
@@ -58,9 +64,10 @@ def expiries(kv: KV) -> Callable[[bytes], float | None] | None:
     if not kv._may_expire():
         return None
     get = kv._get
+    space = kv._own_space if collection is None else Space(prefix_of(check_name(collection)))
 
     def expires(key: bytes) -> float | None:
-        stored = get(key, None)
+        stored = get(space.stored(key), None, stored=True)
         return stored.expires if type(stored) is record.Expiring else None
 
     return expires
@@ -68,20 +75,26 @@ def expiries(kv: KV) -> Callable[[bytes], float | None] | None:
 
 def write_dump(pairs: Iterable[tuple[bytes, bytes]], out: TextIO, *, sequence: int,
                progress: Callable[[int], None] | None = None,
-               expiries: Callable[[bytes], float | None] | None = None) -> int:
+               expiries: Callable[[bytes], float | None] | None = None,
+               collections: Iterable[Section] = ()) -> int:
     """Write the header, one line per pair and the end line to ``out``; returns the number of pairs.
-    With ``expiries`` (see ``expiries``), a key for which it gives a time has it on its line."""
+    With ``expiries`` (see ``expiries``), a key for which it gives a time has it on its line.  The KV's
+    own ``pairs`` come first, then each of ``collections``' pairs, with its name on each line."""
     out.write(json.dumps({"format": FORMAT, "version": VERSION, "sequence": sequence}) + "\n")
     count = 0
-    for key, value in pairs:
-        expires = None if expiries is None else expiries(key)
-        if expires is None:
-            out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}"}}\n')
-        else:
-            out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}", "expires": {expires!r}}}\n')
-        count += 1
-        if progress is not None and count % 1024 == 0:
-            progress(count)
+    sections: list[tuple[str | None, Iterable[tuple[bytes, bytes]], Callable[[bytes], float | None] | None]]
+    sections = [(None, pairs, expiries), *collections]
+    for name, rows, expires_of in sections:
+        tail = "" if name is None else f', "collection": {json.dumps(name)}'
+        for key, value in rows:
+            expires = None if expires_of is None else expires_of(key)
+            if expires is None:
+                out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}"{tail}}}\n')
+            else:
+                out.write(f'{{"key": "{_b64(key)}", "value": "{_b64(value)}", "expires": {expires!r}{tail}}}\n')
+            count += 1
+            if progress is not None and count % 1024 == 0:
+                progress(count)
     out.write(json.dumps({"end": True, "count": count}) + "\n")
     return count
 
@@ -107,7 +120,14 @@ def _parse(line: str, where: str) -> dict[str, Any]:
 
 
 _PAIR = {"key", "value"}
-_EXPIRING_PAIR = {"key", "value", "expires"}
+_OPTIONAL = {2: {"expires"}, 3: {"expires", "collection"}}  # the fields a version may add to a pair line
+
+
+def _collection(obj: dict[str, Any], where: str) -> str:
+    try:
+        return check_name(obj["collection"])
+    except (TypeError, ValueError) as exc:
+        raise DumpError(f"{where}: 'collection' is not a collection name ({exc})") from None
 
 
 def _expires(obj: dict[str, Any], where: str) -> float:
@@ -154,11 +174,13 @@ def read_dump(lines: Iterable[str], name: str = "<dump>") -> Iterator[Row]:
                 raise DumpError(f"{name} line {extra}: text after the end line")
             return
         fields = set(obj)
-        if fields != _PAIR and (version < 2 or fields != _EXPIRING_PAIR):
+        if not fields >= _PAIR or not fields - _PAIR <= _OPTIONAL.get(version, set()):
             raise DumpError(f"{where}: a pair line holds exactly \"key\" and \"value\""
-                            + (" (and \"expires\" when the key expires)" if version >= 2 else ""))
+                            + (" (and \"expires\" when the key expires)" if version >= 2 else "")
+                            + (" (and \"collection\" for a collection's key)" if version >= 3 else ""))
         expires = _expires(obj, where) if "expires" in obj else None
-        yield _field(obj, "key", where), _field(obj, "value", where), expires
+        collection = _collection(obj, where) if "collection" in obj else None
+        yield _field(obj, "key", where), _field(obj, "value", where), expires, collection
     raise DumpError(f"{name}: ends after line {number} without its end line: cut short?")
 
 
@@ -187,16 +209,20 @@ def load(kv: KV, rows: Iterable[Row], report: LoadReport, *, batch_bytes: int,
     size = 0
     clock = kv._clock
     tx = kv.new_tx()
+    spaces: dict[str | None, KVTX | Collection] = {None: tx}
     try:
-        for key, value, expires in rows:
+        for key, value, expires, collection in rows:
+            target = spaces.get(collection)
+            if target is None:
+                target = spaces[collection] = tx.collection(collection)  # type: ignore[arg-type]
             if expires is None:
-                tx.set(key, value)
+                target.set(key, value)
             else:
                 left = expires - clock()
                 if left <= 0:
                     report.expired += 1
                     continue
-                tx.set(key, value, ttl=left)
+                target.set(key, value, ttl=left)
             pending += 1
             size += len(key) + len(value)
             if size >= batch_bytes:
@@ -205,6 +231,7 @@ def load(kv: KV, rows: Iterable[Row], report: LoadReport, *, batch_bytes: int,
                 report.transactions += 1
                 pending = size = 0
                 tx = kv.new_tx()
+                spaces = {None: tx}
                 if progress is not None:
                     progress(report.pairs)
         if pending:

@@ -176,6 +176,16 @@ class Range:
         elif self.lo is not None and key < self.lo:
             self.lo = key
 
+    def reach_bound(self, bound: bytes, forward: bool) -> None:
+        """Widen to the end of a key space walked past moving ``forward`` (up to ``bound``, excluded) or
+        backward (down to ``bound``, included): a cursor that ran off its collection read no other's keys."""
+        if forward:
+            if self.hi is not None and (bound > self.hi or (bound == self.hi and self.hi_inclusive)):
+                self.hi = bound
+                self.hi_inclusive = False
+        elif self.lo is not None and bound < self.lo:
+            self.lo = bound
+
     def first_in(self, keys: list[bytes]) -> bytes | None:
         """The first of the sorted ``keys`` inside this range, or None."""
         if not self.active:

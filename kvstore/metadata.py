@@ -39,6 +39,8 @@ class Meta:
     log_number: int
     last_sequence: int
     tables: tuple[int, ...]
+    format: int = record.META_FORMAT_VERSION
+    """The meta format version: 1 for a database whose keys starting with ``FF`` are not yet escaped."""
 
 
 @attrs.frozen
@@ -79,7 +81,9 @@ class MetaStore:
         except CorruptionError as exc:
             return SlotState(name, True, error=exc)
         version, next_file, log_number, last_sequence, tables = fields
-        return SlotState(name, True, meta=Meta(version, next_file, log_number, last_sequence, tuple(tables)))
+        found = record.decode_file_header(buf, path, record.META_MAGIC, slot)  # checked by decode_meta
+        return SlotState(name, True, meta=Meta(version, next_file, log_number, last_sequence, tuple(tables),
+                                               found))
 
     def load(self) -> Meta | None:
         """The newest valid meta; None when neither slot exists.  Both present and invalid (or one
@@ -114,7 +118,7 @@ class MetaStore:
         number of bytes written."""
         slot = 0 if self.newest is None else 1 - self.newest
         data = record.encode_meta(slot, meta.version, meta.next_file, meta.log_number, meta.last_sequence,
-                                  meta.tables)
+                                  meta.tables, meta.format)
         path = self.path(slot)
         fs = self._fs
         # always a new file renamed over the slot: a crash (or a kill) at any moment leaves the slot whole,

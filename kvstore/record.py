@@ -31,6 +31,10 @@ from kvstore.errors import (
 #: The format version of the meta files this code writes and the newest it reads (and of the WAL up to
 #: version 1; see ``WAL_FORMAT_VERSION``).
 FORMAT_VERSION = 1
+#: The format version of the meta files this code writes and the newest it reads: 2, the keys of the KV's
+#: own space that start with ``FF`` are stored escaped, beside collections (``keyspace``); a database whose
+#: meta is version 1 stores them as they are, and is upgraded by its first writable open (``upgrade``).
+META_FORMAT_VERSION = 2
 #: The format version of the WAL files this code writes and the newest it reads: 3 adds expiring values
 #: (``Kind.EXPIRING``), 2 range deletes (``Kind.RANGE_DELETE``) to a commit unit; logs of versions 1 and 2
 #: are still replayed.
@@ -208,6 +212,8 @@ def newest_version(magic: bytes) -> int:
     """The format version this code writes, and the newest it reads, for files with ``magic``."""
     if magic == TABLE_MAGIC:
         return TABLE_FORMAT_VERSION
+    if magic == META_MAGIC:
+        return META_FORMAT_VERSION
     return WAL_FORMAT_VERSION if magic == WAL_MAGIC else FORMAT_VERSION
 
 
@@ -476,9 +482,10 @@ def decode_footer(buf: bytes, path: str, offset: int, file_number: int,
 
 
 def encode_meta(slot: int, version: int, next_file: int, log_number: int, last_sequence: int,
-                tables: Sequence[int]) -> bytes:
-    """A whole meta slot file: header, body, table numbers (newest first), checksum."""
-    body = [encode_file_header(META_MAGIC, slot),
+                tables: Sequence[int], format_version: int | None = None) -> bytes:
+    """A whole meta slot file: header (of ``format_version``, by default the newest), body, table numbers
+    (newest first), checksum."""
+    body = [encode_file_header(META_MAGIC, slot, format_version),
             META_BODY.pack(version, next_file, log_number, last_sequence, len(tables))]
     body.extend(U64.pack(t) for t in tables)
     data = b"".join(body)

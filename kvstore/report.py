@@ -16,6 +16,8 @@ import base64
 from typing import Any
 
 from kvstore.display import BytesForm, human_bytes, moment
+from kvstore.errors import CorruptionError
+from kvstore.keyspace import split
 from kvstore.store import Stats
 
 __all__ = ["inspect_lines", "jsonable", "shorten", "stats_lines", "stats_tree"]
@@ -44,6 +46,21 @@ def shorten(data: bytes | None, form: BytesForm, limit: int = SHOWN) -> str:
     return form.show(data)
 
 
+def stored_key(data: bytes | None, form: BytesForm, limit: int = SHOWN, spaces: bool = True) -> str:
+    """A stored key as ``shorten`` shows it, by its key space (``spaces``; a database of meta format 1 has
+    none): a collection's key as ``[name] key``, a key of the KV's own from ``FF`` without the byte its
+    storing adds; a key no space produces as it is stored."""
+    if not spaces or data is None or data[:1] != b"\xff":
+        return shorten(data, form, limit)
+    try:
+        name, key = split(data)
+    except CorruptionError:
+        return shorten(data, form, limit)
+    if name is None:
+        return shorten(key, form, limit)
+    return f"[{name}] {shorten(key, form, limit)}" if key else f"[{name}]"
+
+
 def stats_tree(stats: Stats, path: str) -> dict[str, Any]:
     """The fields ``kvstore stats --json`` prints (keys as bytes; pass through ``jsonable``)."""
     return {
@@ -67,11 +84,14 @@ def stats_tree(stats: Stats, path: str) -> dict[str, Any]:
         "cache": {"hits": stats.cache_hits, "misses": stats.cache_misses},
         "recovery": list(stats.recovery),
         "failed": stats.failed,
+        "collections": [{"name": c.name, "keys": c.keys, "bytes": c.bytes, "exact": c.exact}
+                        for c in stats.collections],
     }
 
 
-def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
-    """``kvstore stats`` as text: one line per fact, then one per table, newest first."""
+def stats_lines(stats: Stats, path: str, form: BytesForm, spaces: bool = True) -> list[str]:
+    """``kvstore stats`` as text: one line per fact, then one per table, newest first, and one per
+    collection; keys shown by their key space (``stored_key``)."""
     n = len(stats.tables)
     lines = [
         f"path          {path}",
@@ -80,8 +100,9 @@ def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
     ]
     for t in stats.tables:
         lines.append(f"  {t.name}  {t.entries:>10,} entries {t.deletes:>8,} deletes {human_bytes(t.bytes):>10}"
-                     f"  seq {t.min_sequence}..{t.max_sequence}  keys {shorten(t.smallest, form, 24)}"
-                     f" .. {shorten(t.largest, form, 24)}" + (f"  {t.expiring:,} expiring" if t.expiring else ""))
+                     f"  seq {t.min_sequence}..{t.max_sequence}  keys {stored_key(t.smallest, form, 24, spaces)}"
+                     f" .. {stored_key(t.largest, form, 24, spaces)}"
+                     + (f"  {t.expiring:,} expiring" if t.expiring else ""))
     amp = f"{stats.write_amplification:.2f}" if stats.user_bytes else "n/a: nothing written since open"
     lines += [
         f"memtable      {stats.memtable_entries:,} entries, {human_bytes(stats.memtable_bytes)}"
@@ -98,6 +119,12 @@ def stats_lines(stats: Stats, path: str, form: BytesForm) -> list[str]:
     lines += [f"recovery      {note}" for note in stats.recovery]
     if stats.failed is not None:
         lines.append(f"failed        {stats.failed}")
+    n = len(stats.collections)
+    lines.append(f"collections   {n} holding keys" if n else "collections   none")
+    for c in stats.collections:
+        how = "counted" if c.exact else "estimated"
+        lines.append(f"  {c.name:<20} {c.keys:>10,} key{'s' if c.keys != 1 else ' '} {human_bytes(c.bytes):>10}"
+                     f"  ({how})")
     return lines
 
 
@@ -121,11 +148,12 @@ def _wal_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
                      f"  durable offset {f['durable_offset']}  {len(f['writes'])} writes")
         for w in f["writes"]:
             if w["kind"] == "range delete":
-                lines.append(f"    delete range [{shorten(w['key'], form, limit)}, {shorten(w['value'], form, limit)})")
+                lines.append(f"    delete range [{stored_key(w['key'], form, limit)},"
+                             f" {stored_key(w['value'], form, limit)})")
             elif w["value"] is None:
-                lines.append(f"    delete {shorten(w['key'], form, limit)}")
+                lines.append(f"    delete {stored_key(w['key'], form, limit)}")
             else:
-                lines.append(f"    set    {shorten(w['key'], form, limit)} = {shorten(w['value'], form, limit)}"
+                lines.append(f"    set    {stored_key(w['key'], form, limit)} = {shorten(w['value'], form, limit)}"
                              f"{_expiry(w)}")
     if "valid_end" in tree:
         lines.append(f"end       {len(tree['frames'])} frames, valid up to offset {tree['valid_end']}"
@@ -144,12 +172,13 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
     props = tree.get("properties")
     if props is not None:
         lines.append(f"props     {props['entries']:,} entries ({props['deletes']:,} deletes)  sequences"
-                     f" {props['min_seq']}..{props['max_seq']}  keys {shorten(props['smallest'], form, limit)}"
-                     f" .. {shorten(props['largest'], form, limit)}")
+                     f" {props['min_seq']}..{props['max_seq']}  keys {stored_key(props['smallest'], form, limit)}"
+                     f" .. {stored_key(props['largest'], form, limit)}")
         if props["expiring"]:
             lines.append(f"expiring  {props['expiring']:,} entries, the earliest at {moment(props['earliest_expiry'])}")
     for r in tree.get("range_tombstones", ()):
-        lines.append(f"range     [{shorten(r['start'], form, limit)}, {shorten(r['end'], form, limit)}) deleted at"
+        lines.append(f"range     [{stored_key(r['start'], form, limit)}, {stored_key(r['end'], form, limit)})"
+                     " deleted at"
                      f" sequence{'s' if len(r['sequences']) > 1 else ''} {', '.join(map(str, r['sequences']))}")
     bloom = tree.get("bloom")
     if bloom is not None:
@@ -161,10 +190,10 @@ def _sst_lines(tree: dict[str, Any], form: BytesForm, limit: int) -> list[str]:
             lines.append(f"block {i:<4}@{b['offset']}  {b['size']} bytes  BAD: {b['error']}")
             continue
         lines.append(f"block {i:<4}@{b['offset']}  {b['size']} bytes  {b['count']} entries"
-                     f"  {shorten(b['first_key'], form, limit)} .. {shorten(b['last_key'], form, limit)}")
+                     f"  {stored_key(b['first_key'], form, limit)} .. {stored_key(b['last_key'], form, limit)}")
         for e in b.get("entries", ()):
             shown = "DELETE" if e["value"] is None else shorten(e["value"], form, limit)
-            lines.append(f"    {shorten(e['key'], form, limit)} @{e['sequence']} = {shown}{_expiry(e)}")
+            lines.append(f"    {stored_key(e['key'], form, limit)} @{e['sequence']} = {shown}{_expiry(e)}")
     return lines
 
 

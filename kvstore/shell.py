@@ -321,7 +321,7 @@ class Shell(cmd.Cmd):
     def do_stats(self, arg: str) -> None:
         """stats: the database's tables, memtable, log and counters."""
         self._args(arg, 0, 0, "stats")
-        for line in stats_lines(self.kv.stats(), self.path, self.form):
+        for line in stats_lines(self.kv.stats(), self.path, self.form, not self.kv._legacy):
             self._say(line)
 
     def do_quit(self, arg: str) -> bool:

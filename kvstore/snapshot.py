@@ -6,14 +6,13 @@ newest first; the first level that holds a version of a key at or below the
 snapshot answers, and a tombstone answers "absent".  A ``Reader`` holds its
 view and snapshot until it is released; a transaction's reader adds the
 transaction's pending writes as the newest level and records what it reads
-(``isolation``).  ``Reads`` gives ``KV`` and ``KVTX`` one ``seek``,
-``seek_for_prev`` and ``scan``.
+(``isolation``).  ``Scan`` hands out a scan's rows; cursors and the read
+calls ``KV`` and ``KVTX`` share are in ``cursor``.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator
@@ -23,10 +22,10 @@ from kvstore import bloom, record
 from kvstore.chunks import Chunk, chunks_of
 from kvstore.core import Core, closed_error
 from kvstore.covered import hidden_by_newer, own_hidden, visible
-from kvstore.errors import ClosedError, InvalidCursorError, TxClosedError
+from kvstore.errors import ClosedError, TxClosedError
 from kvstore.expiry import unexpired
 from kvstore.isolation import Pending, Range, TxState
-from kvstore.keys import Bytes, as_bytes, bounds
+from kvstore.keyspace import DEFAULT, Space
 from kvstore.merge import merge_chunks
 from kvstore.rangedel import Fragments
 from kvstore.runs import Run
@@ -34,7 +33,7 @@ from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import TableReader
 from kvstore.view import View
 
-__all__ = ["Cursor", "Reader", "Reads", "Scan", "get_in"]
+__all__ = ["Reader", "Scan", "get_in"]
 
 
 _Expiring = record.Expiring
@@ -155,6 +154,12 @@ class Reader:
             kv._collect_soon()
 
 
+def merge_rows(reader: Reader, space: Space) -> Iterator[tuple[bytes, bytes]]:
+    """The live pairs of key space ``space`` as ``reader`` sees them, keys as stored."""
+    rows = reader.items(space.lo, False, True)
+    return itertools.takewhile(lambda row: row[0] < space.hi, rows)
+
+
 def _level(level: Memtable | TableReader | Run, start: bytes | None, snapshot: int, reverse: bool, inclusive: bool,
            above: Fragments | None, own: Fragments | None) -> Iterator[Chunk]:
     """One level's chunks for ``Reader.chunks``, less what the range tombstones of newer levels (``above``)
@@ -173,10 +178,12 @@ class _ScanState:
     """What a scan's rows and its ``close()`` share: the reader, the bounds, the range a transaction's scan
     covered, whether the scan was closed or ran out, and the chunk of rows it is handing out."""
 
-    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done", "rows")
+    __slots__ = ("reader", "owns", "lo", "hi", "reverse", "range", "closed", "done", "rows", "space")
 
-    def __init__(self, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> None:
+    def __init__(self, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool,
+                 space: Space) -> None:
         self.reader = reader
+        self.space = space  # the key space the bounds (stored keys) lie in: rows are handed out in its keys
         self.owns = owns
         self.lo, self.hi, self.reverse = lo, hi, reverse
         self.range: Range | None = None
@@ -226,8 +233,9 @@ class Scan(itertools.chain[tuple[bytes, bytes]]):
     _state: _ScanState
     _owner: object  # the KV or KVTX it reads, kept alive while it is used
 
-    def __new__(cls, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool) -> Scan:
-        state = _ScanState(reader, owns, lo, hi, reverse)
+    def __new__(cls, reader: Reader, owns: bool, lo: bytes | None, hi: bytes | None, reverse: bool,
+                space: Space = DEFAULT) -> Scan:
+        state = _ScanState(reader, owns, lo, hi, reverse, space)
         self = cast(Scan, cls.from_iterable(_scan_sources(state)))  # chain's own constructor: a cls
         self._state = state
         self._owner = None
@@ -291,7 +299,8 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
     """A KV scan's rows as chunks, each checked for before it is handed out: the scan and its KV open.
     The chunk handed out is ``state.rows``, which ``close()`` empties (``_ScanState.cut``), so no row
     comes after a close."""
-    reader, lo, hi, reverse = state.reader, state.lo, state.hi, state.reverse
+    reader, lo, hi, reverse, space = state.reader, state.lo, state.hi, state.reverse, state.space
+    own = space.prefix is None  # the KV's own space: a chunk with no key from FF up is handed out as it is
     kv = reader.kv
     if reader.released or kv._closed:
         return  # not done: the chain raises ClosedError from here on (_raising)
@@ -306,10 +315,14 @@ def _scan_chunks(state: _ScanState) -> Iterator[list[tuple[bytes, bytes]]]:
             if stop is not None and (rows[-1][0] >= stop if not reverse else rows[-1][0] < stop):
                 rows = _before(rows, stop, reverse)
                 if rows:
+                    if not (own and rows[0][0] < b"\xff" and rows[-1][0] < b"\xff"):
+                        rows = space.rows(rows)
                     state.rows = rows
                     if not (state.closed or reader.released or kv._closed):
                         yield rows
                 break
+            if not (own and rows[0][0] < b"\xff" and rows[-1][0] < b"\xff"):
+                rows = space.rows(rows)
             state.rows = rows  # set before the check: a close from now on empties these rows
             if state.closed or reader.released or kv._closed:
                 return
@@ -344,6 +357,8 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
         state.check()
     if lo is None or hi is None or lo < hi:
         step = _tx_rows(state).__next__
+        space = state.space
+        own = space.prefix is None  # the KV's own space: only keys starting with FF change
         while True:
             if state.closed or reader.released or kv._closed or tx.closed:
                 state.check()
@@ -351,7 +366,7 @@ def _scan_rows(state: _ScanState) -> Iterator[tuple[bytes, bytes]]:
                 row = step()
             except StopIteration:
                 break
-            yield row
+            yield row if own and row[0] < b"\xff" else (space.key(row[0]), row[1])
     state.finish()
 
 
@@ -405,182 +420,3 @@ def _rows(chunks: Iterator[list[tuple[bytes, bytes]]], stop: bytes | None,
 
 
 _KEY = operator.itemgetter(0)
-
-
-class Cursor:
-    """A position in the key order of one snapshot, movable both ways.
-
-    ``kv.seek(key)`` places it on the first key ``>= key``,
-    ``kv.seek_for_prev(key)`` on the last key ``<= key``; ``tx.seek`` and
-    ``tx.seek_for_prev`` do the same in a transaction's view.  A cursor
-    belongs to one thread at a time.  ``next()`` and ``prev()`` cost about
-    the same; turning around costs one re-seek.  A KV's cursor holds its own
-    snapshot until ``close()`` (use it as a context manager), even once it
-    has stepped off either end; a transaction's cursor reads the
-    transaction's snapshot, which it never releases.  After ``close()`` a
-    KV's cursor raises ``ClosedError``, a transaction's is invalid
-    (``InvalidCursorError``); after its KV or transaction closed, every use
-    raises ``ClosedError`` or ``TxClosedError``.
-    """
-
-    __slots__ = ("_reader", "_owns", "_it", "_forward", "_key", "_value", "valid", "_owner", "_range", "_seen")
-
-    def __init__(self, reader: Reader, owns: bool, key: bytes, for_prev: bool) -> None:
-        self._reader = reader
-        self._owns = owns
-        self._owner: object = None  # the KV or KVTX it reads, kept alive while it is used
-        self._key: bytes | None = None
-        self._value: bytes | None = None
-        self.valid = False
-        """True while the cursor is on a key; ``key`` and ``value`` raise ``InvalidCursorError`` otherwise."""
-        self._range: Range | None = None
-        if reader.tx is not None:  # a transaction's cursor: what it reaches joins the read set
-            self._range = Range()
-            self._range.place(key)
-            reader.tx.ranges.append(self._range)
-        self._start(key, reverse=for_prev, inclusive=True)
-
-    def _start(self, key: bytes, reverse: bool, inclusive: bool) -> None:
-        pending = self._reader.pending
-        self._seen = pending.mark() if pending is not None else (0, 0)  # a transaction's writes as read from here
-        self._it = self._reader.items(key, reverse, inclusive)
-        self._forward = not reverse
-        self._step()
-
-    def _step(self) -> None:
-        nxt = next(self._it, None)
-        if nxt is None:
-            self.valid = False
-            self._key = self._value = None
-        else:
-            self._key, self._value = nxt
-            self.valid = True
-        if self._range is not None:
-            self._range.reach(self._key, self._forward)
-
-    # key, value, next and prev are written out, each whole: they run once per step of a cursor
-
-    @property
-    def key(self) -> bytes:
-        """The key under the cursor; ``InvalidCursorError`` when it is not on one, ``ClosedError`` or
-        ``TxClosedError`` once the cursor, its KV or its transaction is closed."""
-        self._reader.check()
-        if self._key is None:
-            raise InvalidCursorError("the cursor is not on a key")
-        return self._key
-
-    @property
-    def value(self) -> bytes:
-        """The value under the cursor; raises as ``key``."""
-        self._reader.check()
-        if self._value is None:
-            raise InvalidCursorError("the cursor is not on a key")
-        return self._value
-
-    def next(self) -> None:
-        """Move to the next key; past the last one the cursor becomes invalid.  Raises
-        ``InvalidCursorError`` when it is not on a key, ``ClosedError``/``TxClosedError`` as ``key``.
-        Cost: about one comparison per level, one re-seek after ``prev()``."""
-        self._reader.check()
-        if self._key is None:
-            raise InvalidCursorError("cannot move a cursor that is not on a key")
-        pending = self._reader.pending
-        if self._forward and (pending is None or not pending.moved(self._seen)):
-            self._step()
-        else:  # turning around, or its transaction wrote since it read on: from here afresh
-            self._start(self._key, reverse=False, inclusive=False)
-
-    def prev(self) -> None:
-        """Move to the previous key; before the first one the cursor becomes invalid.  Raises as
-        ``next``; costs as ``next``, one re-seek after ``next()``."""
-        self._reader.check()
-        if self._key is None:
-            raise InvalidCursorError("cannot move a cursor that is not on a key")
-        pending = self._reader.pending
-        if not self._forward and (pending is None or not pending.moved(self._seen)):
-            self._step()
-        else:
-            self._start(self._key, reverse=True, inclusive=False)
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) from the current position forward, moving the cursor."""
-        while True:
-            self._reader.check()
-            if self._key is None or self._value is None:
-                return
-            yield self._key, self._value
-            self.next()
-
-    def close(self) -> None:
-        """Release a KV cursor's snapshot and files (a transaction's stays with the transaction) and make
-        the cursor invalid; idempotent."""
-        if self._owns:
-            self._reader.release()
-        self.valid = False
-        self._key = self._value = None
-        self._it = iter(())
-
-    def __enter__(self) -> Cursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # a finalizer must not raise; the KV may be gone
-            if self._owns:
-                self._reader.release()
-
-
-class Reads:
-    """``seek``, ``seek_for_prev`` and ``scan``, for a KV (each call reads a snapshot of its own, taken
-    now) and for a transaction (its snapshot and its own writes; what they cover joins its read set)."""
-
-    def _reading(self) -> tuple[Reader, bool]:
-        """The reader a new cursor or scan uses and whether it owns it (releases it when it closes)."""
-        raise NotImplementedError
-
-    def seek(self, key: Bytes = b"") -> Cursor:
-        """A ``Cursor`` on the first key ``>= key``, invalid when there is none.
-
-        Raises ``TypeError`` when ``key`` is not bytes-like, ``ClosedError``
-        (``TxClosedError``) when the KV (the transaction) is closed.  Cost:
-        one positioning per memtable and table, then about one comparison
-        per level for each step.
-        """
-        key = as_bytes(key, "key")
-        reader, owns = self._reading()
-        cursor = Cursor(reader, owns, key, for_prev=False)
-        cursor._owner = self  # a dropped KVTX would release the snapshot under its cursor
-        return cursor
-
-    def seek_for_prev(self, key: Bytes) -> Cursor:
-        """A ``Cursor`` on the last key ``<= key``, invalid when there is none; raises as ``seek``."""
-        key = as_bytes(key, "key")
-        reader, owns = self._reading()
-        cursor = Cursor(reader, owns, key, for_prev=True)
-        cursor._owner = self
-        return cursor
-
-    def scan(self, start: Bytes | None = None, end: Bytes | None = None, *, prefix: Bytes | None = None,
-             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        """Iterate ``(key, value)`` over ``[start, end)`` intersected with the keys starting with ``prefix``,
-        in key order (descending with ``reverse``).
-
-        A KV's scan reads a snapshot taken now; close the iterator (or
-        exhaust it) to release it early.  ``start >= end`` yields nothing.
-        An exhausted scan raises ``StopIteration`` again when asked for
-        more, as iterators do, whatever closed since; a scan closed before
-        it ran out raises ``ClosedError``.
-        Raises ``TypeError`` for a bound that is not bytes-like,
-        ``ClosedError`` (``TxClosedError``) when the KV (the transaction) is
-        closed, from the call or from any later ``next()`` of a scan not
-        yet exhausted.  Cost: rows come a chunk at a time from each level,
-        merged in C; a row costs about the same whatever the number of
-        levels, a first row one positioning per level.
-        """
-        lo, hi = bounds(start, end, prefix)
-        reader, owns = self._reading()
-        scan = Scan(reader, owns, lo, hi, reverse)
-        scan._owner = self
-        return scan

@@ -35,18 +35,33 @@ import attrs
 from kvstore import record
 from kvstore.backup import Progress, backup
 from kvstore.check import check
+from kvstore.collection import Collection
 from kvstore.commit import COMMIT, DELETE, ROTATE, CommitPipeline
 from kvstore.config import Config
 from kvstore.core import Core, closed_error
+from kvstore.cursor import Reads
 from kvstore.errors import ConflictError, CorruptionError, FailedError
 from kvstore.expiry import Clock, check_ttl, expires_at, remaining
 from kvstore.filenames import META_NAMES, parse, table_name
 from kvstore.fs import FileSystem, OSFileSystem
 from kvstore.jobs import Jobs
 from kvstore.keys import Bytes, as_bytes
+from kvstore.keyspace import (
+    COLLECTIONS_END,
+    COLLECTIONS_START,
+    DEFAULT,
+    LEGACY,
+    Space,
+    check_name,
+    prefix_of,
+    split,
+    successor,
+)
 from kvstore.recovery import Recovery, abandon, recover
-from kvstore.snapshot import Reader, Reads, get_in
+from kvstore.snapshot import Reader, get_in, merge_rows
+from kvstore.spacestats import CollectionStats, collection_stats
 from kvstore.transaction import KVTX
+from kvstore.upgrade import upgrade
 from kvstore.versions import VersionSet
 
 __all__ = ["KV", "Stats", "TableStats"]
@@ -128,6 +143,8 @@ class Stats:
     """Keys of committed write sets kept because a live transaction may conflict with them."""
     expired: int = 0
     """Expired versions that flushes and merges dropped (each became a delete, or nothing at all)."""
+    collections: tuple[CollectionStats, ...] = ()
+    """Each collection that holds a key (``kv.collections()``): its keys and bytes, counted or estimated."""
 
     @property
     def write_amplification(self) -> float:
@@ -176,6 +193,10 @@ class KV(Core, Reads):
         kv._wire(os.fspath(path), config, OSFileSystem() if fs is None else fs, Clock(clock))
         try:
             kv._recovery = recover(kv, kv._versions)
+            if kv._versions.meta.format < record.META_FORMAT_VERSION and not config.read_only:
+                upgrade(kv, kv._versions, kv._jobs)
+            if kv._versions.meta.format < record.META_FORMAT_VERSION:
+                kv._versions.own_space = LEGACY
         except BaseException:
             abandon(kv, kv._versions)
             raise
@@ -204,6 +225,8 @@ class KV(Core, Reads):
         """
         # ``_get`` written out: a call level costs the hot path about 2% of a get
         key = as_bytes(key, "key")
+        if key >= b"\xff" and not self._legacy:  # the KV's own keys starting with FF are stored escaped
+            key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
         view, snapshot = self._pin()
@@ -221,15 +244,26 @@ class KV(Core, Reads):
         expire (set without a ``ttl``), has expired, or is absent.  Raises as ``get``."""
         return remaining(self._get(key, None), self._clock())
 
+    def _get_in(self, space: Space, key: Bytes) -> bytes | None:
+        """``get`` in ``space``."""
+        return self._get(space.stored(as_bytes(key, "key")), self._clock, stored=True)
+
+    def _ttl_in(self, space: Space, key: Bytes) -> float | None:
+        """``ttl`` of ``key`` in ``space``."""
+        return remaining(self._get(space.stored(as_bytes(key, "key")), None, stored=True), self._clock())
+
     def _may_expire(self) -> bool:
         """Whether a memtable or table holds a value set with a ttl (what ``kvstore dump`` asks before it
         asks ``ttl`` of each key)."""
         view = self._view
         return any(mem.expiring for mem in view.mems) or any(run.expiring for run in view.runs)
 
-    def _get(self, key: Bytes, clock: Callable[[], float] | None) -> bytes | None:
-        """``get``, or with ``clock`` None the value as stored (``get_in``)."""
+    def _get(self, key: Bytes, clock: Callable[[], float] | None, stored: bool = False) -> bytes | None:
+        """``get``, or with ``clock`` None the value as stored (``get_in``); ``stored``: ``key`` is a stored
+        key (of any key space), else one of the KV's own."""
         key = as_bytes(key, "key")
+        if not stored and key >= b"\xff" and not self._legacy:
+            key = b"\xff\x00" + key[1:]
         if self._closed:
             raise closed_error()
         view, snapshot = self._pin()
@@ -241,6 +275,10 @@ class KV(Core, Reads):
             raise
         finally:
             self._unpin(view)
+
+    def _own(self) -> Space:
+        space: Space = self._versions.own_space  # ``_own_space`` without the property's call
+        return space
 
     def _reading(self) -> tuple[Reader, bool]:
         if self._closed:
@@ -262,7 +300,19 @@ class KV(Core, Reads):
         ``ReadOnlyError``, ``ClosedError``, and ``FailedError`` once an I/O
         error stopped the KV.
         """
+        key = self._key(key)  # ``_set_in`` written out: the hot path of a one-operation write
+        if key >= b"\xff" and not self._legacy:
+            key = self._stored(key, DEFAULT)
+        value = self._value(value)
+        if ttl is not None:
+            value = record.Expiring.of(value, expires_at(self._clock(), check_ttl(ttl)))
+        self._pipeline.set_one([(key, value)], self._config.sync)
+
+    def _set_in(self, space: Space, key: Bytes, value: Bytes, ttl: float | None) -> None:
+        """``set`` in ``space``."""
         key = self._key(key)
+        if key >= b"\xff" or space.prefix is not None:
+            key = self._stored(key, space)
         value = self._value(value)
         if ttl is not None:
             value = record.Expiring.of(value, expires_at(self._clock(), check_ttl(ttl)))
@@ -272,7 +322,11 @@ class KV(Core, Reads):
         """Delete ``key``; True when it existed.  Deleting an absent key writes nothing.  The read and
         the write happen together under the commit order, so this never raises ``ConflictError``; it
         raises as ``set``."""
-        key = self._key(key)
+        return self._delete_in(DEFAULT, key)
+
+    def _delete_in(self, space: Space, key: Bytes) -> bool:
+        """``delete`` in ``space``."""
+        key = self._stored(self._key(key), space)
         existed: bool = self._write(DELETE, [(key, None)], self._config.sync).existed
         return existed
 
@@ -283,11 +337,55 @@ class KV(Core, Reads):
         it never raises ``ConflictError``; transactions that read a key or range it covers, with an older
         snapshot, conflict at their commit.  Raises ``TypeError`` or ``KeyOrValueTooLargeError`` naming the
         bound (nothing written), and as ``set`` otherwise."""
+        self._delete_range_in(DEFAULT, start, end)
+
+    def _delete_range_in(self, space: Space, start: Bytes, end: Bytes) -> None:
+        """``delete_range`` in ``space``."""
         start, end = self._bounds(start, end)
         if start >= end:
             self._check_writable()
             return
+        start, end = self._stored(start, space), self._stored(end, space)
         self._write(COMMIT, [(start, record.RangeEnd(end))], self._config.sync)
+
+    # ------------------------------------------------------------------ collections
+
+    def collection(self, name: str) -> Collection:
+        """The collection ``name``: a key space of its own in this KV, with the read and write calls of the
+        KV (DESIGN.md, "Collections").  ``TypeError`` for a name that is not a ``str``, ``ValueError`` for
+        an empty one or one of more than 255 bytes in UTF-8."""
+        self._check_open()
+        self._check_spaces()
+        return Collection(self, name)
+
+    def collections(self) -> list[str]:
+        """The names of the collections that hold at least one key, in the order of their stored prefixes
+        (by length in UTF-8, then by bytes); one snapshot, one seek per collection."""
+        self._check_open()
+        if self._legacy:
+            return []
+        names: list[str] = []
+        reader = Reader(self, None)
+        try:
+            start = COLLECTIONS_START
+            while True:
+                row = next(reader.items(start, False, True), None)
+                if row is None or row[0] >= COLLECTIONS_END:
+                    return names
+                name = split(row[0])[0]
+                assert name is not None
+                names.append(name)
+                start = successor(prefix_of(name))
+        finally:
+            reader.release()
+
+    def drop_collection(self, name: str) -> None:
+        """Delete every key of collection ``name`` with one write (a range tombstone over its key space,
+        as ``delete_range``: merges reclaim the space).  Handles on it stay usable and read it empty;
+        keys set in it afterwards are new keys.  Raises as ``collection`` and as ``set``."""
+        prefix = prefix_of(check_name(name))
+        self._check_spaces()
+        self._write(COMMIT, [(prefix, record.RangeEnd(successor(prefix)))], self._config.sync)
 
     def new_tx(self) -> KVTX:
         """A new transaction reading the snapshot of now; ``ClosedError`` once the KV is closed."""
@@ -348,6 +446,7 @@ class KV(Core, Reads):
         """Counters and the live tables (newest first); see ``Stats``.  Cost: one directory listing."""
         self._check_open()
         disk = self._disk_bytes()
+        spaces = self._collection_stats()
         versions, jobs = self._versions, self._jobs
         with self._lock:
             tables = tuple(
@@ -366,7 +465,20 @@ class KV(Core, Reads):
                 user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
                 cache_misses=self._cache.misses, recovery=tuple(self._recovery.notes), failed=self._failed,
                 write_stalls=jobs.write_stalls, stall_seconds=jobs.stall_seconds,
-                tracked_writes=self._writesets.tracked(), expired=jobs.expired)
+                tracked_writes=self._writesets.tracked(), expired=jobs.expired, collections=spaces)
+
+    def _collection_stats(self) -> tuple[CollectionStats, ...]:
+        """``Stats.collections``: one snapshot, a scan of at most 1,025 keys per collection."""
+        out = []
+        reader = Reader(self, None)
+        try:
+            for name in self.collections():
+                space = Space(prefix_of(name))
+                rows = merge_rows(reader, space)
+                out.append(collection_stats(name, space, rows, reader.view))
+        finally:
+            reader.release()
+        return tuple(out)
 
     def _disk_bytes(self) -> int:
         disk = 0

@@ -13,13 +13,16 @@ import weakref
 from types import TracebackType
 
 from kvstore import record
+from kvstore.collection import Collection
 from kvstore.commit import COMMIT
 from kvstore.core import Core, closed_error
+from kvstore.cursor import Reads
 from kvstore.errors import KeyOrValueTooLargeError, TxClosedError
 from kvstore.expiry import check_ttl, remaining
 from kvstore.isolation import Pending, TxState
 from kvstore.keys import Bytes, as_bytes
-from kvstore.snapshot import Reader, Reads
+from kvstore.keyspace import DEFAULT, Space
+from kvstore.snapshot import Reader
 
 __all__ = ["KVTX"]
 
@@ -56,6 +59,9 @@ class KVTX(Reads):
         if self._kv._closed:
             raise closed_error()
 
+    def _own(self) -> Space:
+        return self._kv._own_space
+
     def _reading(self) -> tuple[Reader, bool]:
         self._check_usable()
         return self._reader, False
@@ -65,6 +71,14 @@ class KVTX(Reads):
         own write answers, ``key`` joins the read set its commit is checked against.  A key that expires
         reads as absent once the KV's clock, read at this call, reaches its expiry."""
         key = as_bytes(key, "key")
+        if key >= b"\xff" and not self._kv._legacy:  # the KV's own keys starting with FF: stored escaped
+            key = b"\xff\x00" + key[1:]
+        self._check_usable()
+        return self._reader.get(key, self._kv._clock)
+
+    def _get_in(self, space: Space, key: Bytes) -> bytes | None:
+        """``get`` in ``space``."""
+        key = space.stored(as_bytes(key, "key"))
         self._check_usable()
         return self._reader.get(key, self._kv._clock)
 
@@ -73,7 +87,11 @@ class KVTX(Reads):
         now; None when it does not expire, has expired or is absent.  A key this transaction set with a
         ``ttl`` has that whole ttl left (it counts from the commit).  A read: ``key`` joins the read set
         unless the transaction's own write answers."""
-        key = as_bytes(key, "key")
+        return self._ttl_in(self._kv._own_space, key)
+
+    def _ttl_in(self, space: Space, key: Bytes) -> float | None:
+        """``ttl`` in ``space``."""
+        key = space.stored(as_bytes(key, "key"))
         self._check_usable()
         pending = self._pending
         if key in pending.writes:
@@ -89,6 +107,33 @@ class KVTX(Reads):
         config = kv._config
         if type(key) is not bytes or len(key) > config.max_key_size:  # the checks of Core._key, inline
             key = kv._key(key)
+        if key >= b"\xff" and not kv._legacy:  # the KV's own keys starting with FF: stored escaped
+            key = kv._stored(key, DEFAULT)
+        if type(value) is not bytes or len(value) > config.max_value_size:
+            value = kv._value(value)
+        if self._state.closed or kv._closed:
+            self._check_usable()
+        pending = self._pending
+        if ttl is not None:
+            pending.ttls[key] = check_ttl(ttl)  # before the write: a bad ttl buffers nothing
+        elif pending.ttls:
+            pending.ttls.pop(key, None)
+        writes = pending.writes
+        if key not in writes:  # a new key: scans see it by the count of writes (``Pending.moved``)
+            pending._sorted = None
+        else:  # a new value for a key: what a scan read ahead may be stale
+            pending.changes += 1
+        writes[key] = value  # ``_put`` is this, for keys already stored (collections)
+
+    def _set_in(self, space: Space, key: Bytes, value: Bytes, ttl: float | None) -> None:
+        """``set`` in ``space``."""
+        self._put(self._kv._stored(self._kv._key(key), space), value, ttl)
+
+    def _put(self, key: bytes, value: Bytes, ttl: float | None) -> None:
+        """Buffer stored key ``key`` = ``value`` (checked here), expiring ``ttl`` seconds after the commit
+        (``set``'s second half, which ``set`` has written out: it is the hot path of a transaction)."""
+        kv = self._kv
+        config = kv._config
         if type(value) is not bytes or len(value) > config.max_value_size:
             value = kv._value(value)
         if self._state.closed or kv._closed:
@@ -108,7 +153,11 @@ class KVTX(Reads):
     def delete(self, key: Bytes) -> bool:
         """Buffer a delete of ``key``; True when the key exists in this transaction's view (a read:
         ``key`` joins the read set unless its own write answers)."""
-        key = self._kv._key(key)
+        return self._delete_in(DEFAULT, key)
+
+    def _delete_in(self, space: Space, key: Bytes) -> bool:
+        """``delete`` in ``space``."""
+        key = self._kv._stored(self._kv._key(key), space)
         self._check_usable()
         existed = self._reader.get(key, self._kv._clock) is not None
         self._pending.put(key, None)
@@ -120,10 +169,21 @@ class KVTX(Reads):
         ``start >= end`` does nothing.  It reads nothing (no conflict of its own); at commit it is one
         range tombstone, written with the transaction's sequence.  Raises ``TypeError`` or
         ``KeyOrValueTooLargeError`` naming the bound, buffering nothing."""
+        self._delete_range_in(DEFAULT, start, end)
+
+    def _delete_range_in(self, space: Space, start: Bytes, end: Bytes) -> None:
+        """``delete_range`` in ``space``."""
         start, end = self._kv._bounds(start, end)
         self._check_usable()
         if start < end:
-            self._pending.delete_range(start, end)
+            self._pending.delete_range(self._kv._stored(start, space), self._kv._stored(end, space))
+
+    def collection(self, name: str) -> Collection:
+        """The collection ``name`` as this transaction sees it: its reads are this transaction's, its
+        writes buffered into it and committed with it (``KV.collection``)."""
+        self._check_usable()
+        self._kv._check_spaces()
+        return Collection(self, name)
 
     def commit(self, *, sync: bool | None = None) -> None:
         """Apply every write atomically under one sequence number; ``sync`` None takes ``Config.sync``.

@@ -27,6 +27,7 @@ import attrs
 from kvstore.core import Core
 from kvstore.errors import FailedError
 from kvstore.filenames import log_name, log_path, table_name
+from kvstore.keyspace import DEFAULT, Space
 from kvstore.metadata import Meta, MetaStore
 from kvstore.view import Table
 from kvstore.wal import WalWriter
@@ -60,6 +61,7 @@ class VersionSet:
         self.doomed_tables: dict[int, Table] = {}  # dropped tables, deleted once no view holds them
         self.collect_wanted = False  # a dropped table lost its last reader
         self.deferred = False  # a background thread deletes dropped files (``collect_soon``)
+        self.own_space: Space = DEFAULT  # the KV's own keys: LEGACY in a meta format 1 database opened read-only
 
     # ------------------------------------------------------------------ the meta and file numbers
 
@@ -108,7 +110,8 @@ class VersionSet:
     # ------------------------------------------------------------------ swapping tables in
 
     def swap(self, old: list[Table], new: Table | None, on_swap: Callable[[], None], *,
-             log_number: int | None = None, last_sequence: int | None = None) -> None:
+             log_number: int | None = None, last_sequence: int | None = None,
+             meta_format: int | None = None) -> None:
         """Replace the adjacent tables ``old`` (newest first; none for a flush, whose table becomes the
         newest) by ``new`` through one meta write, then install the view (under ``lock``).  A flush gives
         the ``log_number`` its memtable's successor starts, and logs below it are dropped.  ``on_swap``
@@ -122,6 +125,8 @@ class VersionSet:
             changes["log_number"] = log_number
         if last_sequence is not None:
             changes["last_sequence"] = last_sequence
+        if meta_format is not None:
+            changes["format"] = meta_format
         meta = self.bump(**changes)
         if log_number is not None:
             for number in [n for n in self.logs if n < log_number]:

@@ -427,3 +427,33 @@ def test_reads_answered_on_the_loop_or_a_thread_agree_and_count_the_cache_once(t
             tx.abort()
 
     run(main)
+
+
+def test_collections_as_coroutines_in_the_kv_and_in_transactions(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with await AsyncKV.open(tmp_path, CONFIG) as kv:
+            users = kv.collection("users")
+            assert users.name == "users"
+            await asyncio.gather(*(users.set(b"u%02d" % i, b"v") for i in range(20)), kv.set(b"u00", b"own"))
+            assert await users.get(b"u00") == b"v" and await kv.get(b"u00") == b"own"
+            await users.set(b"t", b"x", ttl=100)
+            left = await users.ttl(b"t")
+            assert left is not None and left <= 100
+            assert await users.delete(b"t") is True
+            await users.delete_range(b"u10", b"u20")
+            assert [k async for k, _ in users.scan()] == [b"u%02d" % i for i in range(10)]
+            async with await users.seek(b"u09") as c:
+                assert c.key == b"u09"
+                await c.next()
+                assert not c.valid
+            async with kv.new_tx() as tx:
+                tags = tx.collection("tags")
+                await tags.set(b"a", b"1")
+                await tx.collection("users").delete_range(b"", b"u05")
+                assert [k async for k, _ in tags.scan()] == [b"a"]
+            assert [k async for k, _ in kv.collection("users").scan()] == [b"u%02d" % i for i in range(5, 10)]
+            assert await kv.collection("tags").get(b"a") == b"1"
+            with pytest.raises(ValueError):
+                kv.collection("")
+
+    run(main)

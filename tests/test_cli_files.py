@@ -97,7 +97,7 @@ def test_dump_and_load_keep_expiries_and_drop_what_expired(tmp_path: Path) -> No
     dump = run("dump", src)
     assert dump.returncode == 0 and dump.stderr == b""
     lines = [json.loads(line) for line in dump.stdout.splitlines()]
-    assert lines[0]["version"] == 2 and lines[-1] == {"end": True, "count": 2}
+    assert lines[0]["version"] == 3 and lines[-1] == {"end": True, "count": 2}
     assert lines[1:3] == [{"key": "ZGF5", "value": "Mg==", "expires": now + 86400},  # "day", exactly as stored
                           {"key": "bGFzdGluZw==", "value": "MQ=="}]
     dump_file = tmp_path / "dump.jsonl"
@@ -134,7 +134,7 @@ def test_load_of_a_cut_short_dump_exits_2_and_says_what_was_committed(db: Path, 
 @pytest.mark.parametrize(("text", "message"), [
     (b"", "empty"),
     (b'{"format": "other"}\n', "not a kvstore dump header"),
-    (b'{"format": "kvstore-dump", "version": 3}\n', "version 3"),
+    (b'{"format": "kvstore-dump", "version": 4}\n', "version 4"),
     (b'{"format": "kvstore-dump", "version": 1}\n{"key": "!!", "value": ""}\n', "line 2: 'key' is not base64"),
     (b'{"format": "kvstore-dump", "version": 1}\nnot json\n', "line 2: not JSON"),
     (b'{"format": "kvstore-dump", "version": 1}\n{"end": true, "count": 3}\n', "says 3 pairs"),

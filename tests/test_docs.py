@@ -32,12 +32,14 @@ PAGES = sorted(DOCS.rglob("*.md"))
 
 #: The classes whose every public member must be documented, by their public path.
 CLASSES = ["kvstore.KV", "kvstore.KVTX", "kvstore.Cursor", "kvstore.Config", "kvstore.Stats", "kvstore.TableStats",
-           "kvstore.simfs.SimFS", "kvstore.aio.AsyncKV", "kvstore.aio.AsyncKVTX", "kvstore.aio.AsyncScan",
+           "kvstore.simfs.SimFS", "kvstore.Collection", "kvstore.CollectionStats", "kvstore.aio.AsyncKV",
+           "kvstore.aio.AsyncCollection", "kvstore.aio.AsyncKVTX", "kvstore.aio.AsyncScan",
            "kvstore.aio.AsyncCursor"]
 #: Public names outside ``kvstore.__all__`` that the reference documents.
 EXTRA_NAMES = ["kvstore.simfs.SimFS", "kvstore.simfs.CrashMode", "kvstore.simfs.SimulatedCrash",
                "kvstore.simfs.SimFile", "kvstore.fs.File", "kvstore.fs.FileLock", "kvstore.aio.AsyncKV",
-               "kvstore.aio.AsyncKVTX", "kvstore.aio.AsyncScan", "kvstore.aio.AsyncCursor"]
+               "kvstore.aio.AsyncKVTX", "kvstore.aio.AsyncScan", "kvstore.aio.AsyncCursor",
+               "kvstore.aio.AsyncCollection"]
 PUBLIC_NAMES = [f"kvstore.{name}" for name in kvstore.__all__ if not name.startswith("__")]
 
 

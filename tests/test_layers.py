@@ -19,7 +19,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"config", "record", "fs", "simfs", "keys"},
+    {"config", "record", "fs", "simfs", "keys", "keyspace"},
     {"filenames", "chunks", "bloom", "block", "rangedel", "expiry"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
     {"merge", "builder", "runs", "covered"},
@@ -28,14 +28,16 @@ LAYERS: list[set[str]] = [
     # the engine's mechanisms, bottom up: what readers hold and what transactions read; the one typed home
     # of the hot fields; reading one snapshot; the live set of files; the commit pipeline beside flushes
     # and merges; then recovery, check, backup and transactions; the KV facade on top
-    {"view", "isolation"},
-    {"core"},
+    {"view", "isolation", "collection"},
+    {"core", "spacestats"},
     {"snapshot"},
+    {"cursor"},
     {"versions"},
     {"commit", "jobs"},
-    {"recovery", "check", "backup", "transaction"},
+    {"recovery", "check", "backup", "transaction", "upgrade"},
     {"store"},
     # the asyncio API over the KV
+    {"aiorun"},
     {"aio"},
     # the benchmark (python -m kvstore.bench, a user of the public API) and the command line, above the
     # engine: byte display, then the dump format, file inspectors and renderings, then the shell, the

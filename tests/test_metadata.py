@@ -185,7 +185,7 @@ def test_meta_absent_and_invalid_slots_are_kept_apart(tmp_path: pathlib.Path) ->
 
 
 def test_meta_newer_format_version_is_unsupported(tmp_path: pathlib.Path) -> None:
-    header = record.encode_file_header(record.META_MAGIC, 0, version=record.FORMAT_VERSION + 1)
+    header = record.encode_file_header(record.META_MAGIC, 0, version=record.META_FORMAT_VERSION + 1)
     body = header + record.META_BODY.pack(1, 2, 1, 0, 0)
     _slot(tmp_path, 0).write_bytes(body + record.CHUNK_CRC.pack(record.crc(body)))
     with pytest.raises(UnsupportedFormatError):

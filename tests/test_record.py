@@ -94,8 +94,8 @@ def test_file_header_newer_version_with_valid_checksum_is_unsupported(magic: byt
 
 @pytest.mark.parametrize("magic", MAGICS, ids=[m.decode() for m in MAGICS])
 def test_file_header_every_version_up_to_the_newest_is_read(magic: bytes) -> None:
-    """Meta slots are at version 1, logs at 3 and tables at 4; every older log and table version is still read."""
-    assert record.newest_version(magic) == {record.META_MAGIC: 1, record.WAL_MAGIC: 3, record.TABLE_MAGIC: 4}[magic]
+    """Meta slots are at version 2, logs at 3 and tables at 4; every older version is still read."""
+    assert record.newest_version(magic) == {record.META_MAGIC: 2, record.WAL_MAGIC: 3, record.TABLE_MAGIC: 4}[magic]
     assert record.encode_file_header(magic, 3)[4:6] == record.newest_version(magic).to_bytes(2, "little")
     for version in range(1, record.newest_version(magic) + 1):
         header = record.encode_file_header(magic, 3, version=version)
@@ -286,7 +286,7 @@ def test_meta_read_as_the_other_slot_is_corrupt() -> None:
 
 
 def test_meta_newer_version_with_valid_checksum_is_unsupported() -> None:
-    header = record.encode_file_header(record.META_MAGIC, 0, version=record.FORMAT_VERSION + 1)
+    header = record.encode_file_header(record.META_MAGIC, 0, version=record.META_FORMAT_VERSION + 1)
     body = header + record.META_BODY.pack(1, 2, 1, 0, 0)
     with pytest.raises(UnsupportedFormatError):
         record.decode_meta(body + record.CHUNK_CRC.pack(record.crc(body)), "/db/meta0", 0)

@@ -61,6 +61,8 @@ from statemodel import (
 
 from kvstore import KV, KVTX, ClosedError, Config, ConflictError, Cursor, TxClosedError
 
+names = st.sampled_from(["a", "b", "\u00e9", "\u00ff"])  # collection names: 1 and 2 bytes in UTF-8
+
 
 class KVMachine(RuleBasedStateMachine):
     """KV and KVTX against a dict: ``model`` is the committed state, each key with its expiry."""
@@ -81,6 +83,7 @@ class KVMachine(RuleBasedStateMachine):
         self.ended: list[KVTX] = []
         # transactions, cursors and scans open when their KV closed: the next use raises ClosedError
         self.orphans: list[KVTX | Cursor | Iterator[tuple[bytes, bytes]]] = []
+        self.colls: dict[str, dict[bytes, bytes]] = {}  # each collection's keys (set without ttls)
 
     @property
     def db(self) -> KV:
@@ -373,7 +376,8 @@ class KVMachine(RuleBasedStateMachine):
                 view = self.view()
                 expiring = sum(self.model[k][1] is not None for k in view)
                 got = [(t.entries, t.deletes, t.expiring) for t in tables]
-                assert got == ([(len(view), 0, expiring)] if view else []), got
+                held = len(view) + sum(len(rows) for rows in self.colls.values())  # collections' keys too
+                assert got == ([(held, 0, expiring)] if held else []), got
         assert self.db.check() == []
 
     @rule(config=configs)
@@ -394,6 +398,74 @@ class KVMachine(RuleBasedStateMachine):
         self.read_clock(b"")
         self.expired = 0
         assert list(self.kv.scan()) == sorted(self.view().items())
+
+    # ------------------------------------------------------------------ collections (a dict each, no ttls)
+
+    @rule(name=names, key=keys, value=values)
+    def coll_set(self, name: str, key: bytes, value: bytes) -> None:
+        self.db.collection(name).set(key, value)
+        self.colls.setdefault(name, {})[key] = value
+
+    @rule(name=names, key=keys)
+    def coll_get_and_delete(self, name: str, key: bytes) -> None:
+        rows = self.colls.get(name, {})
+        coll = self.db.collection(name)
+        assert coll.get(key) == rows.get(key)
+        assert coll.delete(key) == (key in rows)
+        rows.pop(key, None)
+
+    @rule(name=names, start=keys, end=keys)
+    def coll_delete_range(self, name: str, start: bytes, end: bytes) -> None:
+        self.db.collection(name).delete_range(start, end)
+        rows = self.colls.get(name, {})
+        for key in [k for k in rows if start <= k < end]:
+            del rows[key]
+
+    @rule(name=names)
+    def coll_drop(self, name: str) -> None:
+        self.db.drop_collection(name)
+        self.colls.pop(name, None)
+
+    @rule(name=names, start=maybe_keys, end=maybe_keys, reverse=st.booleans())
+    def coll_scan(self, name: str, start: bytes | None, end: bytes | None, reverse: bool) -> None:
+        rows = sorted((k, v) for k, v in self.colls.get(name, {}).items()
+                      if (start is None or k >= start) and (end is None or k < end))
+        got = list(self.db.collection(name).scan(start, end, reverse=reverse))
+        assert got == (rows[::-1] if reverse else rows)
+
+    @rule(name=names, key=keys, steps=moves)
+    def coll_cursor(self, name: str, key: bytes, steps: list[str]) -> None:
+        order = sorted(self.colls.get(name, {}))
+        i = next((n for n, k in enumerate(order) if k >= key), len(order))
+        with self.db.collection(name).seek(key) as cursor:
+            for step in steps:
+                assert cursor.valid == (0 <= i < len(order))
+                if not cursor.valid:
+                    break
+                assert cursor.key == order[i]
+                getattr(cursor, step)()
+                i += 1 if step == "next" else -1
+
+    @rule(items=st.lists(st.tuples(names, keys, st.none() | values), min_size=1, max_size=4))
+    def coll_transaction(self, items: list[tuple[str, bytes, bytes | None]]) -> None:
+        with self.db.new_tx() as tx:
+            for name, key, value in items:
+                if value is None:
+                    tx.collection(name).delete(key)
+                else:
+                    tx.collection(name).set(key, value)
+        for name, key, value in items:
+            if value is None:
+                self.colls.get(name, {}).pop(key, None)
+            else:
+                self.colls.setdefault(name, {})[key] = value
+
+    @invariant()
+    def collections_hold_their_keys(self) -> None:
+        if self.kv is None:
+            return
+        held = [name for name, rows in self.colls.items() if rows]
+        assert self.kv.collections() == sorted(held, key=lambda n: (len(n.encode()), n.encode()))
 
     @precondition(lambda self: bool(self.orphans))
     @rule(op=st.sampled_from(["get", "ttl", "set", "delete", "seek", "seek_for_prev", "scan", "commit"]), key=keys)
