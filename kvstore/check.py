@@ -12,6 +12,7 @@ from kvstore.commit import CommitPipeline
 from kvstore.core import Core
 from kvstore.errors import CorruptionError, UnsupportedFormatError
 from kvstore.filenames import log_name, table_name
+from kvstore.keyspace import prefix_of, split
 from kvstore.snapshot import Reader
 from kvstore.sorted_file import BlockCache, TableReader
 from kvstore.versions import VersionSet, sequence_disorder
@@ -35,6 +36,8 @@ def check(kv: Core, versions: VersionSet, pipeline: CommitPipeline) -> list[str]
             except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
                 problems.append(str(exc))
             problems.extend(t.reader.verify())
+            if not kv._legacy and not problems:
+                problems.extend(_stray_keys(t.reader, meta.last_sequence))
     finally:
         pin.release()
     problems.extend(sequence_disorder(tables))
@@ -43,6 +46,22 @@ def check(kv: Core, versions: VersionSet, pipeline: CommitPipeline) -> list[str]
             problems.append(f"{table_name(t.reader.file_number)}: sequence {t.reader.max_seq} is past the "
                             f"meta's last sequence {meta.last_sequence}")
     return problems
+
+
+def _stray_keys(reader: TableReader, last_sequence: int) -> list[str]:
+    """A key of ``reader`` from ``FF`` on that no key space stores (neither the KV's own escaped, nor a
+    collection's: DESIGN.md, "Collections"), as a problem; one walk over the keys from ``FF``, a split of the
+    first key under each prefix."""
+    prefix: bytes | None = None
+    for key, _ in reader.items(b"\xff", last_sequence):
+        if prefix is not None and key.startswith(prefix):
+            continue
+        try:
+            name = split(key, reader.path, -1)[0]
+        except CorruptionError as exc:
+            return [str(exc)]
+        prefix = None if name is None else prefix_of(name)
+    return []
 
 
 def _metas_and_logs(kv: Core, versions: VersionSet) -> list[str]:

@@ -372,7 +372,7 @@ class KV(Core, Reads):
                 row = next(reader.items(start, False, True), None)
                 if row is None or row[0] >= COLLECTIONS_END:
                     return names
-                name = split(row[0])[0]
+                name = split(row[0], self._dir, -1)[0]  # a key no space stores: damage (check names its table)
                 assert name is not None
                 names.append(name)
                 start = successor(prefix_of(name))

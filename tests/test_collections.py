@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import KV, Config, ConflictError, InvalidCursorError
+from kvstore import KV, Config, ConflictError, CorruptionError, InvalidCursorError
+from kvstore.keyspace import COLLECTIONS_START
 
 CONFIG = Config(sync=False, background=False)
 
@@ -234,3 +235,22 @@ def test_a_cursor_that_ran_off_its_space_does_not_conflict_with_another_space(tm
         t3.set(b"z", b"1")
         with pytest.raises(ConflictError):
             t3.commit()
+
+
+@pytest.mark.parametrize("stray", [b"\xff", b"\xff\x09ab", b"\xff\x02\xc3\x28x"])
+def test_check_reports_a_stored_key_no_key_space_stores(tmp_path: Path, stray: bytes) -> None:
+    """A key from FF that is neither the KV's own escaped nor a collection's (a length past the key's end, a
+    name that is not UTF-8, FF alone) can only come from damage: ``check`` names its table."""
+    with KV.open(tmp_path, CONFIG) as kv:
+        kv.set(b"\xffown", b"escaped")
+        kv.collection("users").set(b"k", b"v")
+        kv.flush()
+        assert kv.check() == []
+        kv._pipeline.set_one([(stray, b"planted")], False)  # under the key spaces, as damage would leave it
+        kv.flush()
+        problems = kv.check()
+        newest = max(p.name for p in tmp_path.glob("*.sst"))
+        assert len(problems) == 1 and newest in problems[0] and "belongs to no key space" in problems[0], problems
+        if stray > COLLECTIONS_START:  # where collections() looks: it raises rather than skip the damage
+            with pytest.raises(CorruptionError, match="belongs to no key space"):
+                kv.collections()
