@@ -12,7 +12,7 @@ Keys and values are read from arguments, and shown, as the body of a
 Python bytes literal (``--hex``: as hex); JSON carries base64.
 
 Invariants:
-  - commands that only read (get, ttl, scan, dump, stats, check, inspect, backup's source) open the database
+  - commands that only read (get, ttl, trace, scan, dump, stats, check, inspect, backup's source) open the database
     read-only and never create one; put, load and shell create a missing one;
   - stdout carries only answers; every message goes to stderr as one line, never a traceback;
   - progress is drawn on stderr only when it is a terminal.
@@ -54,6 +54,7 @@ from kvstore.commands import (
     cmd_scan,
     cmd_shell,
     cmd_stats,
+    cmd_trace,
     cmd_ttl,
 )
 from kvstore.dumpfile import DumpError
@@ -71,8 +72,8 @@ FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 }
 
 #: The subcommands ``build_parser`` defines.
-COMMANDS = ("get", "put", "ttl", "delete", "delete-range", "scan", "dump", "load", "stats", "check", "compact",
-            "backup", "inspect", "shell")
+COMMANDS = ("get", "put", "ttl", "trace", "delete", "delete-range", "scan", "dump", "load", "stats", "check",
+            "compact", "backup", "inspect", "shell")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,6 +159,11 @@ def _add_key_commands(sub: _Subcommands) -> None:
     p = sub.add("ttl", cmd_ttl, "print the seconds KEY has left before it expires (exit 1 when absent)", hexed=True,
                 spaced=True)
     p.add_argument("key", metavar="KEY")
+
+    p = sub.add("trace", cmd_trace, "trace a get of KEY: each memtable and table consulted, blocks read, the "
+                "version found", hexed=True, spaced=True)
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true", help="JSON (keys and values in base64)")
 
     p = sub.add("delete", cmd_delete, "delete keys in one transaction", hexed=True, spaced=True)
     p.add_argument("keys", metavar="KEY", nargs="+")

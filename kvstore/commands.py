@@ -28,7 +28,7 @@ from kvstore.display import ESCAPED, HEX, BytesForm, Progress, Ticker, human_byt
 from kvstore.dumpfile import DumpError, LoadReport, expiries, load, read_dump, write_dump
 from kvstore.errors import CorruptionError
 from kvstore.inspector import inspect_meta, inspect_sst, inspect_wal
-from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tree
+from kvstore.report import SHOWN, inspect_lines, jsonable, stats_lines, stats_tree, trace_lines
 from kvstore.shell import Shell, parse_bytes, parse_ttl, scan_lines, ttl_line
 from kvstore.store import KV, Stats
 
@@ -36,7 +36,7 @@ __all__ = [
     "EXIT_BROKEN_PIPE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK",
     "EXIT_UNUSABLE", "EXIT_USAGE", "LOAD_BATCH_BYTES", "Streams", "UsageError", "cmd_backup", "cmd_check",
     "cmd_compact", "cmd_delete", "cmd_delete_range", "cmd_dump", "cmd_get", "cmd_inspect", "cmd_load", "cmd_put",
-    "cmd_scan", "cmd_shell", "cmd_stats", "cmd_ttl", "open_config",
+    "cmd_scan", "cmd_shell", "cmd_stats", "cmd_trace", "cmd_ttl", "open_config",
 ]
 
 EXIT_OK = 0
@@ -149,6 +149,23 @@ def cmd_ttl(args: argparse.Namespace, io: Streams) -> int:
         io.err.write(f"kvstore ttl: key {form.show(key)} not found\n")
         return EXIT_NOT_FOUND
     io.say(line)
+    return EXIT_OK
+
+
+def cmd_trace(args: argparse.Namespace, io: Streams) -> int:
+    """``trace PATH KEY [--json]``: what a get of KEY does, level by level (``KV.trace``)."""
+    form = _form(args)
+    key = parse_bytes(args.key, form, "KEY")
+    with _open(args) as kv:
+        try:
+            traced = kv.trace(key, collection=args.collection)
+        except ValueError as exc:
+            raise UsageError(f"--collection: {exc}") from None
+    if args.json:
+        io.say(json.dumps(jsonable(traced.as_dict()), indent=2))
+    else:
+        for line in trace_lines(traced, form):
+            io.say(line)
     return EXIT_OK
 
 

@@ -23,7 +23,8 @@ Fields (guard; who changes it):
   - ``_snapshots``, ``_writesets``: snapshots of live readers and transactions (``_lock``; ``snapshot``),
     committed write sets (``_lock``; ``commit``);
   - ``_closed``, ``_closing``, ``_failed``: the lifecycle (``store`` closes; ``_fail`` stops);
-  - ``_bytes_written``, ``_user_bytes``: write amplification's counters (``_lock``).
+  - ``_metrics``: counters and latency histograms (``metrics``; write amplification's byte counts
+    under ``_lock``, the rest lock-free: see its docstring).
 
 The KV's own key space (``_own_space``, ``_legacy``) is read through ``_versions``, which knows the
 meta format: ``DEFAULT``, or ``LEGACY`` in a database of meta format 1 opened read-only.  It is not a
@@ -47,6 +48,7 @@ from kvstore.fs import FileLock, FileSystem
 from kvstore.isolation import WriteSets
 from kvstore.keys import as_bytes
 from kvstore.keyspace import LEGACY, Space
+from kvstore.metrics import Metrics
 from kvstore.sorted_array import Memtable
 from kvstore.sorted_file import BlockCache
 from kvstore.view import Frozen, Snapshots, Table, View
@@ -107,8 +109,7 @@ class Core:
         self._seq = 0
         self._snapshots = Snapshots()
         self._writesets = WriteSets()
-        self._bytes_written = 0
-        self._user_bytes = 0
+        self._metrics = Metrics()
 
     def _path(self, name: str) -> str:
         return os.path.join(self._dir, name)

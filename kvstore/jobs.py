@@ -133,7 +133,7 @@ class Jobs:
                     number, new_wal = versions.new_number(reserve=2), None
                 with kv._lock:
                     if new_wal is not None:
-                        kv._bytes_written += new_wal.size
+                        kv._metrics.engine_bytes += new_wal.size
                         kv._wal = new_wal
                     frozen = kv._mem
                     kv._mem = Memtable()
@@ -169,10 +169,12 @@ class Jobs:
         """Write the oldest frozen memtable to a table and swap it in through the meta."""
         kv, versions = self._kv, self._versions
         frozen = kv._imms[-1]
+        start = time.perf_counter_ns()
 
         def flushed() -> None:
             kv._imms.pop()
             self.flushes += 1
+            kv._metrics.flush.observe(time.perf_counter_ns() - start)
             self.merge_wanted = True
             kv._cond.notify_all()
 
@@ -217,7 +219,7 @@ class Jobs:
             return None
         kv._fs.sync_dir(kv._dir)
         with kv._lock:
-            kv._bytes_written += info.size
+            kv._metrics.engine_bytes += info.size
         return Table(TableReader(kv._fs, path, number, kv._cache))
 
     def compact(self, full: bool, queued: bool = False) -> None:
@@ -265,9 +267,11 @@ class Jobs:
         """Merge adjacent tables ``group`` (newest first) into one and swap it in through the meta (under
         ``merge_lock``)."""
         versions = self._versions
+        start = time.perf_counter_ns()
 
         def merged() -> None:
             self.merges += 1
+            self._kv._metrics.merge.observe(time.perf_counter_ns() - start)
 
         with versions.lock:
             number = versions.new_number()
@@ -319,7 +323,7 @@ class Jobs:
             return True, None
         kv._fs.sync_dir(kv._dir)
         with kv._lock:
-            kv._bytes_written += info.size
+            kv._metrics.engine_bytes += info.size
         return True, Table(TableReader(kv._fs, path, number, kv._cache))
 
     # ------------------------------------------------------------------ background threads

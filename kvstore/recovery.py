@@ -122,6 +122,7 @@ def _create(kv: Core, versions: VersionSet, created_dir: bool, names: list[str])
     versions.metastore.write(meta)
     versions.restore(meta, 2, [], [1])
     kv._wal = WalWriter.create(kv._fs, kv._dir, log_path(kv._dir, 1), 1)
+    kv._wal.fsyncs = kv._metrics.fsync
 
 
 def _replay(kv: Core, versions: VersionSet, found: Recovery, logs: list[int]) -> None:
@@ -200,6 +201,7 @@ def _finish(kv: Core, versions: VersionSet, found: Recovery, names: list[str], t
         number = versions.logs[-1]
         valid_end, header_ok = found.replayed[number]
         kv._wal = WalWriter.reopen(fs, kv._path(log_name(number)), number, valid_end, header_ok)
+        kv._wal.fsyncs = kv._metrics.fsync
     else:
         number, kv._wal = versions.new_log(reserve=1)
 

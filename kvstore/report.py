@@ -19,8 +19,9 @@ from kvstore.display import BytesForm, human_bytes, moment
 from kvstore.errors import CorruptionError
 from kvstore.keyspace import split
 from kvstore.store import Stats
+from kvstore.trace import Step, Trace
 
-__all__ = ["inspect_lines", "jsonable", "shorten", "stats_lines", "stats_tree"]
+__all__ = ["inspect_lines", "jsonable", "shorten", "stats_lines", "stats_tree", "stored_key", "trace_lines"]
 
 #: Bytes of a key or value shown in summaries before it is cut.
 SHOWN = 48
@@ -225,3 +226,39 @@ def inspect_lines(tree: dict[str, Any], form: BytesForm, limit: int = SHOWN) -> 
         lines = _meta_lines(tree)
     lines += [f"PROBLEM   {p}" for p in tree["problems"]]
     return lines
+
+
+def trace_lines(trace: Trace, form: BytesForm, limit: int = SHOWN) -> list[str]:
+    """``kvstore trace`` as text: the key, one line per level consulted (and one per block it read), then
+    the answer and the time taken."""
+    stored = "" if trace.stored_key == trace.key else f" (stored as {shorten(trace.stored_key, form, limit)})"
+    lines = [f"trace of {shorten(trace.key, form, limit)}{stored} at sequence {trace.snapshot:,}"]
+    for n, step in enumerate(trace.steps, 1):
+        span = ("empty" if step.smallest is None else
+                f"keys {stored_key(step.smallest, form, 24)} .. {stored_key(step.largest, form, 24)}")
+        bloom = "" if step.bloom is None else f"  bloom {step.bloom}"
+        place = "" if step.in_range else "  (key outside its range)"
+        lines.append(f"{n:>3}. {step.name:<18} {span}{bloom}{place}")
+        for b in step.blocks:
+            lines.append(f"       block {b.index} @{b.offset} ({b.size:,} bytes): "
+                         f"{'cache hit' if b.cached else 'cache miss, read from the file'}")
+        if step.range_tombstone is not None:
+            lines.append(f"       range tombstone over the key at sequence {step.range_tombstone:,}")
+        lines.append(f"       -> {_trace_outcome(step)}")
+    found = "" if trace.sequence is None else f" at sequence {trace.sequence:,}"
+    expiry = "" if trace.expires is None else f", expires at {moment(trace.expires)}"
+    value = f" = {shorten(trace.value, form, limit)}" if trace.value is not None else ""
+    lines.append(f"answer    {trace.answer}{found}{expiry}{value}  in {trace.seconds * 1e6:,.1f} µs")
+    return lines
+
+
+def _trace_outcome(step: Step) -> str:
+    seq = f" at sequence {step.sequence:,}" if step.sequence is not None else ""
+    return {
+        "none": "no version of the key here: on to the next level",
+        "skipped": "ruled out by the bloom filter: nothing read",
+        "value": f"value found{seq}",
+        "delete": f"delete found{seq}: the key is absent",
+        "range-deleted": "a range tombstone newer than any version here: the key is absent",
+        "expired": f"value found{seq}, expired: the key reads as absent",
+    }[step.outcome]

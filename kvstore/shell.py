@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from kvstore.display import BytesForm
 from kvstore.errors import ConflictError, KVError
 from kvstore.expiry import check_ttl
-from kvstore.report import stats_lines
+from kvstore.report import stats_lines, trace_lines
 from kvstore.store import KV
 from kvstore.transaction import KVTX
 
@@ -264,6 +264,13 @@ class Shell(cmd.Cmd):
         if line is None:
             print(f"not found: {self.form.show(key)}", file=self.stderr)
         else:
+            self._say(line)
+
+    def do_trace(self, arg: str) -> None:
+        """trace KEY: what a get of KEY does, level by level (the database's latest state, not a transaction's
+        writes)."""
+        (key,) = self._args(arg, 1, 1, "trace KEY")
+        for line in trace_lines(self.kv.trace(key), self.form):
             self._say(line)
 
     def do_del(self, arg: str) -> None:

@@ -84,6 +84,17 @@ class Memtable:
         """The number of distinct keys."""
         return len(self._data)
 
+    def bounds(self) -> tuple[bytes | None, bytes | None]:
+        """(smallest, largest) key of its versions and range tombstones; (None, None) when it is empty."""
+        with self.lock:
+            keys = self._keys
+            los = [keys[0]] if keys else []
+            his = [keys[-1]] if keys else []
+        ranges = self.ranges[:]
+        los += [t[0] for t in ranges]
+        his += [t[1] for t in ranges]
+        return (min(los), max(his)) if los else (None, None)
+
     def empty(self) -> bool:
         """True when nothing was written: no key and no range tombstone."""
         return not self._data and not self.ranges

@@ -20,7 +20,6 @@ Invariants:
 from __future__ import annotations
 
 import bisect
-import collections
 import itertools
 import operator
 import threading
@@ -29,6 +28,7 @@ from typing import cast
 
 from kvstore import bloom, rangedel, record
 from kvstore.block import BlockEntries, decode_block
+from kvstore.cache import BlockCache
 from kvstore.chunks import chunks_of
 from kvstore.errors import CorruptionError, CorruptSSTableError, UnsupportedFormatError
 from kvstore.fs import FileSystem
@@ -55,47 +55,6 @@ NO_READS = threading.local()
 
 class WouldRead(Exception):
     """A read under ``NO_READS.cached_only`` needs a block the cache does not hold."""
-
-
-class BlockCache:
-    """An LRU cache of decoded blocks keyed by (file number, offset), bounded by the memory they take
-    (encoded bytes plus ``DECODED_ENTRY_BYTES`` per entry)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.hits = 0
-        self.misses = 0
-        self._map: collections.OrderedDict[tuple[int, int], tuple[Block, int]] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, int]) -> Block | None:
-        with self._lock:
-            hit = self._map.get(key)
-            if hit is None:
-                self.misses += 1
-                return None
-            self._map.move_to_end(key)
-            self.hits += 1
-            return hit[0]
-
-    def put(self, key: tuple[int, int], block: Block, charge: int) -> None:
-        if charge > self.capacity:
-            return
-        with self._lock:
-            if key in self._map:
-                return
-            self._map[key] = (block, charge)
-            self.used += charge
-            while self.used > self.capacity:
-                _, (_, old) = self._map.popitem(last=False)
-                self.used -= old
-
-    def evict_file(self, file_number: int) -> None:
-        """Drop every block of one file (called when the file is deleted)."""
-        with self._lock:
-            for key in [k for k in self._map if k[0] == file_number]:
-                self.used -= self._map.pop(key)[1]
 
 
 class TableReader:
@@ -250,6 +209,24 @@ class TableReader:
         """The number of data blocks."""
         return len(self._offsets)
 
+    # what a lookup trace reads (``trace``), beside ``get``
+
+    def has_filter(self) -> bool:
+        """Whether ``get`` probes a bloom filter of this table."""
+        return self._lines is not None or self._bloom_bits is not None
+
+    def index_keys(self) -> list[bytes]:
+        """The last key of each data block, ascending."""
+        return self._index_keys
+
+    def block_place(self, i: int) -> tuple[int, int]:
+        """(offset, size) of data block ``i`` in the file."""
+        return self._offsets[i], self._sizes[i]
+
+    def cached(self, i: int) -> bool:
+        """Whether the block cache holds data block ``i`` now (asked without counting a hit or a miss)."""
+        return self._cache.holds((self.file_number, self._offsets[i]))
+
     def block(self, i: int) -> Block:
         """Data block ``i`` decoded, through the cache."""
         offset = self._offsets[i]
@@ -287,6 +264,7 @@ class TableReader:
             if k != self.bloom_k:
                 mask = bloom.mask(h, self.bloom_k)
             if lines[h % self._nlines] & mask != mask:
+                self._cache.bloom_negatives += 1
                 return None
         elif self._bloom_bits is not None:  # version 1: Bloom.may_contain, inline
             bits = self._bloom_bits
@@ -296,14 +274,15 @@ class TableReader:
             for _ in self._bloom_probes:
                 pos = h % nbits
                 if not bits[pos >> 3] & (1 << (pos & 7)):
+                    self._cache.bloom_negatives += 1
                     return None
                 h = (h + delta) & _MASK
         index_keys = self._index_keys
-        i = bisect.bisect_left(index_keys, key)
+        i = first = bisect.bisect_left(index_keys, key)
         nblocks = len(index_keys)
         while i < nblocks:
             block = self.block(i)
-            j = block.find(key)
+            j = at = block.find(key)
             n = block.count
             while j < n and block.key_at(j) == key:
                 seq = block.seq(j)
@@ -311,8 +290,12 @@ class TableReader:
                     return seq, block.value(j)
                 j += 1
             if j < n or index_keys[i] != key:
+                if j == at and i == first and (lines is not None or self._bloom_bits is not None):
+                    self._cache.bloom_false_positives += 1  # the filter passed a key the table lacks
                 return None
             i += 1
+        if i == first and (lines is not None or self._bloom_bits is not None):
+            self._cache.bloom_false_positives += 1
         return None
 
     def items(self, start: bytes | None, snapshot: int, reverse: bool = False,

@@ -1,5 +1,5 @@
-"""``KV``, the facade of one open database directory: its public calls, its ``Stats``, and the wiring of
-the mechanisms that carry them out.
+"""``KV``, the facade of one open database directory: its public calls and the wiring of the mechanisms
+that carry them out.
 
 A database directory holds ``meta0``/``meta1`` (which tables and logs are
 live), numbered tables ``NNNNNN.sst``, numbered logs ``NNNNNN.log`` and a
@@ -23,14 +23,12 @@ Invariants (``KV._check``):
 
 from __future__ import annotations
 
-import builtins
 import os
 import time
 from collections.abc import Callable
+from time import perf_counter_ns
 from types import TracebackType
 from typing import TypeVar
-
-import attrs
 
 from kvstore import record
 from kvstore.backup import Progress, backup
@@ -57,9 +55,12 @@ from kvstore.keyspace import (
     split,
     successor,
 )
+from kvstore.metrics import SAMPLE, exposition, families
 from kvstore.recovery import Recovery, abandon, recover
 from kvstore.snapshot import Reader, get_in, merge_rows
 from kvstore.spacestats import CollectionStats, collection_stats
+from kvstore.stats import Stats, TableStats
+from kvstore.trace import Trace, trace
 from kvstore.transaction import KVTX
 from kvstore.upgrade import upgrade
 from kvstore.versions import VersionSet
@@ -67,89 +68,6 @@ from kvstore.versions import VersionSet
 __all__ = ["KV", "Stats", "TableStats"]
 
 T = TypeVar("T")
-
-
-@attrs.frozen
-class TableStats:
-    """One live table, as ``Stats.tables`` lists them (newest first)."""
-
-    name: str
-    """Its file name in the database directory (``NNNNNN.sst``)."""
-    file_number: int
-    """The number in its name and header."""
-    entries: int
-    """Versions it holds, deletes included."""
-    deletes: int
-    """Deletes (tombstones) among them."""
-    bytes: int
-    """Its size on disk."""
-    smallest: builtins.bytes
-    """Its smallest key."""
-    largest: builtins.bytes
-    """Its largest key."""
-    min_sequence: int
-    """The lowest sequence number of its versions."""
-    max_sequence: int
-    """The highest sequence number of its versions."""
-    expiring: int = 0
-    """Versions among them set with a ``ttl`` (expired or not yet)."""
-
-
-@attrs.frozen
-class Stats:
-    """A picture of a KV at one moment (``KV.stats()``); counters count since this open."""
-
-    sequence: int
-    """The last sequence number published: every commit so far is at or below it."""
-    tables: tuple[TableStats, ...]
-    """The live tables, newest first."""
-    memtable_bytes: int
-    """Bytes of keys and values in the memtable and the frozen memtables waiting for their flush."""
-    memtable_entries: int
-    """Versions in those memtables."""
-    immutable_memtables: int
-    """Frozen memtables waiting for their flush (at most 2 before commits stall)."""
-    wal_bytes: int
-    """Bytes of the log commits are appended to (of the logs replayed, for a read-only KV)."""
-    live_snapshots: int
-    """Readers holding a snapshot: open scans, cursors, transactions and backups."""
-    oldest_snapshot: int | None
-    """The oldest snapshot's sequence number; None when there is none."""
-    oldest_snapshot_age: float | None
-    """Seconds since the oldest snapshot was taken; None when there is none."""
-    flushes: int
-    """Memtables written to tables."""
-    merges: int
-    """Merges of tables into one."""
-    bytes_written: int
-    """Bytes the engine wrote: logs, tables and meta slots."""
-    user_bytes: int
-    """Bytes of keys and values committed."""
-    disk_bytes: int
-    """Bytes of the database's own files in its directory now."""
-    cache_hits: int
-    """Block reads the block cache answered."""
-    cache_misses: int
-    """Block reads that went to the file."""
-    recovery: tuple[str, ...]
-    """What the open that made this KV found and did: torn tails cut, salvages, meta slots rewritten."""
-    failed: str | None
-    """Why the KV stopped accepting writes after an error; None while it has not."""
-    write_stalls: int = 0
-    """Commits that waited because flushing fell behind (immutable memtables at their bound)."""
-    stall_seconds: float = 0.0
-    """Seconds commits spent waiting so."""
-    tracked_writes: int = 0
-    """Keys of committed write sets kept because a live transaction may conflict with them."""
-    expired: int = 0
-    """Expired versions that flushes and merges dropped (each became a delete, or nothing at all)."""
-    collections: tuple[CollectionStats, ...] = ()
-    """Each collection that holds a key (``kv.collections()``): its keys and bytes, counted or estimated."""
-
-    @property
-    def write_amplification(self) -> float:
-        """Bytes the engine wrote (WAL, tables, meta) per byte of keys and values committed."""
-        return self.bytes_written / self.user_bytes if self.user_bytes else 0.0
 
 
 class KV(Core, Reads):
@@ -200,6 +118,7 @@ class KV(Core, Reads):
         except BaseException:
             abandon(kv, kv._versions)
             raise
+        kv._metrics.first_seq = kv._seq  # commits count from here
         kv._jobs.start()
         return kv
 
@@ -224,6 +143,11 @@ class KV(Core, Reads):
         passes, an index bisect and one block (usually cached).
         """
         # ``_get`` written out: a call level costs the hot path about 2% of a get
+        metrics = self._metrics  # every ``SAMPLE``-th get is timed (``metrics.Metrics.countdown``)
+        left = metrics.countdown - 1
+        if not left:
+            return self._timed_get(key)
+        metrics.countdown = left
         key = as_bytes(key, "key")
         if key >= b"\xff" and not self._legacy:  # the KV's own keys starting with FF are stored escaped
             key = b"\xff\x00" + key[1:]
@@ -239,10 +163,36 @@ class KV(Core, Reads):
         finally:
             self._unpin(view)
 
+    def _timed_get(self, key: Bytes) -> bytes | None:
+        """``get``, timed into the get histogram (``metrics``): every ``SAMPLE``-th call."""
+        metrics = self._metrics
+        metrics.countdown = SAMPLE
+        metrics.timed += 1
+        start = perf_counter_ns()
+        value = self._get(key, self._clock)
+        metrics.get.observe(perf_counter_ns() - start)
+        return value
+
     def ttl(self, key: Bytes) -> float | None:
         """The seconds ``key`` has left before it expires, by the KV's clock now; None when it does not
         expire (set without a ``ttl``), has expired, or is absent.  Raises as ``get``."""
         return remaining(self._get(key, None), self._clock())
+
+    def trace(self, key: Bytes, *, collection: str | None = None) -> Trace:
+        """What a ``get`` of ``key`` (in collection ``collection``, else among the KV's own keys) does, traced
+        level by level: each memtable and table consulted in order with its key range and bloom filter's
+        answer, each block read and whether the block cache held it, a range tombstone met, the version
+        found with its sequence number and expiry, the answer ``get`` gives and the time taken (``Trace``;
+        docs/operations.md, "trace()").  A trace is a real lookup: it reads blocks into the cache as a
+        ``get`` does.  Raises as ``get``, and for ``collection`` as ``collection()``."""
+        self._check_open()
+        key = as_bytes(key, "key")
+        if collection is None:
+            space = self._own_space
+        else:
+            space = Space(prefix_of(check_name(collection)))
+            self._check_spaces()
+        return trace(self, key, space.stored(key), self._clock)
 
     def _get_in(self, space: Space, key: Bytes) -> bytes | None:
         """``get`` in ``space``."""
@@ -443,11 +393,15 @@ class KV(Core, Reads):
     # ------------------------------------------------------------------ stats, check, backup
 
     def stats(self) -> Stats:
-        """Counters and the live tables (newest first); see ``Stats``.  Cost: one directory listing."""
+        """Counters and the live tables (newest first); see ``Stats``.  Cost: one directory listing, and a
+        scan of at most 1,025 keys per collection."""
+        return self._stats(collections=True)
+
+    def _stats(self, collections: bool) -> Stats:
         self._check_open()
         disk = self._disk_bytes()
-        spaces = self._collection_stats()
-        versions, jobs = self._versions, self._jobs
+        spaces = self._collection_stats() if collections else ()
+        versions, jobs, metrics = self._versions, self._jobs, self._metrics
         with self._lock:
             tables = tuple(
                 TableStats(table_name(r.file_number), r.file_number, r.num_entries, r.deletes, r.size, r.smallest,
@@ -461,11 +415,19 @@ class KV(Core, Reads):
                 wal_bytes=self._wal.size if self._wal is not None else self._recovery.wal_bytes,
                 live_snapshots=self._snapshots.live(), oldest_snapshot=self._snapshots.oldest,
                 oldest_snapshot_age=self._snapshots.oldest_age(),
-                flushes=jobs.flushes, merges=jobs.merges, bytes_written=self._bytes_written,
-                user_bytes=self._user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
+                flushes=jobs.flushes, merges=jobs.merges, bytes_written=self._metrics.engine_bytes,
+                user_bytes=self._metrics.user_bytes, disk_bytes=disk, cache_hits=self._cache.hits,
                 cache_misses=self._cache.misses, recovery=tuple(self._recovery.notes), failed=self._failed,
                 write_stalls=jobs.write_stalls, stall_seconds=jobs.stall_seconds,
-                tracked_writes=self._writesets.tracked(), expired=jobs.expired, collections=spaces)
+                tracked_writes=self._writesets.tracked(), expired=jobs.expired, collections=spaces,
+                gets=metrics.gets(), commits=self._seq - metrics.first_seq, conflicts=metrics.conflicts,
+                bloom_negatives=self._cache.bloom_negatives, bloom_false_positives=self._cache.bloom_false_positives)
+
+    def metrics_text(self) -> str:
+        """The KV's counters, gauges and latency histograms in the Prometheus text exposition format
+        (version 0.0.4), every name under ``kvstore_``; counters count since this open (docs/operations.md,
+        "metrics_text()").  Cost: ``stats()`` without its collections, and a copy of each histogram."""
+        return exposition(families(self._stats(collections=False), self._metrics))
 
     def _collection_stats(self) -> tuple[CollectionStats, ...]:
         """``Stats.collections``: one snapshot, a scan of at most 1,025 keys per collection."""

@@ -85,7 +85,7 @@ class VersionSet:
         self.meta = meta
         kv = self._kv
         with kv._lock:
-            kv._bytes_written += written
+            kv._metrics.engine_bytes += written
         return meta
 
     def new_number(self, reserve: int = 1) -> int:
@@ -104,6 +104,7 @@ class VersionSet:
         kv = self._kv
         number = self.new_number(reserve)
         wal = WalWriter.create(kv._fs, kv._dir, log_path(kv._dir, number), number)
+        wal.fsyncs = kv._metrics.fsync
         self.logs.append(number)
         return number, wal
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Sequence
 
 from kvstore import record
 from kvstore.errors import CorruptionError
 from kvstore.fs import File, FileSystem
+from kvstore.metrics import Latency
 
 __all__ = ["LogReplay", "WalWriter", "replay_log"]
 
@@ -41,6 +43,7 @@ class WalWriter:
         self._file = file
         self.size = file.size()
         self.durable = durable
+        self.fsyncs: Latency | None = None  # where each fsync's time goes (the KV's ``Metrics.fsync``)
 
     @classmethod
     def create(cls, fs: FileSystem, dirpath: str, path: str, log_number: int) -> WalWriter:
@@ -103,8 +106,11 @@ class WalWriter:
     def sync(self) -> None:
         """fsync whatever is not durable yet."""
         if self.durable != self.size:
+            start = time.perf_counter_ns()
             self._file.fsync()
             self.durable = self.size
+            if self.fsyncs is not None:
+                self.fsyncs.observe(time.perf_counter_ns() - start)
 
     def close(self) -> None:
         self._file.close()

@@ -19,8 +19,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvstore"
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"config", "record", "fs", "simfs", "keys", "keyspace"},
+    {"config", "record", "fs", "simfs", "keys", "keyspace", "metrics"},
     {"filenames", "chunks", "bloom", "block", "rangedel", "expiry"},
+    {"cache"},
     {"sorted_array", "sorted_file", "table_writer", "wal", "metadata"},
     {"merge", "builder", "runs", "covered"},
     # a merge done file to file in a helper process
@@ -30,7 +31,7 @@ LAYERS: list[set[str]] = [
     # and merges; then recovery, check, backup and transactions; the KV facade on top
     {"view", "isolation", "collection"},
     {"core", "spacestats"},
-    {"snapshot"},
+    {"snapshot", "stats", "trace"},
     {"cursor"},
     {"versions"},
     {"commit", "jobs"},
