@@ -28,6 +28,7 @@ from kvstore.errors import (
 from kvstore.fs import FileSystem, OSFileSystem
 from kvstore.spacestats import CollectionStats
 from kvstore.store import KV, Stats, TableStats
+from kvstore.trace import BlockRead, Step, Trace
 from kvstore.transaction import KVTX
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "KV",
     "KVTX",
     "BadChecksumError",
+    "BlockRead",
     "ClosedError",
     "Collection",
     "CollectionStats",
@@ -53,7 +55,9 @@ __all__ = [
     "OSFileSystem",
     "ReadOnlyError",
     "Stats",
+    "Step",
     "TableStats",
+    "Trace",
     "TxClosedError",
     "UnsupportedFormatError",
     "__version__",

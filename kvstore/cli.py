@@ -189,7 +189,9 @@ def _add_database_commands(sub: _Subcommands) -> None:
 
     sub.add("collections", cmd_collections, "list the collections that hold at least one key")
     p = sub.add("stats", cmd_stats, "tables (newest first), memtable, WAL, sizes and counters", hexed=True)
-    p.add_argument("--json", action="store_true", help="JSON (keys in base64)")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="JSON (keys in base64)")
+    shown.add_argument("--prometheus", action="store_true", help="the metrics in the Prometheus text format")
 
     p = sub.add("check", cmd_check, "verify every checksum, order and reference; exit 1 on any problem")
     p.add_argument("--json", action="store_true", help="JSON: {path, ok, problems}")

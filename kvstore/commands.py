@@ -293,8 +293,12 @@ def cmd_collections(args: argparse.Namespace, io: Streams) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, io: Streams) -> int:
-    """``stats PATH [--json]``: tables newest first, memtable, WAL, sizes and counters."""
+    """``stats PATH [--json | --prometheus]``: tables newest first, memtable, WAL, sizes and counters; or
+    ``KV.metrics_text()``."""
     with _open(args) as kv:
+        if args.prometheus:
+            io.out.write(kv.metrics_text())
+            return EXIT_OK
         stats = kv.stats()
         spaces = not kv._legacy  # a database of meta format 1 opened read-only: keys as they are stored
     if args.json:

@@ -34,7 +34,7 @@ PAGES = sorted(DOCS.rglob("*.md"))
 CLASSES = ["kvstore.KV", "kvstore.KVTX", "kvstore.Cursor", "kvstore.Config", "kvstore.Stats", "kvstore.TableStats",
            "kvstore.simfs.SimFS", "kvstore.Collection", "kvstore.CollectionStats", "kvstore.aio.AsyncKV",
            "kvstore.aio.AsyncCollection", "kvstore.aio.AsyncKVTX", "kvstore.aio.AsyncScan",
-           "kvstore.aio.AsyncCursor"]
+           "kvstore.aio.AsyncCursor", "kvstore.Trace", "kvstore.Step", "kvstore.BlockRead"]
 #: Public names outside ``kvstore.__all__`` that the reference documents.
 EXTRA_NAMES = ["kvstore.simfs.SimFS", "kvstore.simfs.CrashMode", "kvstore.simfs.SimulatedCrash",
                "kvstore.simfs.SimFile", "kvstore.fs.File", "kvstore.fs.FileLock", "kvstore.aio.AsyncKV",

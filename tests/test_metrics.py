@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cliproc import out, run
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvstore import KV, ClosedError, Config, ConflictError
@@ -171,3 +172,13 @@ def test_metrics_text_after_close_raises(tmp_path: Path) -> None:
     kv.close()
     with pytest.raises(ClosedError):
         kv.metrics_text()
+
+
+def test_stats_prometheus_prints_the_metrics(tmp_path: Path) -> None:
+    with KV.open(tmp_path, CONFIG) as kv:
+        kv.set(b"k", b"v")
+    result = run("stats", "--prometheus", tmp_path)
+    families = parse(out(result))
+    assert gauge(families, "kvstore_tables") == 1 and counter(families, "kvstore_commits") == 0  # a fresh open
+    both = run("stats", "--prometheus", "--json", tmp_path)
+    assert both.returncode == 2
