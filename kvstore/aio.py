@@ -46,6 +46,7 @@ from kvstore.errors import ConflictError, FailedError, TxClosedError
 from kvstore.fs import FileSystem
 from kvstore.keys import Bytes
 from kvstore.store import KV, Stats
+from kvstore.trace import Trace
 from kvstore.transaction import KVTX
 
 __all__ = ["AsyncCollection", "AsyncCursor", "AsyncKV", "AsyncKVTX", "AsyncScan"]
@@ -147,6 +148,14 @@ class AsyncKV:
     async def stats(self) -> Stats:
         """``KV.stats`` on a thread."""
         return await self._runner.run(self.sync.stats)
+
+    async def metrics_text(self) -> str:
+        """``KV.metrics_text`` on a thread."""
+        return await self._runner.run(self.sync.metrics_text)
+
+    async def trace(self, key: Bytes, *, collection: str | None = None) -> Trace:
+        """``KV.trace`` on a thread (a traced lookup may read blocks)."""
+        return await self._runner.run(functools.partial(self.sync.trace, key, collection=collection))
 
     async def check(self) -> list[str]:
         """``KV.check`` on a thread: every problem found, empty when healthy."""

@@ -52,6 +52,7 @@ from kvstore.commands import (
     cmd_load,
     cmd_put,
     cmd_scan,
+    cmd_serve,
     cmd_shell,
     cmd_stats,
     cmd_trace,
@@ -73,7 +74,7 @@ FORWARDED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 
 #: The subcommands ``build_parser`` defines.
 COMMANDS = ("get", "put", "ttl", "trace", "delete", "delete-range", "scan", "dump", "load", "stats", "check",
-            "compact", "backup", "inspect", "shell")
+            "compact", "backup", "inspect", "shell", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect_command(sub)
     p = sub.add("shell", cmd_shell, "an interactive prompt (commands also from stdin)", hexed=True)
     p.add_argument("--read-only", action="store_true", help="open read-only (no put, del or commit)")
+    p = sub.add("serve", cmd_serve, "serve an HTTP JSON API, /metrics and a live dashboard (the serve extra)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8470, help="the port (default 8470; 0: any free port)")
+    p.add_argument("--writable", action="store_true", help="accept writes (else the database opens read-only)")
+    p.add_argument("--token", help="require Authorization: Bearer TOKEN on every request (default: "
+                   "$KVSTORE_TOKEN); needed to listen on any other address than loopback")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name clients may use in the Host header (repeatable)")
     for name, (text, _) in FORWARDED.items():
         sub.forward(name, text)
     return parser

@@ -36,7 +36,7 @@ __all__ = [
     "EXIT_BROKEN_PIPE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_NOT_FOUND", "EXIT_OK",
     "EXIT_UNUSABLE", "EXIT_USAGE", "LOAD_BATCH_BYTES", "Streams", "UsageError", "cmd_backup", "cmd_check",
     "cmd_compact", "cmd_delete", "cmd_delete_range", "cmd_dump", "cmd_get", "cmd_inspect", "cmd_load", "cmd_put",
-    "cmd_scan", "cmd_shell", "cmd_stats", "cmd_trace", "cmd_ttl", "open_config",
+    "cmd_scan", "cmd_serve", "cmd_shell", "cmd_stats", "cmd_trace", "cmd_ttl", "open_config",
 ]
 
 EXIT_OK = 0
@@ -391,6 +391,35 @@ def cmd_inspect(args: argparse.Namespace, io: Streams) -> int:
     if problems:
         io.err.write(f"kvstore inspect: {_count(len(problems), 'problem')} in {args.file}\n")
         return EXIT_UNUSABLE
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, io: Streams) -> int:
+    """``serve PATH``: the HTTP API, ``/metrics`` and the dashboard (``kvstore.serve``), until Ctrl-C."""
+    try:
+        from kvstore import serve
+    except ImportError as exc:
+        raise UsageError(f"serve needs the serve extra: pip install 'kvstore[serve]' ({exc})") from None
+    token = args.token or os.environ.get("KVSTORE_TOKEN") or None
+    if not serve.loopback(args.host) and token is None:
+        raise UsageError(f"--host {args.host} is not a loopback address: give a token (--token or KVSTORE_TOKEN), "
+                         "which every request must then present")
+    if args.host in ("0.0.0.0", "::") and not args.allow_host:
+        raise UsageError(f"--host {args.host} listens on every address: name the host names clients use with "
+                         "--allow-host (requests for any other Host get 403)")
+    with _open(args, write=args.writable, create=args.writable):
+        pass  # a missing, locked or damaged database stops here, with the command line's exit codes
+    settings = serve.Settings(path=args.path, host=args.host, port=args.port, writable=args.writable, token=token,
+                              allow_hosts=tuple(args.allow_host))
+    mode = "read-write" if args.writable else "read-only"
+
+    def announce(url: str) -> None:
+        io.err.write(f"kvstore serve: {mode} on {url} (Ctrl-C stops it)\n")
+        io.err.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve.serve(settings, announce)
+    io.err.write("kvstore serve: stopped, database closed\n")
     return EXIT_OK
 
 

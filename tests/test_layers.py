@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     # commands, their parser and ``python -m kvstore``
     {"bench", "display"},
     {"dumpfile", "inspector", "report"},
-    {"shell"},
+    {"shell", "serve"},
     {"commands"},
     {"cli"},
     {"__main__"},
