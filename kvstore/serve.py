@@ -224,6 +224,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/put", api.put, methods=["POST"]),
         Route("/api/delete", api.delete, methods=["POST"]),
         Route("/api/delete-range", api.delete_range, methods=["POST"]),
+        Route("/api/flush", api.flush, methods=["POST"]),
+        Route("/api/compact", api.compact, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _internal_error})
@@ -266,8 +268,7 @@ class _Api:
             raise ApiError(400, f"collection: {exc}") from None
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        if not self.settings.writable:
-            raise ApiError(403, "this server is read-only: start it with --writable to change data")
+        self._writable({})
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
@@ -393,6 +394,28 @@ class _Api:
         start, end = _b64(body.get("start"), "start"), _b64(body.get("end"), "end")
         await self._space(body.get("collection")).delete_range(start, end)
         return JSONResponse({"ok": True})
+
+
+    async def flush(self, request: Request) -> Response:
+        return await _answer(self._work, request, False)
+
+    async def compact(self, request: Request) -> Response:
+        return await _answer(self._work, request, True)
+
+    async def _work(self, request: Request, merge: bool) -> Response:
+        """Flush the memtable, or merge by the policy (``{"full": true}``: into one table)."""
+        body = await self._body(request) if await request.body() else self._writable({})
+        kv = self._kv()
+        if merge:
+            await kv.compact(full=body.get("full") is True)
+        else:
+            await kv.flush()
+        return JSONResponse({"ok": True})
+
+    def _writable(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.settings.writable:
+            raise ApiError(403, "this server is read-only: start it with --writable to change data")
+        return body
 
 
 def _flag(value: str | None, what: str) -> bool:
