@@ -459,8 +459,11 @@ def serve(settings: Settings, announce: Callable[[str], None]) -> None:
     import uvicorn
 
     family = socket.AF_INET6 if ":" in settings.host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on such sockets, and without it a response written
+    # in two parts waits for the client's delayed ACK (40 ms a request on a kept-alive connection)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.host.strip("[]"), settings.port))
     port = sock.getsockname()[1]
     settings = attrs.evolve(settings, port=port)

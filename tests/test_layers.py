@@ -56,6 +56,8 @@ LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 TOP = len(LAYERS)
 
 THIRD_PARTY_HOME = {"sortedcontainers": {"sorted_array"}, "crc32c": {"record"}}
+#: Packages of an optional extra (pyproject.toml), each imported by its one module only: ``serve``.
+EXTRA_HOME = {"starlette": {"serve"}, "uvicorn": {"serve"}}
 ALLOWED_THIRD_PARTY = {"attrs"} | set(THIRD_PARTY_HOME)
 
 
@@ -124,12 +126,16 @@ def test_module_imports_only_declared_third_party_packages(module: str) -> None:
     _, external = _imports(module)
     stdlib = _stdlib()
     for dep in external - stdlib - {"__future__"}:
+        if dep in EXTRA_HOME:
+            assert module in EXTRA_HOME[dep], f"{dep}, of an optional extra, may be imported only in {EXTRA_HOME[dep]}"
+            continue
         assert dep in ALLOWED_THIRD_PARTY, f"{module} imports {dep}, not a runtime dependency"
         home = THIRD_PARTY_HOME.get(dep)
         assert home is None or module in home, f"{dep} may be imported only in {sorted(home or ())}, not {module}"
 
 
-@pytest.mark.parametrize(("package", "home"), sorted(THIRD_PARTY_HOME.items()), ids=sorted(THIRD_PARTY_HOME))
+@pytest.mark.parametrize(("package", "home"), sorted({**THIRD_PARTY_HOME, **EXTRA_HOME}.items()),
+                         ids=sorted({**THIRD_PARTY_HOME, **EXTRA_HOME}))
 def test_third_party_package_is_imported_in_its_home_module(package: str, home: set[str]) -> None:
     importers = {m for m in _modules() if package in _imports(m)[1]}
     assert importers == home
