@@ -22,7 +22,6 @@ from crashhelp import (
     Model,
     Status,
     Writes,
-    crashed,
     expected_scan,
     keys,
     modes,
@@ -204,19 +203,9 @@ class CollectionCrashMachine(CrashMachine):
           seed=seeds, crashes=recovery_crashes)
     def crash_during_coll(self, op: str, key: bytes, pad: int, ttl: float, at: int, mode: CrashMode, seed: int,
                           crashes: list[tuple[int, CrashMode, int]]) -> None:
-        """Crash at the ``at``-th file operation of one write to a collection."""
-        self.fs.crash_at(at)
-        try:
-            self.run_op(op, key, pad, ttl)
-        except BaseException:
-            if not crashed(self.fs):
-                raise
-            image = self.fs.crash_image(mode, seed)
-            self.drop_kv()
-            self.fs = image
-            self.recover(image, mode is CrashMode.KILL, crashes)
-            return
-        self.fs.crash_at(None)
+        """Crash at the ``at``-th file operation of one write to a collection: the parent's rule, whose
+        ``run_op`` is this machine's."""
+        CrashMachine.crash_during(self, op, key, pad, ttl, at, mode, seed, crashes)
 
 
 def test_stored_keys_of_the_model_split_back() -> None:

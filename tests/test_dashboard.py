@@ -91,8 +91,8 @@ def test_the_dashboard_shows_tables_charts_keys_and_a_trace(browser: webdriver.C
             assert len(rows) >= 2, "the tables are drawn"
             names = [r.find_element(By.CLASS_NAME, "name").text for r in rows]
             assert names == sorted(names, reverse=True), "newest first"
-            widths = [float(r.find_element(By.CSS_SELECTOR, ".bar > span").get_attribute("style")
-                            .split("width:")[1].split("%")[0]) for r in rows]
+            styles = [r.find_element(By.CSS_SELECTOR, ".bar > span").get_attribute("style") or "" for r in rows]
+            widths = [float(style.split("width:")[1].split("%")[0]) for style in styles]
             assert max(widths) == 100.0 and all(w > 0 for w in widths), "drawn to scale"
             texts = [r.text for r in rows]
             assert any("user:" in t for t in texts) and any("[orders] o-1" in t for t in texts), texts
