@@ -457,3 +457,20 @@ def test_collections_as_coroutines_in_the_kv_and_in_transactions(tmp_path: Path)
                 kv.collection("")
 
     run(main)
+
+
+def test_metrics_and_traces_as_coroutines(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with await AsyncKV.open(tmp_path, CONFIG) as kv:
+            await kv.set(b"k", b"v")
+            await kv.collection("c").set(b"k", b"in c")
+            await kv.flush()
+            traced = await kv.trace(b"k")
+            assert (traced.answer, traced.value) == ("value", b"v") and traced.steps[-1].blocks
+            assert (await kv.trace(b"k", collection="c")).value == b"in c"
+            text = await kv.metrics_text()
+            assert "kvstore_commits_total 2\n" in text and "kvstore_tables 1\n" in text
+        with pytest.raises(ClosedError):
+            await kv.metrics_text()
+
+    run(main)
