@@ -36,8 +36,8 @@ def check(kv: Core, versions: VersionSet, pipeline: CommitPipeline) -> list[str]
             except (CorruptionError, UnsupportedFormatError, FileNotFoundError) as exc:
                 problems.append(str(exc))
             problems.extend(t.reader.verify())
-            if not kv._legacy and not problems:
-                problems.extend(_stray_keys(t.reader, meta.last_sequence))
+        if not kv._legacy and not problems:
+            problems.extend(_stray_keys(pin, kv._dir))
     finally:
         pin.release()
     problems.extend(sequence_disorder(tables))
@@ -48,16 +48,17 @@ def check(kv: Core, versions: VersionSet, pipeline: CommitPipeline) -> list[str]
     return problems
 
 
-def _stray_keys(reader: TableReader, last_sequence: int) -> list[str]:
-    """A key of ``reader`` from ``FF`` on that no key space stores (neither the KV's own escaped, nor a
-    collection's: DESIGN.md, "Collections"), as a problem; one walk over the keys from ``FF``, a split of the
-    first key under each prefix."""
+def _stray_keys(reader: Reader, where: str) -> list[str]:
+    """A live key from ``FF`` on that no key space stores (neither the KV's own escaped, nor a collection's:
+    DESIGN.md, "Collections"), as a problem: one walk over the live keys from ``FF``, a split of the first
+    key under each prefix.  Live keys only: an upgraded database's tables keep the raw keys of meta format
+    1 from ``FF`` on until merges drop them, each deleted by the upgrade."""
     prefix: bytes | None = None
-    for key, _ in reader.items(b"\xff", last_sequence):
+    for key, _ in reader.items(b"\xff", False, True):
         if prefix is not None and key.startswith(prefix):
             continue
         try:
-            name = split(key, reader.path, -1)[0]
+            name = split(key, where, -1)[0]
         except CorruptionError as exc:
             return [str(exc)]
         prefix = None if name is None else prefix_of(name)

@@ -218,7 +218,7 @@ def test_stored_keys_of_the_model_split_back() -> None:
 _profile = settings()
 CollectionCrashMachine.TestCase.settings = settings(
     _profile,
-    max_examples=max(1, _profile.max_examples * 2),
+    max_examples=_profile.max_examples,
     stateful_step_count=_profile.stateful_step_count,
 )
 TestCollectionCrashMachine = CollectionCrashMachine.TestCase
