@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 import importlib.resources
 import ipaddress
 import json
@@ -157,8 +158,6 @@ class Guard:
 
 
 def _same(a: str, b: str) -> bool:
-    import hmac
-
     return hmac.compare_digest(a.encode(), b.encode())
 
 
@@ -268,7 +267,7 @@ class _Api:
             raise ApiError(400, f"collection: {exc}") from None
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        self._writable({})
+        self._check_writable()
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
@@ -404,7 +403,11 @@ class _Api:
 
     async def _work(self, request: Request, merge: bool) -> Response:
         """Flush the memtable, or merge by the policy (``{"full": true}``: into one table)."""
-        body = await self._body(request) if await request.body() else self._writable({})
+        if await request.body():
+            body = await self._body(request)
+        else:
+            self._check_writable()
+            body = {}
         kv = self._kv()
         if merge:
             await kv.compact(full=body.get("full") is True)
@@ -412,10 +415,10 @@ class _Api:
             await kv.flush()
         return JSONResponse({"ok": True})
 
-    def _writable(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _check_writable(self) -> None:
+        """``ApiError`` 403 unless the server was started ``--writable``."""
         if not self.settings.writable:
             raise ApiError(403, "this server is read-only: start it with --writable to change data")
-        return body
 
 
 def _flag(value: str | None, what: str) -> bool:
