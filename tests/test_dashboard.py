@@ -87,14 +87,17 @@ def test_the_dashboard_shows_tables_charts_keys_and_a_trace(browser: webdriver.C
         try:
             browser.get(server.url)
             _wait(browser, "return document.getElementById('status').textContent === 'live'")
-            rows = browser.find_elements(By.CSS_SELECTOR, "#tables .table-row")
+            # one snapshot of the drawn rows, read in the page: it redraws them every second
+            rows = browser.execute_script(
+                "return [...document.querySelectorAll('#tables .table-row')].map((r) => ({"
+                "name: r.querySelector('.name').textContent, text: r.textContent,"
+                "width: parseFloat(r.querySelector('.bar > span').style.width)}))")
             assert len(rows) >= 2, "the tables are drawn"
-            names = [r.find_element(By.CLASS_NAME, "name").text for r in rows]
+            names = [r["name"] for r in rows]
             assert names == sorted(names, reverse=True), "newest first"
-            styles = [r.find_element(By.CSS_SELECTOR, ".bar > span").get_attribute("style") or "" for r in rows]
-            widths = [float(style.split("width:")[1].split("%")[0]) for style in styles]
+            widths = [r["width"] for r in rows]
             assert max(widths) == 100.0 and all(w > 0 for w in widths), "drawn to scale"
-            texts = [r.text for r in rows]
+            texts = [r["text"] for r in rows]
             assert any("user:" in t for t in texts) and any("[orders] o-1" in t for t in texts), texts
             _wait(browser, "return Number(document.getElementById('f-commits').textContent.replace('k', '')) > 0")
             _wait(browser, "return document.getElementById('f-tables').textContent !== '\\u2013'")
